@@ -1,0 +1,39 @@
+"""The Celery app, tuned for very many tiny I/O-bound tasks.
+
+Start workers with:  celery -A maker_workers.celery_app worker --pool threads -c 16
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from maker_workers.settings import settings
+
+SAMPLE_TASK = "maker.sample"
+NOOP_TASK = "maker.noop"
+QUEUE = "maker"
+
+
+def make_app(broker_url: str, *, task_events: bool = False) -> Celery:
+    """The app; the orchestrator builds its own with the broker it was given."""
+    app = Celery("maker", broker=broker_url, include=["maker_workers.tasks"])
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=4,
+        worker_send_task_events=task_events,
+        task_send_sent_event=task_events,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        # A lost sample is replaced by the orchestrator long before this, so keep redelivery slow.
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    return app
+
+
+app = make_app(settings().broker, task_events=settings().task_events)

@@ -1,0 +1,1 @@
+"""Task domains: how one step is asked, parsed strictly and applied."""

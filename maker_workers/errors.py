@@ -1,0 +1,36 @@
+"""The exceptions of maker, one tree under MakerError.
+
+    MakerError
+    ├── ConfigError        bad settings, flags or inputs; the message says how to fix them
+    ├── ProviderError      an LLM provider failed or answered in a way we cannot use
+    │   └── RateLimited    the provider said slow down (HTTP 429)
+    ├── StoreError         Redis refused or was unreachable
+    └── StepFailed         a step hit its sample or red-flag cap; it is failed, never guessed
+"""
+
+
+class MakerError(Exception):
+    """Base of every error maker raises on purpose."""
+
+
+class ConfigError(MakerError):
+    pass
+
+
+class ProviderError(MakerError):
+    pass
+
+
+class RateLimited(ProviderError):
+    pass
+
+
+class StoreError(MakerError):
+    pass
+
+
+class StepFailed(MakerError):
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"step {step} failed: {reason}")
+        self.step = step
+        self.reason = reason

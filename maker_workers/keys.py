@@ -1,0 +1,64 @@
+"""Every Redis key of maker is built here and nowhere else.
+
+All keys of one run share the hash tag ``{run_id}`` so a Redis Cluster keeps them in one slot,
+which the Lua vote script needs (it touches several keys of a run atomically).
+A step's keys carry the step index AND a hash of its input state, so a vote is always about
+one exact input: a speculative mode may vote on a step before its input is committed.
+"""
+
+from dataclasses import dataclass
+
+PREFIX = "maker"
+
+
+def _run(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}"
+
+
+def notify(run_id: str) -> str:
+    """List the orchestrator blocks on; the vote script pushes one outcome per sample."""
+    return f"{_run(run_id)}:notify"
+
+
+def events(run_id: str) -> str:
+    """Stream of every vote, red flag, decision, retry and rate-limit wait of the run."""
+    return f"{_run(run_id)}:events"
+
+
+def stats(run_id: str) -> str:
+    """Hash of run-wide counters (samples, red flags by reason, late votes, tokens)."""
+    return f"{_run(run_id)}:stats"
+
+
+def meta(run_id: str) -> str:
+    """Hash with the run's configuration, written once at the start."""
+    return f"{_run(run_id)}:meta"
+
+
+def checkpoint(run_id: str) -> str:
+    """Hash with the last committed step and the state it produced."""
+    return f"{_run(run_id)}:checkpoint"
+
+
+def run_pattern(run_id: str) -> str:
+    """Glob matching every key of a run (for cleanup)."""
+    return f"{_run(run_id)}:*"
+
+
+@dataclass(frozen=True)
+class StepKeys:
+    """The keys of one (step, input state) voting contest."""
+
+    seen: str
+    tally: str
+    status: str
+
+
+def step(run_id: str, index: int, state_hash: str) -> StepKeys:
+    base = f"{_run(run_id)}:step:{index}:{state_hash}"
+    return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status")
+
+
+def bench_done(bench_id: str) -> str:
+    """List the benchmark's no-op tasks push to, so their completion can be awaited."""
+    return f"{PREFIX}:{{bench-{bench_id}}}:done"

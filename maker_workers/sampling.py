@@ -1,0 +1,89 @@
+"""One sample, start to finish: skip if decided, ask the provider, red-flag, record in Redis.
+
+Kept apart from Celery so it can be driven directly in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from maker_workers.domains import hanoi
+from maker_workers.errors import ProviderError, RateLimited
+from maker_workers.providers import Completion, Provider
+from maker_workers.votes import Contest, Recorded, VoteBook
+
+
+class SampleRequest(BaseModel):
+    """The message the orchestrator sends for one LLM call."""
+
+    run_id: str
+    step: int
+    state: hanoi.State
+    previous_move: tuple[int, int, int] | None
+    sample_id: str
+    temperature: float | None
+    k: int
+
+    @property
+    def contest(self) -> Contest:
+        return Contest(run_id=self.run_id, step=self.step, state_hash=hanoi.state_hash(self.state), k=self.k)
+
+
+class SamplePolicy(BaseModel):
+    max_output_tokens: int = 750
+    retries: int = 4
+    retry_max_wait_s: float = 30.0
+
+
+def _call(
+    provider: Provider, request: SampleRequest, policy: SamplePolicy, on_retry: Callable[[str, str], None]
+) -> Completion:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = "rate_limit_wait" if isinstance(exc, RateLimited) else "retry"
+        on_retry(kind, f"attempt {state.attempt_number}: {exc}")
+
+    for attempt in Retrying(
+        retry=retry_if_exception_type(ProviderError),
+        stop=stop_after_attempt(policy.retries + 1),
+        wait=wait_random_exponential(multiplier=0.2, max=policy.retry_max_wait_s),
+        before_sleep=before_sleep,
+        reraise=True,
+    ):
+        with attempt:
+            return provider.complete(
+                hanoi.messages(request.state, request.previous_move),
+                temperature=request.temperature,
+                # One token past the limit lets us tell "exactly at the limit" from "over it".
+                max_tokens=policy.max_output_tokens + 1,
+            )
+    raise AssertionError("unreachable: tenacity reraises")
+
+
+def draw_sample(
+    request: SampleRequest, provider: Provider, book: VoteBook, policy: SamplePolicy
+) -> Recorded | None:
+    """Returns what the vote script recorded, or None when the step was already decided."""
+    contest = request.contest
+    if book.is_decided(contest):
+        book.event(contest, request.sample_id, "skipped")
+        return None
+
+    def on_retry(kind: str, detail: str) -> None:
+        book.event(contest, request.sample_id, kind, detail=detail)
+
+    try:
+        completion = _call(provider, request, policy, on_retry)
+    except ProviderError as exc:
+        return book.record(contest, request.sample_id, "error", type(exc).__name__)
+    tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
+    if completion.truncated or completion.output_tokens > policy.max_output_tokens:
+        return book.record(contest, request.sample_id, "red_flag", "too_long", **tokens)
+    try:
+        move, next_state = hanoi.parse(completion.text, hanoi.disks_of(request.state))
+    except hanoi.RedFlag as flag:
+        return book.record(contest, request.sample_id, "red_flag", flag.reason, **tokens)
+    return book.record(contest, request.sample_id, "vote", hanoi.candidate(move, next_state), **tokens)

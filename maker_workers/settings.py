@@ -1,0 +1,35 @@
+"""Worker settings, read from the environment (prefix MAKER_) at the edge and nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAKER_", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding tallies and events")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
+    provider: str = Field("sim", description="LLM provider name: sim, openai")
+    model: str = Field("sim-hanoi", description="model name sent to the provider")
+    base_url: str = Field("http://127.0.0.1:8765/v1", description="OpenAI-compatible base URL")
+    api_key: str | None = Field(None, repr=False, description="provider API key (never logged)")
+    max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
+    request_timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(4, ge=0, description="retries of a failed provider call before it counts as an error")
+    http_connections: int = Field(64, ge=1)
+    events_maxlen: int = Field(100_000, ge=1)
+    decided_ttl_s: int = Field(86_400, ge=1)
+    task_events: bool = Field(False, description="send Celery task events (turn on for Flower)")
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def settings() -> WorkerSettings:
+    return WorkerSettings()

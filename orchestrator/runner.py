@@ -1,0 +1,155 @@
+"""The run loop: keep enough samples in flight, wait for outcomes, commit, checkpoint.
+
+The orchestrator holds no vote in memory that Redis does not also hold: tallies and decisions live
+in Redis (written by the workers' Lua script), the committed state is checkpointed after every step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+from celery import Celery
+from pydantic import BaseModel, Field
+
+from maker_workers import keys
+from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.domains import hanoi
+from maker_workers.errors import StepFailed, StoreError
+from maker_workers.sampling import SampleRequest
+from maker_workers.votes import Notice, Outcome
+from orchestrator.method import to_enqueue
+
+
+class VotingConfig(BaseModel):
+    k: int = Field(3, ge=1, description="margin the winner needs over the runner-up")
+    max_samples: int = Field(200, ge=1, description="a step that draws this many samples undecided FAILS")
+    max_red_flags: int = Field(100, ge=1, description="a step with this many red flags FAILS")
+    first_temperature: float = 0.0
+    later_temperature: float = 0.1
+    sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
+    wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
+
+
+class CommittedStep(BaseModel):
+    step: int
+    move: hanoi.Move
+    next_state: hanoi.State
+    samples: int
+    votes: int
+    winner_votes: int
+    runner_up_votes: int
+    red_flags: int
+    rounds: int
+
+
+class Runner:
+    """Drives one run of the Hanoi task through the cluster behind `broker` and `client`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        broker: Celery,
+        config: VotingConfig,
+        *,
+        run_id: str | None = None,
+        health_check: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.client = client
+        self.broker = broker
+        self.config = config
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self._health_check = health_check
+
+    def run(
+        self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None
+    ) -> hanoi.State:
+        """Solve `disks`-disk Hanoi step by step; returns the last committed state."""
+        state, previous = hanoi.initial_state(disks), None
+        self._write(keys.meta(self.run_id), {"disks": disks, "config": self.config.model_dump_json()})
+        for step in range(hanoi.n_steps(disks)):
+            committed = self.decide(step, state, previous)
+            state, previous = committed.next_state, committed.move
+            self._write(
+                keys.checkpoint(self.run_id),
+                {"step": step + 1, "state": json.dumps(state), "previous_move": json.dumps(previous)},
+            )
+            on_commit(committed)
+        return state
+
+    def decide(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> CommittedStep:
+        """Vote one step to a decision, or raise StepFailed when a cap is hit."""
+        cfg = self.config
+        state_hash = hanoi.state_hash(state)
+        in_flight: dict[str, float] = {}
+        margin = sent = rounds = 0
+        while True:
+            needed = to_enqueue(cfg.k, margin, len(in_flight))
+            if needed:
+                rounds += 1
+                for _ in range(needed):
+                    temperature = cfg.first_temperature if sent == 0 else cfg.later_temperature
+                    in_flight[self._send(step, state, previous, temperature)] = time.monotonic()
+                    sent += 1
+            notice = self._next_notice()
+            if notice is None:
+                self._health_check()
+                self._forget_lost(in_flight)
+                continue
+            if notice.step != step or notice.state_hash != state_hash:
+                continue  # a late outcome from an earlier step
+            in_flight.pop(notice.sample_id, None)
+            if notice.outcome is Outcome.DECIDED:
+                assert notice.winner is not None
+                move, next_state = hanoi.from_candidate(notice.winner)
+                return CommittedStep(
+                    step=step, move=move, next_state=next_state, samples=notice.samples,
+                    votes=notice.votes, winner_votes=notice.leader_votes,
+                    runner_up_votes=notice.runner_up_votes, red_flags=notice.red_flags, rounds=rounds,
+                )
+            if notice.outcome is Outcome.VOTE:
+                margin = notice.leader_votes - notice.runner_up_votes
+            if notice.samples >= cfg.max_samples:
+                raise StepFailed(step, f"{notice.samples} samples without a {cfg.k}-vote margin "
+                                 f"(cap {cfg.max_samples}); raise --max-samples or check the model")
+            if notice.red_flags >= cfg.max_red_flags:
+                raise StepFailed(step, f"{notice.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
+                                 "the model's answers do not parse, see the run's events")
+
+    def _send(self, step: int, state: hanoi.State, previous: hanoi.Move | None, temperature: float) -> str:
+        sample_id = uuid.uuid4().hex
+        request = SampleRequest(
+            run_id=self.run_id, step=step, state=state, previous_move=previous,
+            sample_id=sample_id, temperature=temperature, k=self.config.k,
+        )
+        self.broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")], task_id=sample_id)
+        return sample_id
+
+    def _next_notice(self) -> Notice | None:
+        try:
+            popped = self.client.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
+        except redis.RedisError as exc:
+            raise StoreError(f"waiting for outcomes failed: {exc}") from exc
+        return None if popped is None else Notice.model_validate_json(popped[1])
+
+    def _forget_lost(self, in_flight: dict[str, float]) -> None:
+        """Samples unheard of for too long are presumed lost; dropping them lets new ones replace them.
+
+        Should a lost one turn up after all, its vote still counts once: Redis dedupes by sample id.
+        """
+        deadline = time.monotonic() - self.config.sample_timeout_s
+        for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
+            del in_flight[sample_id]
+
+    def _write(self, key: str, mapping: dict[str, str | int]) -> None:
+        try:
+            self.client.hset(key, mapping=mapping)
+        except redis.RedisError as exc:
+            raise StoreError(f"writing {key} failed: {exc}") from exc
+
+    def stats(self) -> dict[str, int]:
+        raw = self.client.hgetall(keys.stats(self.run_id))
+        return {k.decode(): int(v) for k, v in raw.items()}
