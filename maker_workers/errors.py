@@ -2,8 +2,9 @@
 
     MakerError
     ├── ConfigError        bad settings, flags or inputs; the message says how to fix them
-    ├── ProviderError      an LLM provider failed or answered in a way we cannot use
-    │   └── RateLimited    the provider said slow down (HTTP 429)
+    ├── ProviderError      an LLM provider refused the request or answered in a way we cannot use
+    │   ├── RateLimited    the provider said slow down (HTTP 429); retried
+    │   └── Unavailable    connection failure, timeout or 5xx; retried
     ├── StoreError         Redis refused or was unreachable
     └── StepFailed         a step hit its sample or red-flag cap; it is failed, never guessed
 """
@@ -22,6 +23,10 @@ class ProviderError(MakerError):
 
 
 class RateLimited(ProviderError):
+    pass
+
+
+class Unavailable(ProviderError):
     pass
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from maker_workers.domains import hanoi
-from maker_workers.errors import ProviderError, RateLimited
+from maker_workers.errors import ProviderError, RateLimited, Unavailable
 from maker_workers.providers import Completion, Provider
 from maker_workers.votes import Contest, Recorded, VoteBook
 
@@ -47,7 +47,7 @@ def _call(
         on_retry(kind, f"attempt {state.attempt_number}: {exc}")
 
     for attempt in Retrying(
-        retry=retry_if_exception_type(ProviderError),
+        retry=retry_if_exception_type((RateLimited, Unavailable)),
         stop=stop_after_attempt(policy.retries + 1),
         wait=wait_random_exponential(multiplier=0.2, max=policy.retry_max_wait_s),
         before_sleep=before_sleep,
@@ -78,7 +78,7 @@ def draw_sample(
     try:
         completion = _call(provider, request, policy, on_retry)
     except ProviderError as exc:
-        return book.record(contest, request.sample_id, "error", type(exc).__name__)
+        return book.record(contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
     tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
     if completion.truncated or completion.output_tokens > policy.max_output_tokens:
         return book.record(contest, request.sample_id, "red_flag", "too_long", **tokens)

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from maker_workers.errors import ProviderError, RateLimited
+from maker_workers.errors import ProviderError, RateLimited, Unavailable
 from maker_workers.providers.base import Completion
 
 
@@ -26,9 +26,11 @@ class OpenAICompatible:
         try:
             response = self._client.post(self._url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise ProviderError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+            raise Unavailable(f"{self._url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 429:
             raise RateLimited(f"{self._url}: rate limited (429)")
+        if response.status_code >= 500:
+            raise Unavailable(f"{self._url}: HTTP {response.status_code}: {response.text[:200]}")
         if response.status_code >= 400:
             raise ProviderError(f"{self._url}: HTTP {response.status_code}: {response.text[:200]}")
         try:

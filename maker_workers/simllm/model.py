@@ -53,7 +53,7 @@ def _corrupt(state: hanoi.State, move: hanoi.Move) -> hanoi.State:
     """The state after `move`, but with the moved disk on the third peg: still disks 1..n once each."""
     wrong = [list(peg) for peg in state]
     disk, src, dst = move
-    wrong[src].remove(disk)
+    wrong[dst].remove(disk)
     wrong[3 - src - dst].append(disk)
     return wrong
 

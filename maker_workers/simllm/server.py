@@ -14,9 +14,10 @@ from maker_workers.simllm.model import SimConfig, SimModel, count_tokens
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: one connection per worker thread, reused
+    disable_nagle_algorithm = True  # headers and body go out as separate writes; no 40 ms stall
     server: SimServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
