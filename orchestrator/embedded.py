@@ -57,14 +57,16 @@ class Process:
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, text=True, start_new_session=True,
         )
-        threading.Thread(target=self._drain, name=f"drain-{name}", daemon=True).start()
+        self._drained = threading.Thread(target=self._drain, name=f"drain-{name}", daemon=True)
+        self._drained.start()
 
     def _drain(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self._tail.append(line.rstrip())
-            if self._ready_text in line:
-                self._ready.set()
+        with self.popen.stdout:
+            for line in self.popen.stdout:
+                self._tail.append(line.rstrip())
+                if self._ready_text in line:
+                    self._ready.set()
         self._ready.set()  # end of output: wake any waiter so it can see the exit
 
     def wait_ready(self, timeout: float) -> None:
@@ -86,6 +88,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        self._drained.join(timeout)
 
 
 class Embedded:

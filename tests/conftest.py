@@ -1,0 +1,79 @@
+"""Fixtures that start real parts: a private redis-server, the simulated LLM over HTTP, Celery workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from maker_workers.simllm.model import SimConfig
+from maker_workers.simllm.server import SimServer
+from maker_workers.votes import VoteBook
+from orchestrator.embedded import Embedded, Process, free_port, redis_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    server = Process(
+        "redis-server",
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        "Ready to accept connections",
+    )
+    server.wait_ready(30)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.stop()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def book(client: redis.Redis) -> VoteBook:
+    return VoteBook(client)
+
+
+@pytest.fixture
+def sim_server() -> Iterator[SimServer]:
+    """The simulated LLM on a free loopback port, in a thread of the test process."""
+    server = SimServer("127.0.0.1", 0, SimConfig(error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0))
+    server.start_in_thread()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Embedded]:
+    """A private cluster as `maker hanoi` starts it: redis-server, sim-llm and two Celery worker processes."""
+    with Embedded(workers=2, concurrency=4, sim=SimConfig(seed=7)) as running:
+        yield running
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run `maker ...` the way a user does, in its own process."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=env,
+    )

@@ -1,0 +1,79 @@
+"""Statistical claims checked by Monte Carlo: the real Lua script's decisions vs p_sub and E[votes],
+and the simulated LLM's error rate vs what it was told."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import redis
+
+from maker_workers import keys
+from maker_workers.domains import hanoi
+from maker_workers.simllm.model import SimConfig, SimModel
+from maker_workers.votes import Contest, Outcome, VoteBook
+from orchestrator.method import expected_votes, p_sub
+
+RIGHT, WRONG = "right", "wrong"
+
+
+@pytest.mark.parametrize(("error_rate", "k", "steps"), [(0.3, 2, 2500), (0.2, 3, 2000)])
+def test_lua_voting_fails_a_step_at_rate_one_minus_p_sub(
+    client: redis.Redis, error_rate: float, k: int, steps: int
+) -> None:
+    """Each sample is right with probability p, else the step's one plausible wrong answer (collision)."""
+    rng, book, p = random.Random(error_rate), VoteBook(client), 1 - error_rate
+    failures, votes = 0, []
+    for step in range(steps):
+        contest = Contest(run_id="mc", step=step, state_hash="s", k=k)
+        n = 0
+        while True:
+            n += 1
+            result = book.record(contest, str(n), "vote", RIGHT if rng.random() < p else WRONG)
+            if result.outcome is Outcome.DECIDED:
+                failures += client.hget(keys.step("mc", step, "s").status, "winner") == WRONG.encode()
+                votes.append(n)
+                break
+    q = 1 - p_sub(p, k)
+    # 4 standard errors: a false alarm about once in 16,000 runs
+    assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps)
+    mean = sum(votes) / steps
+    sd = math.sqrt(sum((v - mean) ** 2 for v in votes) / (steps - 1))
+    assert abs(mean - expected_votes(p, k)) < 4 * sd / math.sqrt(steps)
+
+
+@pytest.mark.parametrize("error_rate", [0.05, 0.3])
+def test_sim_llm_is_wrong_at_the_rate_it_was_given(error_rate: float) -> None:
+    model = SimModel(SimConfig(error_rate=error_rate, malformed_rate=0.05, too_long_rate=0.02, seed=3))
+    state, previous = [[4, 3], [1], [2]], (2, 0, 2)
+    prompt = hanoi.messages(state, previous)[1]["content"]
+    right = (hanoi.strategy_move(state, previous), hanoi.apply_move(state, hanoi.strategy_move(state, previous)))
+    trials, valid, wrong, flagged = 20_000, 0, 0, 0
+    for _ in range(trials):
+        answer = model.answer(prompt, 0.1, 751)
+        try:
+            parsed = hanoi.parse(answer.text, 4)
+        except hanoi.RedFlag:
+            flagged += 1
+            continue
+        if answer.truncated:
+            flagged += 1
+            continue
+        valid += 1
+        wrong += parsed != right
+    assert abs(wrong / valid - error_rate) < 4 * math.sqrt(error_rate * (1 - error_rate) / valid)
+    assert abs(flagged / trials - 0.07) < 4 * math.sqrt(0.07 * 0.93 / trials)
+
+
+def test_sim_llm_wrong_answers_mostly_collide() -> None:
+    model = SimModel(SimConfig(error_rate=0.4, malformed_rate=0, too_long_rate=0, seed=5))
+    state, previous = [[5, 4, 3], [2], [1]], (2, 0, 1)  # three legal moves: room for other mistakes
+    prompt = hanoi.messages(state, previous)[1]["content"]
+    answers = [hanoi.parse(model.answer(prompt, 0.1, None).text, 5) for _ in range(5000)]
+    right = hanoi.strategy_move(state, previous)
+    wrong = [a for a in answers if a != (right, hanoi.apply_move(state, right))]
+    top_share = max(wrong.count(a) for a in wrong) / len(wrong)
+    assert top_share == pytest.approx(0.8, abs=0.05)  # the step's one plausible mistake
+    corrupt = sum(1 for move, _ in wrong if move == right) / len(wrong)
+    assert corrupt == pytest.approx(0.1, abs=0.03)  # right move, corrupted next_state

@@ -1,0 +1,152 @@
+"""The Lua vote script against a real redis-server: the invariants of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import redis
+from redis.crc import key_slot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from maker_workers import keys
+from maker_workers.votes import Contest, Outcome, VoteBook
+
+
+def contest(k: int = 3, step: int = 0, run_id: str = "r1") -> Contest:
+    return Contest(run_id=run_id, step=step, state_hash="abc", k=k)
+
+
+def notices(client: redis.Redis, run_id: str = "r1") -> list[dict]:
+    return [json.loads(m) for m in client.lrange(keys.notify(run_id), 0, -1)]
+
+
+def events(client: redis.Redis, run_id: str = "r1") -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(keys.events(run_id))]
+
+
+def test_first_to_ahead_by_k_not_first_to_k(book: VoteBook) -> None:
+    c = contest(k=2)
+    for i, vote in enumerate(["A", "B", "A", "B", "A"]):
+        assert book.record(c, f"s{i}", "vote", vote).outcome is Outcome.VOTE  # A has 3 but only 1 ahead
+    decided = book.record(c, "s5", "vote", "A")
+    assert decided.outcome is Outcome.DECIDED
+    assert (decided.leader_votes, decided.runner_up_votes) == (4, 2)
+
+
+def test_decision_carries_the_winners_payload_and_notifies(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=2)
+    payload = '{"move":[1,0,2],"next_state":[[2],[],[1]]}'
+    book.record(c, "a", "vote", payload)
+    book.record(c, "b", "vote", payload)
+    last = notices(client)[-1]
+    assert last["outcome"] == "decided" and last["winner"] == payload
+    assert last["votes"] == 2 and last["samples"] == 2
+    assert book.is_decided(c)
+
+
+def test_a_redelivered_sample_counts_once(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=2)
+    assert book.record(c, "same", "vote", "A").outcome is Outcome.VOTE
+    assert book.record(c, "same", "vote", "A").outcome is Outcome.DUPLICATE
+    assert book.record(c, "same", "vote", "A").outcome is Outcome.DUPLICATE
+    assert client.hget(keys.step("r1", 0, "abc").tally, "A") == b"1"
+    assert not book.is_decided(c)
+    assert len(notices(client)) == 1  # the orchestrator hears of a sample once
+
+
+def test_votes_after_a_decision_are_late_and_not_counted(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=1)
+    assert book.record(c, "a", "vote", "A").outcome is Outcome.DECIDED
+    assert book.record(c, "b", "vote", "B").outcome is Outcome.LATE
+    assert book.record(c, "c", "vote", "B").outcome is Outcome.LATE
+    status = client.hgetall(keys.step("r1", 0, "abc").status)
+    assert status[b"winner"] == b"A" and status[b"late"] == b"2"
+    assert client.hget(keys.step("r1", 0, "abc").tally, "B") is None
+    assert client.hget(keys.stats("r1"), "late_votes") == b"2"
+
+
+def test_red_flags_and_errors_never_become_votes(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=1)
+    assert book.record(c, "a", "red_flag", "parse", 10, 5).outcome is Outcome.RED_FLAG
+    assert book.record(c, "b", "red_flag", "too_long", 10, 751).outcome is Outcome.RED_FLAG
+    assert book.record(c, "c", "error", "Unavailable: down").outcome is Outcome.ERROR
+    assert not book.is_decided(c)
+    assert client.hlen(keys.step("r1", 0, "abc").tally) == 0
+    stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats("r1")).items()}
+    assert stats["red_flags"] == 2 and stats["red_flag:parse"] == 1 and stats["red_flag:too_long"] == 1
+    assert stats["errors"] == 1 and stats["samples"] == 3 and stats["output_tokens"] == 756
+    assert [n["reason"] for n in notices(client)] == ["parse", "too_long", "Unavailable: down"]
+
+
+def test_contests_are_keyed_by_step_and_input_state(book: VoteBook) -> None:
+    one = Contest(run_id="r1", step=5, state_hash="h1", k=1)
+    other_input = Contest(run_id="r1", step=5, state_hash="h2", k=1)
+    assert book.record(one, "a", "vote", "A").outcome is Outcome.DECIDED
+    assert book.record(other_input, "b", "vote", "B").outcome is Outcome.DECIDED  # a separate contest
+
+
+def test_every_vote_red_flag_and_decision_is_an_event(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=1)
+    book.record(c, "a", "red_flag", "parse")
+    book.record(c, "b", "vote", "A")
+    book.record(c, "c", "vote", "B")
+    book.record(c, "c", "vote", "B")
+    assert [e["kind"] for e in events(client)] == ["red_flag", "vote", "decided", "late", "duplicate"]
+    assert events(client)[2]["candidate"] == "A"
+
+
+def test_all_keys_of_a_run_share_one_cluster_slot(client: redis.Redis) -> None:
+    step = keys.step("run-7", 12, "ff00")
+    names = [step.seen, step.tally, step.status, keys.notify("run-7"), keys.events("run-7"), keys.stats("run-7"),
+             keys.meta("run-7"), keys.checkpoint("run-7")]
+    assert all("{run-7}" in name for name in names)
+    assert len({key_slot(name.encode()) for name in names}) == 1
+
+
+def reference_decision(votes: list[str], k: int) -> tuple[str | None, int]:
+    """The method written plainly: the first vote after which one candidate leads all others by k."""
+    tally: Counter[str] = Counter()
+    for i, vote in enumerate(votes):
+        tally[vote] += 1
+        ranked = [*sorted(tally.values(), reverse=True), 0]
+        if ranked[0] >= k + ranked[1]:
+            return vote, i
+    return None, len(votes)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    k=st.integers(1, 5),
+    votes=st.lists(st.sampled_from(["A", "B", "C", "D"]), max_size=40),
+    redeliver=st.lists(st.integers(0, 39), max_size=10),
+)
+def test_script_matches_the_method_on_any_vote_sequence(
+    client: redis.Redis, k: int, votes: list[str], redeliver: list[int]
+) -> None:
+    client.flushall()
+    book = VoteBook(client)
+    c = contest(k=k)
+    winner, decided_at = reference_decision(votes, k)
+    deliveries = [(i, v) for i, v in enumerate(votes)]
+    for j in redeliver:  # Celery redelivers some samples right after their first delivery
+        if j < len(votes):
+            at = next(p for p, (i, _) in enumerate(deliveries) if i == j)
+            deliveries.insert(at + 1, (j, votes[j]))
+    outcomes = {}
+    for i, vote in deliveries:
+        result = book.record(c, f"s{i}", "vote", vote)
+        if i in outcomes:
+            assert result.outcome is Outcome.DUPLICATE
+            continue
+        outcomes[i] = result.outcome
+        if result.outcome is Outcome.DECIDED:
+            assert result.leader_votes >= k + result.runner_up_votes  # never without the margin
+    decided = [i for i, o in outcomes.items() if o is Outcome.DECIDED]
+    if winner is None:
+        assert decided == [] and not book.is_decided(c)  # no plurality, no guess
+    else:
+        assert decided == [decided_at]
+        assert client.hget(keys.step("r1", 0, "abc").status, "winner").decode() == winner
+        assert all(o is Outcome.LATE for i, o in outcomes.items() if i > decided_at)
