@@ -1,0 +1,123 @@
+"""One sample through the worker pipeline: provider -> red flags -> the Lua script on a real Redis."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from maker_workers import keys
+from maker_workers.domains import hanoi
+from maker_workers.providers.openai_compat import OpenAICompatible
+from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
+from maker_workers.simllm.server import SimServer
+from maker_workers.votes import Outcome, VoteBook
+
+STATE = hanoi.initial_state(3)
+FAST = SamplePolicy(max_output_tokens=750, retries=3, retry_max_wait_s=0.01)
+
+
+def request(sample_id: str = "s1", k: int = 1) -> SampleRequest:
+    return SampleRequest(run_id="r", step=0, state=STATE, previous_move=None, sample_id=sample_id,
+                         temperature=0.0, k=k)
+
+
+def answering(*responses: httpx.Response) -> tuple[OpenAICompatible, list[httpx.Request]]:
+    calls: list[httpx.Request] = []
+    queue = list(responses)
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    return OpenAICompatible(client, base_url="http://llm.test/v1", model="m", api_key=None), calls
+
+
+def completion(text: str, tokens: int = 20, finish: str = "stop") -> httpx.Response:
+    return httpx.Response(200, json={
+        "choices": [{"message": {"content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": tokens},
+    })
+
+
+def event_kinds(client: redis.Redis) -> list[str]:
+    return [fields[b"kind"].decode() for _, fields in client.xrange(keys.events("r"))]
+
+
+def test_a_sample_from_the_real_sim_over_http_is_a_vote(sim_server: SimServer, book: VoteBook) -> None:
+    with httpx.Client() as http:
+        provider = OpenAICompatible(http, base_url=sim_server.url, model="sim", api_key=None)
+        recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.DECIDED
+
+
+def test_a_wrong_well_formed_answer_is_still_a_vote(book: VoteBook, client: redis.Redis) -> None:
+    # the engine never consults ground truth: an illegal move wins if the votes say so
+    provider, _ = answering(completion("move = [3, 0, 1]\nnext_state = [[2, 1], [3], []]"))
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.DECIDED
+    winner = client.hget(keys.step("r", 0, hanoi.state_hash(STATE)).status, "winner").decode()
+    assert hanoi.from_candidate(winner) == ((3, 0, 1), [[2, 1], [3], []])
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        (completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=751), "too_long"),
+        (completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=751, finish="length"), "too_long"),
+        (completion("move = [1, 0, 2]\nnext_state = [[3, 2], []]"), "parse"),
+        (completion("I would move disk 1 to peg 2."), "parse"),
+    ],
+)
+def test_red_flags_are_discarded_and_counted_by_reason(
+    book: VoteBook, client: redis.Redis, response: httpx.Response, reason: str
+) -> None:
+    provider, _ = answering(response)
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.RED_FLAG
+    assert client.hget(keys.stats("r"), f"red_flag:{reason}") == b"1"
+    assert client.hlen(keys.step("r", 0, hanoi.state_hash(STATE)).tally) == 0
+
+
+def test_exactly_at_the_token_limit_is_not_a_red_flag(book: VoteBook) -> None:
+    provider, _ = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=750))
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.DECIDED
+
+
+def test_rate_limits_are_waited_out_and_logged(book: VoteBook, client: redis.Redis) -> None:
+    provider, calls = answering(httpx.Response(429), httpx.Response(503),
+                                completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.DECIDED
+    assert len(calls) == 3
+    assert event_kinds(client)[:2] == ["rate_limit_wait", "retry"]
+
+
+def test_a_provider_that_stays_down_gives_an_error_not_a_vote(book: VoteBook, client: redis.Redis) -> None:
+    provider, calls = answering(httpx.Response(503, text="down"))
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.ERROR
+    assert len(calls) == FAST.retries + 1
+    assert event_kinds(client) == ["retry"] * FAST.retries + ["error"]
+
+
+def test_a_refused_request_is_not_retried(book: VoteBook) -> None:
+    provider, calls = answering(httpx.Response(400, text="bad"))
+    recorded = draw_sample(request(), provider, book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.ERROR and len(calls) == 1
+
+
+def test_a_decided_step_is_skipped_without_calling_the_provider(book: VoteBook, client: redis.Redis) -> None:
+    provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    draw_sample(request("first"), provider, book, FAST)
+    assert draw_sample(request("second"), provider, book, FAST) is None
+    assert len(calls) == 1
+    assert event_kinds(client)[-1] == "skipped"
+
+
+def test_the_token_limit_is_sent_one_past_the_red_flag(book: VoteBook) -> None:
+    provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    draw_sample(request(), provider, book, FAST)
+    assert b'"max_tokens":751' in calls[0].content.replace(b" ", b"")
