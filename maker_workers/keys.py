@@ -62,3 +62,8 @@ def step(run_id: str, index: int, state_hash: str) -> StepKeys:
 def bench_done(bench_id: str) -> str:
     """List the benchmark's no-op tasks push to, so their completion can be awaited."""
     return f"{PREFIX}:{{bench-{bench_id}}}:done"
+
+
+def moves(run_id: str) -> str:
+    """List of every committed move, in order: lets a resumed run be scored and replayed."""
+    return f"{_run(run_id)}:moves"

@@ -47,6 +47,20 @@ class Notice(BaseModel):
     reason: str | None = None
 
 
+class StepStatus(BaseModel):
+    """What Redis knows of one contest, for an orchestrator that (re)joins it."""
+
+    decided: bool = False
+    winner: str | None = None
+    winner_votes: int = 0
+    runner_up_votes: int = 0
+    samples: int = 0
+    votes: int = 0
+    red_flags: int = 0
+    errors: int = 0
+    margin: int = 0
+
+
 class Contest(BaseModel):
     """Where a sample belongs: one run, one step, one exact input state."""
 
@@ -96,6 +110,18 @@ class VoteBook:
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
         except redis.RedisError as exc:
             raise StoreError(f"writing a {kind} event failed: {exc}") from exc
+
+    def status(self, contest: Contest) -> StepStatus:
+        step = keys.step(contest.run_id, contest.step, contest.state_hash)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                raw, tally = pipe.hgetall(step.status).hvals(step.tally).execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"reading step {contest.step} failed: {exc}") from exc
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        counts = [*sorted((int(v) for v in tally), reverse=True), 0, 0]
+        return StepStatus(decided=fields.pop("decided", "0") == "1", margin=counts[0] - counts[1],
+                          **{k: v for k, v in fields.items() if k in StepStatus.model_fields})
 
     def is_decided(self, contest: Contest) -> bool:
         status = keys.step(contest.run_id, contest.step, contest.state_hash).status

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains import hanoi
-from maker_workers.errors import StepFailed, StoreError
+from maker_workers.errors import ConfigError, StepFailed, StoreError
 from maker_workers.sampling import SampleRequest
-from maker_workers.votes import Notice, Outcome
+from maker_workers.votes import Contest, Notice, Outcome, StepStatus, VoteBook
 from orchestrator.method import to_enqueue
 
 
@@ -63,29 +63,65 @@ class Runner:
         self.config = config
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._health_check = health_check
+        self.book = VoteBook(client)
 
     def run(
         self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None
     ) -> hanoi.State:
-        """Solve `disks`-disk Hanoi step by step; returns the last committed state."""
-        state, previous = hanoi.initial_state(disks), None
-        self._write(keys.meta(self.run_id), {"disks": disks, "config": self.config.model_dump_json()})
-        for step in range(hanoi.n_steps(disks)):
+        """Solve `disks`-disk Hanoi step by step; returns the last committed state.
+
+        A run id that has a checkpoint is resumed from it: Redis alone holds everything needed.
+        """
+        start, state, previous = self._start(disks)
+        for step in range(start, hanoi.n_steps(disks)):
             committed = self.decide(step, state, previous)
             state, previous = committed.next_state, committed.move
-            self._write(
-                keys.checkpoint(self.run_id),
-                {"step": step + 1, "state": json.dumps(state), "previous_move": json.dumps(previous)},
-            )
+            self._checkpoint(committed)
             on_commit(committed)
         return state
+
+    def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
+        try:
+            meta = self.client.hgetall(keys.meta(self.run_id))
+            saved = self.client.hgetall(keys.checkpoint(self.run_id))
+            if not meta:
+                self.client.hset(keys.meta(self.run_id), mapping={
+                    "disks": disks, "config": self.config.model_dump_json(), "started": time.time()})
+        except redis.RedisError as exc:
+            raise StoreError(f"reading run {self.run_id} failed: {exc}") from exc
+        if meta and int(meta[b"disks"]) != disks:
+            raise ConfigError(f"run {self.run_id} has {int(meta[b'disks'])} disks, not {disks}")
+        if not saved:
+            return 0, hanoi.initial_state(disks), None
+        previous = json.loads(saved[b"previous_move"])
+        return int(saved[b"step"]), json.loads(saved[b"state"]), None if previous is None else tuple(previous)
+
+    def _checkpoint(self, committed: CommittedStep) -> None:
+        """The committed state, and the move appended to the run's move log, in one transaction."""
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.checkpoint(self.run_id), mapping={
+                    "step": committed.step + 1, "state": json.dumps(committed.next_state),
+                    "previous_move": json.dumps(committed.move),
+                })
+                pipe.rpush(keys.moves(self.run_id), json.dumps(committed.move))
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"checkpointing step {committed.step} failed: {exc}") from exc
+
+    def committed_moves(self) -> list[hanoi.Move]:
+        """Every move committed so far, from Redis (what a resumed run's scorer replays)."""
+        return [tuple(json.loads(m)) for m in self.client.lrange(keys.moves(self.run_id), 0, -1)]
 
     def decide(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> CommittedStep:
         """Vote one step to a decision, or raise StepFailed when a cap is hit."""
         cfg = self.config
-        state_hash = hanoi.state_hash(state)
+        contest = Contest(run_id=self.run_id, step=step, state_hash=hanoi.state_hash(state), k=cfg.k)
+        known = self.book.status(contest)  # non-empty only when resuming a step already under way
+        if known.decided:
+            return self._committed(step, known.winner, known.winner_votes, known.runner_up_votes, known, 0)
         in_flight: dict[str, float] = {}
-        margin = sent = rounds = 0
+        margin, sent, rounds = known.margin, known.samples, 0
         while True:
             needed = to_enqueue(cfg.k, margin, len(in_flight))
             if needed:
@@ -99,17 +135,12 @@ class Runner:
                 self._health_check()
                 self._forget_lost(in_flight)
                 continue
-            if notice.step != step or notice.state_hash != state_hash:
+            if notice.step != step or notice.state_hash != contest.state_hash:
                 continue  # a late outcome from an earlier step
             in_flight.pop(notice.sample_id, None)
             if notice.outcome is Outcome.DECIDED:
-                assert notice.winner is not None
-                move, next_state = hanoi.from_candidate(notice.winner)
-                return CommittedStep(
-                    step=step, move=move, next_state=next_state, samples=notice.samples,
-                    votes=notice.votes, winner_votes=notice.leader_votes,
-                    runner_up_votes=notice.runner_up_votes, red_flags=notice.red_flags, rounds=rounds,
-                )
+                return self._committed(step, notice.winner, notice.leader_votes, notice.runner_up_votes, notice,
+                                       rounds)
             if notice.outcome is Outcome.VOTE:
                 margin = notice.leader_votes - notice.runner_up_votes
             if notice.samples >= cfg.max_samples:
@@ -118,6 +149,17 @@ class Runner:
             if notice.red_flags >= cfg.max_red_flags:
                 raise StepFailed(step, f"{notice.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
                                  "the model's answers do not parse, see the run's events")
+
+    @staticmethod
+    def _committed(step: int, winner: str | None, winner_votes: int, runner_up_votes: int,
+                   counts: Notice | StepStatus, rounds: int) -> CommittedStep:
+        if winner is None:
+            raise StoreError(f"step {step} is decided but Redis holds no winner")
+        move, next_state = hanoi.from_candidate(winner)
+        return CommittedStep(
+            step=step, move=move, next_state=next_state, samples=counts.samples, votes=counts.votes,
+            winner_votes=winner_votes, runner_up_votes=runner_up_votes, red_flags=counts.red_flags, rounds=rounds,
+        )
 
     def _send(self, step: int, state: hanoi.State, previous: hanoi.Move | None, temperature: float) -> str:
         sample_id = uuid.uuid4().hex

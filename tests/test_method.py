@@ -65,7 +65,7 @@ def test_formulas_agree_with_a_simulated_walk(p: float, k: int) -> None:
 def test_to_enqueue_keeps_enough_in_flight(k: int, margin: int, in_flight: int) -> None:
     n = to_enqueue(k, margin, in_flight)
     assert n >= 0
-    assert margin + in_flight + n >= k or n == 0 and margin + in_flight >= k
+    assert margin + in_flight + n >= k or (n == 0 and margin + in_flight >= k)
     assert in_flight + n >= 1  # never stalls
     if in_flight > 0:
         assert n == max(0, k - margin - in_flight)

@@ -6,9 +6,9 @@ import json
 from collections import Counter
 
 import redis
-from redis.crc import key_slot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from maker_workers import keys
 from maker_workers.votes import Contest, Outcome, VoteBook
