@@ -78,6 +78,8 @@ def hanoi(
     if redis_url and any(v is not None for v in sim_flags.values()):
         fail("--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
              "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)")
+    if max_samples < k:
+        fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
     voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags)
     try:
         report = _run_hanoi(disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url,

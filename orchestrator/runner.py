@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import redis
 from celery import Celery
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
@@ -32,6 +32,12 @@ class VotingConfig(BaseModel):
     later_temperature: float = 0.1
     sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
+
+    @model_validator(mode="after")
+    def _cap_allows_a_decision(self) -> VotingConfig:
+        if self.max_samples < self.k:
+            raise ValueError(f"max_samples ({self.max_samples}) is below k ({self.k}): no step could ever be decided")
+        return self
 
 
 class CommittedStep(BaseModel):

@@ -1,0 +1,70 @@
+"""`maker` as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from maker_workers.domains import hanoi
+from orchestrator.embedded import Embedded, free_port
+from tests.conftest import run_cli
+
+REPORT_FIELDS = {"run_id", "disks", "steps", "solved", "errors", "k", "samples", "red_flags", "late_votes",
+                 "max_rounds", "votes_per_step", "input_tokens", "output_tokens", "wall_s"}
+
+
+def test_hanoi_6_disks_on_the_embedded_default(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    result = run_cli("hanoi", "--disks", "6", "--json", "--trace", str(trace), "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report.keys() >= REPORT_FIELDS
+    assert (report["disks"], report["steps"], report["solved"], report["errors"]) == (6, 63, True, 0)
+    assert sum(report["votes_per_step"].values()) == 63
+    assert all(int(votes) >= report["k"] for votes in report["votes_per_step"])
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(63))
+    state = hanoi.initial_state(6)
+    for line in lines:  # the trace replays legally, and each committed next_state is the legal successor
+        assert set(line) >= {"step", "move", "next_state", "samples", "votes"}
+        state = hanoi.apply_move(state, tuple(line["move"]))
+        assert line["next_state"] == state
+    assert state == hanoi.goal_state(6)
+    assert report["samples"] >= sum(line["samples"] for line in lines)
+    assert "steps" in result.stderr  # the progress bar
+
+
+def test_hanoi_on_an_existing_cluster(cluster: Embedded) -> None:
+    result = run_cli("hanoi", "--disks", "3", "--redis-url", cluster.redis_url, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["errors"] == 0
+
+
+def test_a_run_that_is_not_solved_exits_non_zero() -> None:
+    # at a 40% error rate three samples rarely agree: some step hits the cap and fails, never guessed
+    result = run_cli("hanoi", "--disks", "6", "--sim-error-rate", "0.4", "--max-samples", "3", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["solved"] is False and "3 samples without a 3-vote margin" in report["failure"]
+    assert "run failed" in result.stderr
+
+
+def test_bad_input_gets_one_clear_message() -> None:
+    cases = [
+        (["hanoi", "--disks", "0"], "--disks"),
+        (["hanoi", "--sim-error-rate", "0.9"], "--sim-error-rate"),
+        (["hanoi", "--redis-url", "redis://127.0.0.1:1/0", "--sim-error-rate", "0.1"], "--redis-url"),
+        (["hanoi", "--k", "0"], "--k"),
+        (["hanoi", "--k", "5", "--max-samples", "4"], "--max-samples"),
+    ]
+    for args, mention in cases:
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert mention in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_redis_is_a_clear_error() -> None:
+    result = run_cli("hanoi", "--disks", "2", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr

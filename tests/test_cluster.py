@@ -1,0 +1,112 @@
+"""The distributed path with real parts: redis-server, sim-llm and Celery workers as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from maker_workers import keys
+from maker_workers.celery_app import SAMPLE_TASK, make_app
+from maker_workers.domains import hanoi
+from maker_workers.errors import StepFailed
+from maker_workers.sampling import SampleRequest
+from maker_workers.simllm.model import SimConfig
+from maker_workers.votes import Contest
+from orchestrator.embedded import Embedded
+from orchestrator.report import Scorer
+from orchestrator.runner import CommittedStep, Runner, VotingConfig
+
+
+@pytest.fixture
+def cluster_client(cluster: Embedded) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(cluster.redis_url)
+    yield client
+    client.close()
+
+
+def runner(cluster: Embedded, client: redis.Redis, **voting: float) -> Runner:
+    return Runner(client, make_app(cluster.redis_url), VotingConfig(**voting), health_check=cluster.check)
+
+
+def test_solves_hanoi_through_the_cluster_and_checkpoints(cluster: Embedded, cluster_client: redis.Redis) -> None:
+    engine, scorer = runner(cluster, cluster_client), Scorer(5)
+    final = engine.run(5, scorer.observe)
+    assert final == hanoi.goal_state(5)
+    assert (scorer.steps, scorer.errors) == (31, 0)
+    saved = cluster_client.hgetall(keys.checkpoint(engine.run_id))
+    assert int(saved[b"step"]) == 31 and json.loads(saved[b"state"]) == hanoi.goal_state(5)
+    assert engine.committed_moves() == list(hanoi.optimal_moves(5))
+    assert engine.stats()["decisions"] == 31
+
+
+def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis.Redis) -> None:
+    run_id, state = uuid.uuid4().hex[:8], hanoi.initial_state(3)
+    request = SampleRequest(run_id=run_id, step=0, state=state, previous_move=None, sample_id="twice",
+                            temperature=0.0, k=2)
+    broker = make_app(cluster.redis_url)
+    for _ in range(2):  # what Celery does after a worker dies before acking
+        broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")])
+    stream = keys.events(run_id)
+    seen: list[str] = []
+    last = "0"
+    while "duplicate" not in seen:
+        for _, entries in cluster_client.xread({stream: last}, block=30_000):
+            for entry_id, fields in entries:
+                seen.append(fields[b"kind"].decode())
+                last = entry_id
+    assert seen.count("vote") == 1
+    status = keys.step(run_id, 0, hanoi.state_hash(state))
+    assert cluster_client.hvals(status.tally) == [b"1"]
+    assert cluster_client.llen(keys.notify(run_id)) == 1
+
+
+def test_a_step_that_cannot_reach_the_margin_fails_loudly(cluster: Embedded, cluster_client: redis.Redis) -> None:
+    engine = runner(cluster, cluster_client, k=3, max_samples=5)
+    # an earlier orchestrator saw two votes for a rival: the right answer now needs 5 more, over the cap
+    rival = Contest(run_id=engine.run_id, step=0, state_hash=hanoi.state_hash(hanoi.initial_state(3)), k=3)
+    for sample_id in ("r1", "r2"):
+        engine.book.record(rival, sample_id, "vote", "rival")
+    with pytest.raises(StepFailed, match="step 0 failed: 5 samples without a 3-vote margin"):
+        engine.run(3)
+    assert cluster_client.hget(keys.stats(engine.run_id), "decisions") is None  # nothing guessed
+
+
+def test_a_run_resumes_from_redis_after_the_orchestrator_dies(cluster: Embedded, cluster_client: redis.Redis) -> None:
+    class OrchestratorDied(Exception):
+        pass
+
+    def die_at_step_9(step: CommittedStep) -> None:
+        if step.step == 9:
+            raise OrchestratorDied
+
+    first = runner(cluster, cluster_client)
+    with pytest.raises(OrchestratorDied):
+        first.run(5, die_at_step_9)
+    resumed: list[int] = []
+    second = Runner(cluster_client, make_app(cluster.redis_url), VotingConfig(), run_id=first.run_id)
+    final = second.run(5, lambda step: resumed.append(step.step))
+    assert resumed == list(range(10, 31))
+    assert final == hanoi.goal_state(5)
+    assert second.committed_moves() == list(hanoi.optimal_moves(5))
+
+
+def test_a_run_survives_a_worker_killed_mid_run() -> None:
+    with Embedded(workers=2, concurrency=2, sim=SimConfig(latency_ms=5, seed=1)) as cluster:
+        client = redis.Redis.from_url(cluster.redis_url)
+        victim = next(p for p in cluster.processes if p.name == "worker-0")
+
+        def kill_at_step_5(step: CommittedStep) -> None:
+            if step.step == 5:
+                os.kill(victim.popen.pid, signal.SIGKILL)
+
+        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(sample_timeout_s=1.0, wait_s=0.5))
+        scorer = Scorer(5)
+        engine.run(5, lambda step: (kill_at_step_5(step), scorer.observe(step)))
+        assert victim.popen.wait(10) == -signal.SIGKILL
+        assert (scorer.steps, scorer.errors, scorer.solved) == (31, 0, True)
