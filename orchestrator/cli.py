@@ -100,6 +100,9 @@ def _run_hanoi(disks: int, voting: VotingConfig, workers: int, concurrency: int,
         if redis_url is None:
             cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency, sim=sim))
             redis_url, health = cluster.redis_url, cluster.check
+            if not quiet:
+                err.print(f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
+                          f"{workers} workers x {concurrency} threads", highlight=False)
         client = connect(redis_url)
         runner = Runner(client, make_app(broker_url or redis_url), voting, health_check=health)
         scorer = Scorer(disks)

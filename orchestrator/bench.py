@@ -1,0 +1,105 @@
+"""`maker bench`: what the engine costs per sample, next to a bare no-op Celery task on the same cluster.
+
+Both are measured in one run, on the same broker and the same workers, so the ratio holds on a noisy
+machine even when the absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+
+import redis
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from maker_workers import keys
+from maker_workers.celery_app import NOOP_TASK, make_app
+from maker_workers.simllm.model import SimConfig
+from orchestrator.embedded import Embedded
+from orchestrator.report import Scorer
+from orchestrator.runner import Runner, VotingConfig
+
+
+class BenchResult(BaseModel):
+    steps: int
+    errors: int
+    samples: int
+    engine_wall_s: float
+    engine_samples_per_s: float
+    step_overhead_ms: float
+    noop_tasks: int
+    noop_tasks_per_s: float
+    noop_lockstep_tasks_per_s: float
+    ratio: float
+
+
+def _noop_bulk(client: redis.Redis, broker: object, n: int) -> float:
+    """Tasks/s when n no-op tasks are queued at once: the cluster's ceiling."""
+    done = keys.bench_done(uuid.uuid4().hex[:8])
+    started = time.perf_counter()
+    for _ in range(n):
+        broker.send_task(NOOP_TASK, args=[done])  # type: ignore[attr-defined]
+    for _ in range(n):
+        client.blpop([done], timeout=60)
+    elapsed = time.perf_counter() - started
+    client.delete(done)
+    return n / elapsed
+
+
+def _noop_lockstep(client: redis.Redis, broker: object, rounds: int, k: int) -> float:
+    """Tasks/s when k no-op tasks are sent, awaited, and only then the next k: the engine's shape."""
+    done = keys.bench_done(uuid.uuid4().hex[:8])
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for _ in range(k):
+            broker.send_task(NOOP_TASK, args=[done])  # type: ignore[attr-defined]
+        for _ in range(k):
+            client.blpop([done], timeout=60)
+    elapsed = time.perf_counter() - started
+    client.delete(done)
+    return rounds * k / elapsed
+
+
+def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: int, redis_url: str | None,
+              console: Console | None = None) -> BenchResult:
+    console = console or Console()
+    with contextlib.ExitStack() as stack:
+        health = lambda: None  # noqa: E731
+        if redis_url is None:
+            cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency,
+                                                   sim=SimConfig(latency_ms=0.0)))
+            redis_url, health = cluster.redis_url, cluster.check
+        client = redis.Redis.from_url(redis_url)
+        broker = make_app(redis_url)
+        _noop_bulk(client, broker, 200)  # warm up connections and workers
+        noop_rate = _noop_bulk(client, broker, noop_tasks)
+
+        runner = Runner(client, broker, VotingConfig(k=k), health_check=health)
+        scorer = Scorer(disks)
+        started = time.perf_counter()
+        runner.run(disks, scorer.observe)
+        wall = time.perf_counter() - started
+        samples = runner.stats()["samples"]
+        lockstep_rate = _noop_lockstep(client, broker, min(scorer.steps, 500), k)
+
+    result = BenchResult(
+        steps=scorer.steps, errors=scorer.errors, samples=samples, engine_wall_s=round(wall, 3),
+        engine_samples_per_s=round(samples / wall, 1), step_overhead_ms=round(1000 * wall / scorer.steps, 3),
+        noop_tasks=noop_tasks, noop_tasks_per_s=round(noop_rate, 1),
+        noop_lockstep_tasks_per_s=round(lockstep_rate, 1), ratio=round(samples / wall / noop_rate, 3),
+    )
+    table = Table(title=f"maker bench: {disks} disks, k={k}, zero simulated latency")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("steps (errors)", f"{result.steps} ({result.errors})")
+    table.add_row("engine: samples/s", f"{result.engine_samples_per_s:.0f}")
+    table.add_row("engine: per-step overhead", f"{result.step_overhead_ms:.2f} ms")
+    table.add_row("bare no-op task, bulk: tasks/s", f"{result.noop_tasks_per_s:.0f}")
+    table.add_row(f"bare no-op task, {k} at a time: tasks/s", f"{result.noop_lockstep_tasks_per_s:.0f}")
+    table.add_row("engine samples/s ÷ bulk no-op tasks/s", f"{result.ratio:.2f}")
+    console.print(table)
+    console.print(result.model_dump_json())
+    return result
