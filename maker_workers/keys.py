@@ -2,8 +2,8 @@
 
 All keys of one run share the hash tag ``{run_id}`` so a Redis Cluster keeps them in one slot,
 which the Lua vote script needs (it touches several keys of a run atomically).
-A step's keys carry the step index AND a hash of its input state, so a vote is always about
-one exact input: a speculative mode may vote on a step before its input is committed.
+A step's keys carry the step index AND a hash of its input (state and previous move), so a vote is
+always about one exact input: a speculative mode may vote on a step before its input is committed.
 """
 
 from dataclasses import dataclass
@@ -47,15 +47,15 @@ def run_pattern(run_id: str) -> str:
 
 @dataclass(frozen=True)
 class StepKeys:
-    """The keys of one (step, input state) voting contest."""
+    """The keys of one (step, input) voting contest."""
 
     seen: str
     tally: str
     status: str
 
 
-def step(run_id: str, index: int, state_hash: str) -> StepKeys:
-    base = f"{_run(run_id)}:step:{index}:{state_hash}"
+def step(run_id: str, index: int, input_hash: str) -> StepKeys:
+    base = f"{_run(run_id)}:step:{index}:{input_hash}"
     return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status")
 
 

@@ -29,7 +29,8 @@ class SampleRequest(BaseModel):
 
     @property
     def contest(self) -> Contest:
-        return Contest(run_id=self.run_id, step=self.step, state_hash=hanoi.state_hash(self.state), k=self.k)
+        digest = hanoi.input_hash(self.state, self.previous_move)
+        return Contest(run_id=self.run_id, step=self.step, input_hash=digest, k=self.k)
 
 
 class SamplePolicy(BaseModel):

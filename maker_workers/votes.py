@@ -35,7 +35,7 @@ class Notice(BaseModel):
 
     sample_id: str
     step: int
-    state_hash: str
+    input_hash: str
     outcome: Outcome
     leader_votes: int = 0
     runner_up_votes: int = 0
@@ -62,11 +62,11 @@ class StepStatus(BaseModel):
 
 
 class Contest(BaseModel):
-    """Where a sample belongs: one run, one step, one exact input state."""
+    """Where a sample belongs: one run, one step, one exact input (state and previous move)."""
 
     run_id: str
     step: int
-    state_hash: str
+    input_hash: str
     k: int
 
 
@@ -88,13 +88,13 @@ class VoteBook:
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> Recorded:
-        step = keys.step(contest.run_id, contest.step, contest.state_hash)
+        step = keys.step(contest.run_id, contest.step, contest.input_hash)
         run = contest.run_id
         try:
             outcome, leader, runner_up = self._script(
                 keys=[step.seen, step.tally, step.status, keys.notify(run), keys.events(run), keys.stats(run)],
                 args=[
-                    sample_id, kind, value, contest.k, contest.step, contest.state_hash,
+                    sample_id, kind, value, contest.k, contest.step, contest.input_hash,
                     input_tokens, output_tokens, self._events_maxlen, self._decided_ttl_s,
                 ],
             )
@@ -105,14 +105,14 @@ class VoteBook:
 
     def event(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> None:
         """An event the script does not write itself (skips, retries, rate-limit waits)."""
-        entry = {"step": contest.step, "state": contest.state_hash, "sample": sample_id, "kind": kind, **fields}
+        entry = {"step": contest.step, "state": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
         try:
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
         except redis.RedisError as exc:
             raise StoreError(f"writing a {kind} event failed: {exc}") from exc
 
     def status(self, contest: Contest) -> StepStatus:
-        step = keys.step(contest.run_id, contest.step, contest.state_hash)
+        step = keys.step(contest.run_id, contest.step, contest.input_hash)
         try:
             with self._client.pipeline(transaction=True) as pipe:
                 raw, tally = pipe.hgetall(step.status).hvals(step.tally).execute()
@@ -124,7 +124,7 @@ class VoteBook:
                           **{k: v for k, v in fields.items() if k in StepStatus.model_fields})
 
     def is_decided(self, contest: Contest) -> bool:
-        status = keys.step(contest.run_id, contest.step, contest.state_hash).status
+        status = keys.step(contest.run_id, contest.step, contest.input_hash).status
         try:
             return self._client.hget(status, "decided") in (b"1", "1")
         except redis.RedisError as exc:

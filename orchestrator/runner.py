@@ -122,7 +122,7 @@ class Runner:
     def decide(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> CommittedStep:
         """Vote one step to a decision, or raise StepFailed when a cap is hit."""
         cfg = self.config
-        contest = Contest(run_id=self.run_id, step=step, state_hash=hanoi.state_hash(state), k=cfg.k)
+        contest = Contest(run_id=self.run_id, step=step, input_hash=hanoi.input_hash(state, previous), k=cfg.k)
         known = self.book.status(contest)  # non-empty only when resuming a step already under way
         if known.decided:
             return self._committed(step, known.winner, known.winner_votes, known.runner_up_votes, known, 0)
@@ -141,7 +141,7 @@ class Runner:
                 self._health_check()
                 self._forget_lost(in_flight)
                 continue
-            if notice.step != step or notice.state_hash != contest.state_hash:
+            if notice.step != step or notice.input_hash != contest.input_hash:
                 continue  # a late outcome from an earlier step
             in_flight.pop(notice.sample_id, None)
             if notice.outcome is Outcome.DECIDED:

@@ -61,7 +61,7 @@ def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis
                 seen.append(fields[b"kind"].decode())
                 last = entry_id
     assert seen.count("vote") == 1
-    status = keys.step(run_id, 0, hanoi.state_hash(state))
+    status = keys.step(run_id, 0, hanoi.input_hash(state, None))
     assert cluster_client.hvals(status.tally) == [b"1"]
     assert cluster_client.llen(keys.notify(run_id)) == 1
 
@@ -69,7 +69,7 @@ def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis
 def test_a_step_that_cannot_reach_the_margin_fails_loudly(cluster: Embedded, cluster_client: redis.Redis) -> None:
     engine = runner(cluster, cluster_client, k=3, max_samples=5)
     # an earlier orchestrator saw two votes for a rival: the right answer now needs 5 more, over the cap
-    rival = Contest(run_id=engine.run_id, step=0, state_hash=hanoi.state_hash(hanoi.initial_state(3)), k=3)
+    rival = Contest(run_id=engine.run_id, step=0, input_hash=hanoi.input_hash(hanoi.initial_state(3), None), k=3)
     for sample_id in ("r1", "r2"):
         engine.book.record(rival, sample_id, "vote", "rival")
     with pytest.raises(StepFailed, match="step 0 failed: 5 samples without a 3-vote margin"):

@@ -26,7 +26,7 @@ def test_lua_voting_fails_a_step_at_rate_one_minus_p_sub(
     rng, book, p = random.Random(error_rate), VoteBook(client), 1 - error_rate
     failures, votes = 0, []
     for step in range(steps):
-        contest = Contest(run_id="mc", step=step, state_hash="s", k=k)
+        contest = Contest(run_id="mc", step=step, input_hash="s", k=k)
         n = 0
         while True:
             n += 1

@@ -57,7 +57,7 @@ def test_a_wrong_well_formed_answer_is_still_a_vote(book: VoteBook, client: redi
     provider, _ = answering(completion("move = [3, 0, 1]\nnext_state = [[2, 1], [3], []]"))
     recorded = draw_sample(request(), provider, book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
-    winner = client.hget(keys.step("r", 0, hanoi.state_hash(STATE)).status, "winner").decode()
+    winner = client.hget(keys.step("r", 0, hanoi.input_hash(STATE, None)).status, "winner").decode()
     assert hanoi.from_candidate(winner) == ((3, 0, 1), [[2, 1], [3], []])
 
 
@@ -77,7 +77,7 @@ def test_red_flags_are_discarded_and_counted_by_reason(
     recorded = draw_sample(request(), provider, book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.RED_FLAG
     assert client.hget(keys.stats("r"), f"red_flag:{reason}") == b"1"
-    assert client.hlen(keys.step("r", 0, hanoi.state_hash(STATE)).tally) == 0
+    assert client.hlen(keys.step("r", 0, hanoi.input_hash(STATE, None)).tally) == 0
 
 
 def test_exactly_at_the_token_limit_is_not_a_red_flag(book: VoteBook) -> None:

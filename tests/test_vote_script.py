@@ -15,7 +15,7 @@ from maker_workers.votes import Contest, Outcome, VoteBook
 
 
 def contest(k: int = 3, step: int = 0, run_id: str = "r1") -> Contest:
-    return Contest(run_id=run_id, step=step, state_hash="abc", k=k)
+    return Contest(run_id=run_id, step=step, input_hash="abc", k=k)
 
 
 def notices(client: redis.Redis, run_id: str = "r1") -> list[dict]:
@@ -81,8 +81,8 @@ def test_red_flags_and_errors_never_become_votes(book: VoteBook, client: redis.R
 
 
 def test_contests_are_keyed_by_step_and_input_state(book: VoteBook) -> None:
-    one = Contest(run_id="r1", step=5, state_hash="h1", k=1)
-    other_input = Contest(run_id="r1", step=5, state_hash="h2", k=1)
+    one = Contest(run_id="r1", step=5, input_hash="h1", k=1)
+    other_input = Contest(run_id="r1", step=5, input_hash="h2", k=1)
     assert book.record(one, "a", "vote", "A").outcome is Outcome.DECIDED
     assert book.record(other_input, "b", "vote", "B").outcome is Outcome.DECIDED  # a separate contest
 

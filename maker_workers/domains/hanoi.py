@@ -57,8 +57,10 @@ def cycle_text(n: int) -> str:
     return "0 -> 1 -> 2 -> 0" if n % 2 == 0 else "0 -> 2 -> 1 -> 0"
 
 
-def state_hash(state: State) -> str:
-    return hashlib.sha1(json.dumps(state, separators=(",", ":")).encode()).hexdigest()[:16]
+def input_hash(state: State, previous_move: Move | None) -> str:
+    """Names one step's exact input: a vote counts only toward the input its prompt was built from."""
+    text = json.dumps([state, previous_move], separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def format_state(state: State) -> str:

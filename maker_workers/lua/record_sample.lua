@@ -1,4 +1,4 @@
--- record_sample.lua: record one sample's outcome for one (step, input state) contest, atomically.
+-- record_sample.lua: record one sample's outcome for one (step, input) contest, atomically.
 --
 -- KEYS[1] seen    SET   sample ids already recorded for this contest (Celery may deliver twice)
 -- KEYS[2] tally   HASH  candidate -> counted votes
@@ -12,7 +12,7 @@
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
 -- ARGV[3] value: the candidate (canonical payload) for a vote; the reason otherwise
 -- ARGV[4] k, the margin a candidate needs over the runner-up
--- ARGV[5] step index      ARGV[6] input state hash
+-- ARGV[5] step index      ARGV[6] input hash (state and previous move)
 -- ARGV[7] input tokens    ARGV[8] output tokens
 -- ARGV[9] events stream max length (approximate)
 -- ARGV[10] seconds to keep the contest's keys once it is decided
@@ -22,12 +22,12 @@
 
 local sample_id, kind, value = ARGV[1], ARGV[2], ARGV[3]
 local k = tonumber(ARGV[4])
-local step, state_hash = tonumber(ARGV[5]), ARGV[6]
+local step, input_hash = tonumber(ARGV[5]), ARGV[6]
 local input_tokens, output_tokens = tonumber(ARGV[7]), tonumber(ARGV[8])
 local maxlen, ttl = ARGV[9], tonumber(ARGV[10])
 
 local function event(fields)
-  local args = {KEYS[5], 'MAXLEN', '~', maxlen, '*', 'step', step, 'state', state_hash, 'sample', sample_id}
+  local args = {KEYS[5], 'MAXLEN', '~', maxlen, '*', 'step', step, 'state', input_hash, 'sample', sample_id}
   for _, f in ipairs(fields) do table.insert(args, f) end
   redis.call('XADD', unpack(args))
 end
@@ -92,7 +92,7 @@ else
 end
 
 local status = redis.call('HGETALL', KEYS[3])
-local msg = {sample_id = sample_id, step = step, state_hash = state_hash, outcome = outcome,
+local msg = {sample_id = sample_id, step = step, input_hash = input_hash, outcome = outcome,
   leader_votes = leader_votes, runner_up_votes = runner_up_votes}
 for i = 1, #status, 2 do
   local f = status[i]
