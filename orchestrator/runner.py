@@ -173,7 +173,9 @@ class Runner:
             run_id=self.run_id, step=step, state=state, previous_move=previous,
             sample_id=sample_id, temperature=temperature, k=self.config.k,
         )
-        self.broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")], task_id=sample_id)
+        # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
+        self.broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")], task_id=sample_id,
+                              argsrepr=f"run={self.run_id} step={step}")
         return sample_id
 
     def _next_notice(self) -> Notice | None:
