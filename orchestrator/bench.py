@@ -7,8 +7,10 @@ machine even when the absolute figures do not.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
+from pathlib import Path
 
 import redis
 from pydantic import BaseModel
@@ -22,6 +24,29 @@ from orchestrator.embedded import Embedded
 from orchestrator.report import Scorer
 from orchestrator.runner import Runner, VotingConfig
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """CPU seconds used so far by this process and by each embedded part (from /proc; Linux only)."""
+
+    def __init__(self, cluster: Embedded | None) -> None:
+        self._pids = {p.name: p.popen.pid for p in cluster.processes} if cluster else {}
+
+    def read(self) -> dict[str, float]:
+        used = {"orchestrator": time.process_time()}
+        for name, pid in self._pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name.split("-")[0]] = used.get(name.split("-")[0], 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+        return used
+
+    def per_item_ms(self, before: dict[str, float], items: int) -> dict[str, float]:
+        after = self.read()
+        return {name: round(1000 * (after[name] - before.get(name, 0.0)) / items, 3) for name in after}
+
 
 class BenchResult(BaseModel):
     steps: int
@@ -34,6 +59,8 @@ class BenchResult(BaseModel):
     noop_tasks_per_s: float
     noop_lockstep_tasks_per_s: float
     ratio: float
+    engine_cpu_ms_per_sample: dict[str, float]
+    noop_cpu_ms_per_task: dict[str, float]
 
 
 def _noop_bulk(client: redis.Redis, broker: object, n: int) -> float:
@@ -66,23 +93,29 @@ def _noop_lockstep(client: redis.Redis, broker: object, rounds: int, k: int) -> 
 def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: int, redis_url: str | None,
               console: Console | None = None) -> BenchResult:
     console = console or Console()
+    redis_url_given, cluster = redis_url, None
     with contextlib.ExitStack() as stack:
         health = lambda: None  # noqa: E731
         if redis_url is None:
             cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency,
                                                    sim=SimConfig(latency_ms=0.0)))
             redis_url, health = cluster.redis_url, cluster.check
+        clock = CpuClock(cluster if redis_url_given is None else None)
         client = redis.Redis.from_url(redis_url)
         broker = make_app(redis_url)
         _noop_bulk(client, broker, 200)  # warm up connections and workers
+        before = clock.read()
         noop_rate = _noop_bulk(client, broker, noop_tasks)
+        noop_cpu = clock.per_item_ms(before, noop_tasks)
 
         runner = Runner(client, broker, VotingConfig(k=k), health_check=health)
         scorer = Scorer(disks)
+        before = clock.read()
         started = time.perf_counter()
         runner.run(disks, scorer.observe)
         wall = time.perf_counter() - started
         samples = runner.stats()["samples"]
+        engine_cpu = clock.per_item_ms(before, samples)
         lockstep_rate = _noop_lockstep(client, broker, min(scorer.steps, 500), k)
 
     result = BenchResult(
@@ -90,6 +123,7 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
         engine_samples_per_s=round(samples / wall, 1), step_overhead_ms=round(1000 * wall / scorer.steps, 3),
         noop_tasks=noop_tasks, noop_tasks_per_s=round(noop_rate, 1),
         noop_lockstep_tasks_per_s=round(lockstep_rate, 1), ratio=round(samples / wall / noop_rate, 3),
+        engine_cpu_ms_per_sample=engine_cpu, noop_cpu_ms_per_task=noop_cpu,
     )
     table = Table(title=f"maker bench: {disks} disks, k={k}, zero simulated latency")
     table.add_column("measure")
@@ -100,6 +134,9 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
     table.add_row("bare no-op task, bulk: tasks/s", f"{result.noop_tasks_per_s:.0f}")
     table.add_row(f"bare no-op task, {k} at a time: tasks/s", f"{result.noop_lockstep_tasks_per_s:.0f}")
     table.add_row("engine samples/s ÷ bulk no-op tasks/s", f"{result.ratio:.2f}")
+    for name, ms in result.engine_cpu_ms_per_sample.items():
+        table.add_row(f"CPU per sample / per no-op task: {name}",
+                      f"{ms:.2f} / {result.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms")
     console.print(table)
     console.print(result.model_dump_json())
     return result
