@@ -138,5 +138,5 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
         table.add_row(f"CPU per sample / per no-op task: {name}",
                       f"{ms:.2f} / {result.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms")
     console.print(table)
-    console.print(result.model_dump_json())
+    print(result.model_dump_json(), flush=True)  # one line, unwrapped, for scripts
     return result

@@ -68,3 +68,14 @@ def test_an_unreachable_redis_is_a_clear_error() -> None:
     result = run_cli("hanoi", "--disks", "2", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_prints_its_figures() -> None:
+    result = run_cli("bench", "--disks", "3", "--noop-tasks", "200", timeout=180)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["steps"] == 7 and figures["errors"] == 0
+    assert figures["engine_samples_per_s"] > 0 and figures["noop_tasks_per_s"] > 0
+    assert abs(figures["ratio"] - figures["engine_samples_per_s"] / figures["noop_tasks_per_s"]) < 0.01
+    assert {"orchestrator", "worker", "redis", "sim"} <= figures["engine_cpu_ms_per_sample"].keys()
+    assert "per-step overhead" in result.stdout
