@@ -43,6 +43,7 @@ class Notice(BaseModel):
     votes: int = 0
     red_flags: int = 0
     errors: int = 0
+    leader: str | None = None
     winner: str | None = None
     reason: str | None = None
 
@@ -51,6 +52,7 @@ class StepStatus(BaseModel):
     """What Redis knows of one contest, for an orchestrator that (re)joins it."""
 
     decided: bool = False
+    leader: str | None = None
     winner: str | None = None
     winner_votes: int = 0
     runner_up_votes: int = 0
@@ -105,7 +107,7 @@ class VoteBook:
 
     def event(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> None:
         """An event the script does not write itself (skips, retries, rate-limit waits)."""
-        entry = {"step": contest.step, "state": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
+        entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
         try:
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
         except redis.RedisError as exc:
@@ -115,12 +117,15 @@ class VoteBook:
         step = keys.step(contest.run_id, contest.step, contest.input_hash)
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                raw, tally = pipe.hgetall(step.status).hvals(step.tally).execute()
+                raw, tally = pipe.hgetall(step.status).hgetall(step.tally).execute()
         except redis.RedisError as exc:
             raise StoreError(f"reading step {contest.step} failed: {exc}") from exc
         fields = {k.decode(): v.decode() for k, v in raw.items()}
-        counts = [*sorted((int(v) for v in tally), reverse=True), 0, 0]
-        return StepStatus(decided=fields.pop("decided", "0") == "1", margin=counts[0] - counts[1],
+        ranked = sorted(((int(n), c.decode()) for c, n in tally.items()), reverse=True)
+        counts = [n for n, _ in ranked] + [0, 0]
+        margin = counts[0] - counts[1]
+        return StepStatus(decided=fields.pop("decided", "0") == "1", margin=margin,
+                          leader=ranked[0][1] if margin > 0 else None,
                           **{k: v for k, v in fields.items() if k in StepStatus.model_fields})
 
     def is_decided(self, contest: Contest) -> bool:

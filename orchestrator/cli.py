@@ -69,6 +69,7 @@ def hanoi(
     broker_url: Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")] = None,
     max_samples: Annotated[int, typer.Option(min=1, help="a step undecided after this many samples fails")] = 200,
     max_red_flags: Annotated[int, typer.Option(min=1, help="a step with this many red flags fails")] = 100,
+    speculate: Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")] = False,
     trace: Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")] = None,
 ) -> None:
@@ -80,7 +81,7 @@ def hanoi(
              "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)")
     if max_samples < k:
         fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
-    voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags)
+    voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags, speculate=speculate)
     try:
         report = _run_hanoi(disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url,
                             broker_url, trace, quiet=False)

@@ -2,6 +2,11 @@
 
 The orchestrator holds no vote in memory that Redis does not also hold: tallies and decisions live
 in Redis (written by the workers' Lua script), the committed state is checkpointed after every step.
+
+Speculation (`speculate` > 0) hides model latency: while step i is voted on, steps i+1.. are voted on
+too, each with the input the leading answer of the step before would give. Every contest is keyed by its
+exact input, so a guess that loses costs only its samples; it can never add a vote to another input,
+and each committed step is still decided ahead-by-k among samples of exactly its committed input.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 from celery import Celery
@@ -32,6 +38,7 @@ class VotingConfig(BaseModel):
     later_temperature: float = 0.1
     sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
+    speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -50,6 +57,46 @@ class CommittedStep(BaseModel):
     runner_up_votes: int
     red_flags: int
     rounds: int
+
+
+@dataclass
+class _Open:
+    """The orchestrator's view of one contest it feeds samples to; Redis holds the truth."""
+
+    step: int
+    state: hanoi.State
+    previous: hanoi.Move | None
+    contest: Contest
+    known: StepStatus
+    sent: int
+    in_flight: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+
+    @property
+    def decided(self) -> bool:
+        return self.known.decided
+
+    def absorb(self, notice: Notice) -> None:
+        self.in_flight.pop(notice.sample_id, None)
+        known = self.known
+        known.samples, known.votes, known.red_flags = notice.samples, notice.votes, notice.red_flags
+        if notice.outcome in (Outcome.VOTE, Outcome.DECIDED):
+            known.margin = notice.leader_votes - notice.runner_up_votes
+            known.leader = notice.leader if known.margin > 0 else None
+        if notice.outcome is Outcome.DECIDED:
+            known.decided, known.winner = True, notice.winner
+            known.winner_votes, known.runner_up_votes = notice.leader_votes, notice.runner_up_votes
+
+    def committed(self) -> CommittedStep:
+        if self.known.winner is None:
+            raise StoreError(f"step {self.step} is decided but Redis holds no winner")
+        move, next_state = hanoi.from_candidate(self.known.winner)
+        known = self.known
+        return CommittedStep(
+            step=self.step, move=move, next_state=next_state, samples=known.samples, votes=known.votes,
+            winner_votes=known.winner_votes, runner_up_votes=known.runner_up_votes, red_flags=known.red_flags,
+            rounds=self.rounds,
+        )
 
 
 class Runner:
@@ -77,15 +124,82 @@ class Runner:
         """Solve `disks`-disk Hanoi step by step; returns the last committed state.
 
         A run id that has a checkpoint is resumed from it: Redis alone holds everything needed.
+        Raises StepFailed when the committed step hits a cap: it is failed, never guessed.
         """
-        start, state, previous = self._start(disks)
-        for step in range(start, hanoi.n_steps(disks)):
-            committed = self.decide(step, state, previous)
-            state, previous = committed.next_state, committed.move
-            self._checkpoint(committed)
-            on_commit(committed)
+        step, state, previous = self._start(disks)
+        total = hanoi.n_steps(disks)
+        window: list[_Open] = []  # window[0] has the committed input; the rest are guesses
+        while step < total:
+            if not window:
+                window.append(self._open(step, state, previous))
+            front = window[0]
+            if front.decided:
+                committed = front.committed()
+                self._checkpoint(committed)
+                on_commit(committed)
+                state, previous, step = committed.next_state, committed.move, step + 1
+                window.pop(0)
+                continue
+            self._check_caps(front)
+            self._speculate(window, total)
+            for contest in window:
+                self._top_up(contest, is_front=contest is front)
+            notice = self._next_notice()
+            if notice is None:
+                self._health_check()
+                for contest in window:
+                    self._forget_lost(contest.in_flight)
+                continue
+            self._route(window, notice)
         return state
 
+    def _open(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> _Open:
+        contest = Contest(run_id=self.run_id, step=step, input_hash=hanoi.input_hash(state, previous), k=self.config.k)
+        known = self.book.status(contest)  # non-empty when resuming, or when a dropped guess comes back
+        return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
+
+    def _speculate(self, window: list[_Open], total: int) -> None:
+        while len(window) <= self.config.speculate:
+            last = window[-1]
+            guess = last.known.winner or last.known.leader
+            if guess is None or last.step + 1 >= total:
+                return
+            move, next_state = hanoi.from_candidate(guess)
+            window.append(self._open(last.step + 1, next_state, move))
+
+    @staticmethod
+    def _route(window: list[_Open], notice: Notice) -> None:
+        for i, contest in enumerate(window):
+            if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
+                guess = contest.known.winner or contest.known.leader
+                contest.absorb(notice)
+                if (contest.known.winner or contest.known.leader) != guess:
+                    del window[i + 1 :]  # the guesses built on the old leader are off the path now
+                return
+        # otherwise: a late outcome of a committed step or of a dropped guess
+
+    def _top_up(self, contest: _Open, is_front: bool) -> None:
+        if contest.decided:
+            return
+        cfg = self.config
+        needed = to_enqueue(cfg.k, contest.known.margin, len(contest.in_flight))
+        if not is_front:  # a guess never draws past the cap; the front fails loudly there instead
+            needed = min(needed, max(0, cfg.max_samples - contest.known.samples - len(contest.in_flight)))
+        if needed:
+            contest.rounds += 1
+            for _ in range(needed):
+                temperature = cfg.first_temperature if contest.sent == 0 else cfg.later_temperature
+                contest.in_flight[self._send(contest, temperature)] = time.monotonic()
+                contest.sent += 1
+
+    def _check_caps(self, front: _Open) -> None:
+        cfg, known = self.config, front.known
+        if known.samples >= cfg.max_samples:
+            raise StepFailed(front.step, f"{known.samples} samples without a {cfg.k}-vote margin "
+                             f"(cap {cfg.max_samples}); raise --max-samples or check the model")
+        if known.red_flags >= cfg.max_red_flags:
+            raise StepFailed(front.step, f"{known.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
+                             "the model's answers do not parse, see the run's events")
     def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
         try:
             meta = self.client.hgetall(keys.meta(self.run_id))
@@ -119,63 +233,15 @@ class Runner:
         """Every move committed so far, from Redis (what a resumed run's scorer replays)."""
         return [tuple(json.loads(m)) for m in self.client.lrange(keys.moves(self.run_id), 0, -1)]
 
-    def decide(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> CommittedStep:
-        """Vote one step to a decision, or raise StepFailed when a cap is hit."""
-        cfg = self.config
-        contest = Contest(run_id=self.run_id, step=step, input_hash=hanoi.input_hash(state, previous), k=cfg.k)
-        known = self.book.status(contest)  # non-empty only when resuming a step already under way
-        if known.decided:
-            return self._committed(step, known.winner, known.winner_votes, known.runner_up_votes, known, 0)
-        in_flight: dict[str, float] = {}
-        margin, sent, rounds = known.margin, known.samples, 0
-        while True:
-            needed = to_enqueue(cfg.k, margin, len(in_flight))
-            if needed:
-                rounds += 1
-                for _ in range(needed):
-                    temperature = cfg.first_temperature if sent == 0 else cfg.later_temperature
-                    in_flight[self._send(step, state, previous, temperature)] = time.monotonic()
-                    sent += 1
-            notice = self._next_notice()
-            if notice is None:
-                self._health_check()
-                self._forget_lost(in_flight)
-                continue
-            if notice.step != step or notice.input_hash != contest.input_hash:
-                continue  # a late outcome from an earlier step
-            in_flight.pop(notice.sample_id, None)
-            if notice.outcome is Outcome.DECIDED:
-                return self._committed(step, notice.winner, notice.leader_votes, notice.runner_up_votes, notice,
-                                       rounds)
-            if notice.outcome is Outcome.VOTE:
-                margin = notice.leader_votes - notice.runner_up_votes
-            if notice.samples >= cfg.max_samples:
-                raise StepFailed(step, f"{notice.samples} samples without a {cfg.k}-vote margin "
-                                 f"(cap {cfg.max_samples}); raise --max-samples or check the model")
-            if notice.red_flags >= cfg.max_red_flags:
-                raise StepFailed(step, f"{notice.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
-                                 "the model's answers do not parse, see the run's events")
-
-    @staticmethod
-    def _committed(step: int, winner: str | None, winner_votes: int, runner_up_votes: int,
-                   counts: Notice | StepStatus, rounds: int) -> CommittedStep:
-        if winner is None:
-            raise StoreError(f"step {step} is decided but Redis holds no winner")
-        move, next_state = hanoi.from_candidate(winner)
-        return CommittedStep(
-            step=step, move=move, next_state=next_state, samples=counts.samples, votes=counts.votes,
-            winner_votes=winner_votes, runner_up_votes=runner_up_votes, red_flags=counts.red_flags, rounds=rounds,
-        )
-
-    def _send(self, step: int, state: hanoi.State, previous: hanoi.Move | None, temperature: float) -> str:
+    def _send(self, contest: _Open, temperature: float) -> str:
         sample_id = uuid.uuid4().hex
         request = SampleRequest(
-            run_id=self.run_id, step=step, state=state, previous_move=previous,
+            run_id=self.run_id, step=contest.step, state=contest.state, previous_move=contest.previous,
             sample_id=sample_id, temperature=temperature, k=self.config.k,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
         self.broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")], task_id=sample_id,
-                              argsrepr=f"run={self.run_id} step={step}")
+                              argsrepr=f"run={self.run_id} step={contest.step}")
         return sample_id
 
     def _next_notice(self) -> Notice | None:
@@ -193,12 +259,6 @@ class Runner:
         deadline = time.monotonic() - self.config.sample_timeout_s
         for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
             del in_flight[sample_id]
-
-    def _write(self, key: str, mapping: dict[str, str | int]) -> None:
-        try:
-            self.client.hset(key, mapping=mapping)
-        except redis.RedisError as exc:
-            raise StoreError(f"writing {key} failed: {exc}") from exc
 
     def stats(self) -> dict[str, int]:
         raw = self.client.hgetall(keys.stats(self.run_id))

@@ -73,3 +73,13 @@ def test_cli_rejects_an_impossible_error_rate() -> None:
     result = run_cli("sim-llm", "serve", "--port", "0", "--sim-error-rate", "0.7")
     assert result.returncode == 2
     assert "--sim-error-rate" in result.stderr and "0.5" in result.stderr
+
+
+def test_a_broken_puzzle_still_gets_an_answer(sim_server: SimServer, http: httpx.Client) -> None:
+    # after a wrong commit the state can be one the strategy has no move for; a model still answers
+    for state, previous in [([[1, 3], [2], []], (1, 2, 0)), ([[1, 3], [2], []], (2, 0, 1))]:
+        with pytest.raises(hanoi.IllegalMove):
+            hanoi.strategy_move(state, previous)
+        body = chat(http, sim_server.url, state, previous, temperature=0.1)
+        move, next_state = hanoi.parse(body["choices"][0]["message"]["content"], 3)
+        assert move in hanoi.legal_moves(state) and next_state == hanoi.apply_move(state, move)

@@ -197,7 +197,9 @@ def strategy_move(state: State, previous_move: Move | None) -> Move:
     """The move the prompt's strategy prescribes (which is the optimal one)."""
     n = disks_of(state)
     if previous_move is None or previous_move[0] != 1:
-        src = next(i for i, peg in enumerate(state) if peg and peg[-1] == 1)
+        src = next((i for i, peg in enumerate(state) if peg and peg[-1] == 1), None)
+        if src is None:
+            raise IllegalMove("disk 1 is on top of no peg: the state is broken")
         return (1, src, (src + cycle_step(n)) % 3)
     others = [m for m in legal_moves(state) if m[0] != 1]
     if len(others) != 1:

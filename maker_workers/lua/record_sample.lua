@@ -4,7 +4,8 @@
 -- KEYS[2] tally   HASH  candidate -> counted votes
 -- KEYS[3] status  HASH  decided, winner, winner_votes, runner_up_votes, samples, votes, red_flags,
 --                       errors, late
--- KEYS[4] notify  LIST  the orchestrator BLPOPs one JSON outcome per recorded sample
+-- KEYS[4] notify  LIST  the orchestrator BLPOPs one JSON outcome per recorded sample (with the leading
+--                       candidate after a vote, so it can speculate on it)
 -- KEYS[5] events  STREAM every vote, red flag, error, late vote and decision of the run
 -- KEYS[6] stats   HASH  run-wide counters
 --
@@ -27,7 +28,7 @@ local input_tokens, output_tokens = tonumber(ARGV[7]), tonumber(ARGV[8])
 local maxlen, ttl = ARGV[9], tonumber(ARGV[10])
 
 local function event(fields)
-  local args = {KEYS[5], 'MAXLEN', '~', maxlen, '*', 'step', step, 'state', input_hash, 'sample', sample_id}
+  local args = {KEYS[5], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
   for _, f in ipairs(fields) do table.insert(args, f) end
   redis.call('XADD', unpack(args))
 end
@@ -45,7 +46,7 @@ redis.call('HINCRBY', KEYS[3], 'samples', 1)
 
 local decided = redis.call('HGET', KEYS[3], 'decided') == '1'
 local outcome
-local leader_votes, runner_up_votes = 0, 0
+local leader, leader_votes, runner_up_votes = nil, 0, 0
 
 if kind == 'red_flag' then
   outcome = 'red_flag'
@@ -68,7 +69,6 @@ else
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
   redis.call('HINCRBY', KEYS[6], 'votes', 1)
   local tally = redis.call('HGETALL', KEYS[2])
-  local leader
   for i = 1, #tally, 2 do
     local n = tonumber(tally[i + 1])
     if n > leader_votes then
@@ -100,7 +100,8 @@ for i = 1, #status, 2 do
     msg[f] = tonumber(status[i + 1])
   end
 end
-if outcome == 'decided' then msg.winner = value end
+if leader then msg.leader = leader end
+if outcome == 'decided' then msg.winner = leader end
 if outcome == 'red_flag' or outcome == 'error' then msg.reason = value end
 redis.call('RPUSH', KEYS[4], cjson.encode(msg))
 return {outcome, leader_votes, runner_up_votes}

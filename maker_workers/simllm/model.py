@@ -45,7 +45,9 @@ def plausible_mistake(state: hanoi.State, previous: hanoi.Move | None) -> hanoi.
     right = hanoi.strategy_move(state, previous)
     if right[0] == 1:
         return (1, right[1], 3 - right[1] - right[2])
-    src = next(i for i, peg in enumerate(state) if peg and peg[-1] == 1)
+    src = next((i for i, peg in enumerate(state) if peg and peg[-1] == 1), None)
+    if src is None:
+        raise hanoi.IllegalMove("disk 1 is on top of no peg")
     return (1, src, (src + hanoi.cycle_step(hanoi.disks_of(state))) % 3)
 
 
@@ -104,7 +106,10 @@ class SimModel:
         state, previous = hanoi.read_prompt(prompt)
         rng = self._rng_for(prompt, temperature)
         cfg = self.config
-        right = hanoi.strategy_move(state, previous)
+        try:
+            right = hanoi.strategy_move(state, previous)
+        except hanoi.IllegalMove:  # an earlier wrong commit broke the puzzle; a model would still answer
+            right = rng.choice(hanoi.legal_moves(state))
         move, next_state = right, hanoi.apply_move(state, right)
         roll = rng.random()
         if roll < cfg.malformed_rate:
@@ -123,8 +128,11 @@ class SimModel:
     def _wrong(
         self, state: hanoi.State, previous: hanoi.Move | None, rng: random.Random
     ) -> tuple[hanoi.Move, hanoi.State]:
-        right = hanoi.strategy_move(state, previous)
-        mistake = plausible_mistake(state, previous)
+        try:
+            right, mistake = hanoi.strategy_move(state, previous), plausible_mistake(state, previous)
+        except hanoi.IllegalMove:
+            move = rng.choice(hanoi.legal_moves(state))
+            return move, hanoi.apply_move(state, move)
         kind = rng.random()
         if kind < self.config.collision_share:
             return mistake, hanoi.apply_move(state, mistake)
