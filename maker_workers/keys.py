@@ -54,6 +54,11 @@ class StepKeys:
     status: str
 
 
+def step_status_pattern(run_id: str) -> str:
+    """Glob matching the status hash of every contest of a run, guesses included."""
+    return f"{_run(run_id)}:step:*:status"
+
+
 def step(run_id: str, index: int, input_hash: str) -> StepKeys:
     base = f"{_run(run_id)}:step:{index}:{input_hash}"
     return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status")

@@ -91,7 +91,7 @@ def _noop_lockstep(client: redis.Redis, broker: object, rounds: int, k: int) -> 
 
 
 def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: int, redis_url: str | None,
-              console: Console | None = None) -> BenchResult:
+              speculate: int = 0, console: Console | None = None) -> BenchResult:
     console = console or Console()
     redis_url_given, cluster = redis_url, None
     with contextlib.ExitStack() as stack:
@@ -108,7 +108,7 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
         noop_rate = _noop_bulk(client, broker, noop_tasks)
         noop_cpu = clock.per_item_ms(before, noop_tasks)
 
-        runner = Runner(client, broker, VotingConfig(k=k), health_check=health)
+        runner = Runner(client, broker, VotingConfig(k=k, speculate=speculate), health_check=health)
         scorer = Scorer(disks)
         before = clock.read()
         started = time.perf_counter()
@@ -125,7 +125,7 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
         noop_lockstep_tasks_per_s=round(lockstep_rate, 1), ratio=round(samples / wall / noop_rate, 3),
         engine_cpu_ms_per_sample=engine_cpu, noop_cpu_ms_per_task=noop_cpu,
     )
-    table = Table(title=f"maker bench: {disks} disks, k={k}, zero simulated latency")
+    table = Table(title=f"maker bench: {disks} disks, k={k}, speculate={speculate}, zero simulated latency")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("steps (errors)", f"{result.steps} ({result.errors})")

@@ -189,13 +189,14 @@ def bench(
     workers: Annotated[int, typer.Option(min=1)] = 2,
     concurrency: Annotated[int, typer.Option(min=1)] = 8,
     noop_tasks: Annotated[int, typer.Option(min=100, help="no-op tasks for the baseline")] = 5000,
+    speculate: Annotated[int, typer.Option(min=0, help="steps to vote on ahead of the committed one")] = 0,
     redis_url: RedisUrl = None,
 ) -> None:
     """Engine overhead vs a bare no-op Celery task, same broker and workers, zero simulated latency."""
     from orchestrator.bench import run_bench
 
     try:
-        run_bench(disks, k, workers, concurrency, noop_tasks, redis_url)
+        run_bench(disks, k, workers, concurrency, noop_tasks, redis_url, speculate)
     except MakerError as exc:
         fail(str(exc), code=1)
 

@@ -110,3 +110,25 @@ def test_a_run_survives_a_worker_killed_mid_run() -> None:
         engine.run(5, lambda step: (kill_at_step_5(step), scorer.observe(step)))
         assert victim.popen.wait(10) == -signal.SIGKILL
         assert (scorer.steps, scorer.errors, scorer.solved) == (31, 0, True)
+
+
+def test_speculation_commits_only_steps_decided_on_their_exact_input() -> None:
+    """At a 30% error rate many guesses are wrong; each committed step must still have been decided
+    ahead-by-k in the contest of exactly its committed input, and wrong guesses never count."""
+    sim = SimConfig(error_rate=0.3, latency_ms=2, seed=9)
+    with Embedded(workers=2, concurrency=4, sim=sim) as cluster:
+        client = redis.Redis.from_url(cluster.redis_url)
+        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=3),
+                        health_check=cluster.check)
+        committed: list[CommittedStep] = []
+        engine.run(5, committed.append)
+        state, previous = hanoi.initial_state(5), None
+        for step in committed:
+            status = client.hgetall(keys.step(engine.run_id, step.step, hanoi.input_hash(state, previous)).status)
+            assert status[b"decided"] == b"1"
+            assert status[b"winner"].decode() == hanoi.candidate(step.move, step.next_state)
+            assert int(status[b"winner_votes"]) >= 3 + int(status[b"runner_up_votes"])
+            state, previous = step.next_state, step.move
+        contests = list(client.scan_iter(match=keys.step_status_pattern(engine.run_id)))
+        assert len(committed) == 31
+        assert len(contests) > len(committed)  # some guesses were voted on and dropped
