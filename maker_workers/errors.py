@@ -1,12 +1,12 @@
 """The exceptions of maker, one tree under MakerError.
 
-    MakerError
-    ├── ConfigError        bad settings, flags or inputs; the message says how to fix them
-    ├── ProviderError      an LLM provider refused the request or answered in a way we cannot use
-    │   ├── RateLimited    the provider said slow down (HTTP 429); retried
-    │   └── Unavailable    connection failure, timeout or 5xx; retried
-    ├── StoreError         Redis refused or was unreachable
-    └── StepFailed         a step hit its sample or red-flag cap; it is failed, never guessed
+MakerError
+├── ConfigError        bad settings, flags or inputs; the message says how to fix them
+├── ProviderError      an LLM provider refused the request or answered in a way we cannot use
+│   ├── RateLimited    the provider said slow down (HTTP 429); retried
+│   └── Unavailable    connection failure, timeout or 5xx; retried
+├── StoreError         Redis refused or was unreachable
+└── StepFailed         a step hit its sample or red-flag cap; it is failed, never guessed
 """
 
 

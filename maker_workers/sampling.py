@@ -64,9 +64,7 @@ def _call(
     raise AssertionError("unreachable: tenacity reraises")
 
 
-def draw_sample(
-    request: SampleRequest, provider: Provider, book: VoteBook, policy: SamplePolicy
-) -> Recorded | None:
+def draw_sample(request: SampleRequest, provider: Provider, book: VoteBook, policy: SamplePolicy) -> Recorded | None:
     """Returns what the vote script recorded, or None when the step was already decided."""
     contest = request.contest
     if book.is_decided(contest):

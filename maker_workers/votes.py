@@ -96,8 +96,16 @@ class VoteBook:
             outcome, leader, runner_up = self._script(
                 keys=[step.seen, step.tally, step.status, keys.notify(run), keys.events(run), keys.stats(run)],
                 args=[
-                    sample_id, kind, value, contest.k, contest.step, contest.input_hash,
-                    input_tokens, output_tokens, self._events_maxlen, self._decided_ttl_s,
+                    sample_id,
+                    kind,
+                    value,
+                    contest.k,
+                    contest.step,
+                    contest.input_hash,
+                    input_tokens,
+                    output_tokens,
+                    self._events_maxlen,
+                    self._decided_ttl_s,
                 ],
             )
         except redis.RedisError as exc:
@@ -124,9 +132,12 @@ class VoteBook:
         ranked = sorted(((int(n), c.decode()) for c, n in tally.items()), reverse=True)
         counts = [n for n, _ in ranked] + [0, 0]
         margin = counts[0] - counts[1]
-        return StepStatus(decided=fields.pop("decided", "0") == "1", margin=margin,
-                          leader=ranked[0][1] if margin > 0 else None,
-                          **{k: v for k, v in fields.items() if k in StepStatus.model_fields})
+        return StepStatus(
+            decided=fields.pop("decided", "0") == "1",
+            margin=margin,
+            leader=ranked[0][1] if margin > 0 else None,
+            **{k: v for k, v in fields.items() if k in StepStatus.model_fields},
+        )
 
     def is_decided(self, contest: Contest) -> bool:
         status = keys.step(contest.run_id, contest.step, contest.input_hash).status

@@ -90,15 +90,24 @@ def _noop_lockstep(client: redis.Redis, broker: object, rounds: int, k: int) -> 
     return rounds * k / elapsed
 
 
-def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: int, redis_url: str | None,
-              speculate: int = 0, console: Console | None = None) -> BenchResult:
+def run_bench(
+    disks: int,
+    k: int,
+    workers: int,
+    concurrency: int,
+    noop_tasks: int,
+    redis_url: str | None,
+    speculate: int = 0,
+    console: Console | None = None,
+) -> BenchResult:
     console = console or Console()
     redis_url_given, cluster = redis_url, None
     with contextlib.ExitStack() as stack:
         health = lambda: None  # noqa: E731
         if redis_url is None:
-            cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency,
-                                                   sim=SimConfig(latency_ms=0.0)))
+            cluster = stack.enter_context(
+                Embedded(workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0))
+            )
             redis_url, health = cluster.redis_url, cluster.check
         clock = CpuClock(cluster if redis_url_given is None else None)
         client = redis.Redis.from_url(redis_url)
@@ -119,11 +128,18 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
         lockstep_rate = _noop_lockstep(client, broker, min(scorer.steps, 500), k)
 
     result = BenchResult(
-        steps=scorer.steps, errors=scorer.errors, samples=samples, engine_wall_s=round(wall, 3),
-        engine_samples_per_s=round(samples / wall, 1), step_overhead_ms=round(1000 * wall / scorer.steps, 3),
-        noop_tasks=noop_tasks, noop_tasks_per_s=round(noop_rate, 1),
-        noop_lockstep_tasks_per_s=round(lockstep_rate, 1), ratio=round(samples / wall / noop_rate, 3),
-        engine_cpu_ms_per_sample=engine_cpu, noop_cpu_ms_per_task=noop_cpu,
+        steps=scorer.steps,
+        errors=scorer.errors,
+        samples=samples,
+        engine_wall_s=round(wall, 3),
+        engine_samples_per_s=round(samples / wall, 1),
+        step_overhead_ms=round(1000 * wall / scorer.steps, 3),
+        noop_tasks=noop_tasks,
+        noop_tasks_per_s=round(noop_rate, 1),
+        noop_lockstep_tasks_per_s=round(lockstep_rate, 1),
+        ratio=round(samples / wall / noop_rate, 3),
+        engine_cpu_ms_per_sample=engine_cpu,
+        noop_cpu_ms_per_task=noop_cpu,
     )
     table = Table(title=f"maker bench: {disks} disks, k={k}, speculate={speculate}, zero simulated latency")
     table.add_column("measure")
@@ -135,8 +151,10 @@ def run_bench(disks: int, k: int, workers: int, concurrency: int, noop_tasks: in
     table.add_row(f"bare no-op task, {k} at a time: tasks/s", f"{result.noop_lockstep_tasks_per_s:.0f}")
     table.add_row("engine samples/s ÷ bulk no-op tasks/s", f"{result.ratio:.2f}")
     for name, ms in result.engine_cpu_ms_per_sample.items():
-        table.add_row(f"CPU per sample / per no-op task: {name}",
-                      f"{ms:.2f} / {result.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms")
+        table.add_row(
+            f"CPU per sample / per no-op task: {name}",
+            f"{ms:.2f} / {result.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms",
+        )
     console.print(table)
     print(result.model_dump_json(), flush=True)  # one line, unwrapped, for scripts
     return result

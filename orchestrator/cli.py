@@ -49,8 +49,9 @@ def sim_config(**given: float | int | None) -> SimConfig:
     try:
         return SimConfig(**{name: value for name, value in given.items() if value is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"--sim-{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"--sim-{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         fail(f"bad simulated-LLM setting: {problems}")
 
 
@@ -74,17 +75,25 @@ def hanoi(
     trace: Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")] = None,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
-    sim_flags = {"error_rate": sim_error_rate, "latency_ms": sim_latency_ms, "seed": seed,
-                 "malformed_rate": sim_malformed_rate, "too_long_rate": sim_too_long_rate}
+    sim_flags = {
+        "error_rate": sim_error_rate,
+        "latency_ms": sim_latency_ms,
+        "seed": seed,
+        "malformed_rate": sim_malformed_rate,
+        "too_long_rate": sim_too_long_rate,
+    }
     if redis_url and any(v is not None for v in sim_flags.values()):
-        fail("--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
-             "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)")
+        fail(
+            "--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
+            "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)"
+        )
     if max_samples < k:
         fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
     voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags, speculate=speculate)
     try:
-        report = _run_hanoi(disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url,
-                            broker_url, trace, quiet=False)
+        report = _run_hanoi(
+            disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url, broker_url, trace, quiet=False
+        )
     except KeyboardInterrupt:
         err.print("interrupted: the embedded cluster was shut down")
         raise typer.Exit(130) from None
@@ -94,16 +103,28 @@ def hanoi(
     raise typer.Exit(0 if report.solved and report.errors == 0 else 1)
 
 
-def _run_hanoi(disks: int, voting: VotingConfig, workers: int, concurrency: int, sim: SimConfig,
-               redis_url: str | None, broker_url: str | None, trace: Path | None, quiet: bool) -> RunReport:
+def _run_hanoi(
+    disks: int,
+    voting: VotingConfig,
+    workers: int,
+    concurrency: int,
+    sim: SimConfig,
+    redis_url: str | None,
+    broker_url: str | None,
+    trace: Path | None,
+    quiet: bool,
+) -> RunReport:
     with contextlib.ExitStack() as stack:
         health = lambda: None  # noqa: E731
         if redis_url is None:
             cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency, sim=sim))
             redis_url, health = cluster.redis_url, cluster.check
             if not quiet:
-                err.print(f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
-                          f"{workers} workers x {concurrency} threads", highlight=False)
+                err.print(
+                    f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
+                    f"{workers} workers x {concurrency} threads",
+                    highlight=False,
+                )
         client = connect(redis_url)
         runner = Runner(client, make_app(broker_url or redis_url), voting, health_check=health)
         scorer = Scorer(disks)
@@ -114,11 +135,19 @@ def _run_hanoi(disks: int, voting: VotingConfig, workers: int, concurrency: int,
             scorer.observe(step)
             progress.advance(step)
             if trace_file:
-                trace_file.write(json.dumps({
-                    "step": step.step, "move": list(step.move), "next_state": step.next_state,
-                    "samples": step.samples, "votes": step.votes,
-                    "tally": [step.winner_votes, step.runner_up_votes],
-                }) + "\n")
+                trace_file.write(
+                    json.dumps(
+                        {
+                            "step": step.step,
+                            "move": list(step.move),
+                            "next_state": step.next_state,
+                            "samples": step.samples,
+                            "votes": step.votes,
+                            "tally": [step.winner_votes, step.runner_up_votes],
+                        }
+                    )
+                    + "\n"
+                )
 
         started = time.perf_counter()
         failure = None
@@ -126,8 +155,7 @@ def _run_hanoi(disks: int, voting: VotingConfig, workers: int, concurrency: int,
             runner.run(disks, on_commit)
         except StepFailed as exc:
             failure = str(exc)
-        return RunReport.build(runner.run_id, voting.k, scorer, runner.stats(), time.perf_counter() - started,
-                               failure)
+        return RunReport.build(runner.run_id, voting.k, scorer, runner.stats(), time.perf_counter() - started, failure)
 
 
 def connect(url: str) -> redis.Redis:
@@ -147,10 +175,14 @@ def _print_report(report: RunReport, json_out: bool) -> None:
         return
     verdict = "solved" if report.solved and report.errors == 0 else "NOT solved"
     print(f"{report.disks} disks, {report.steps} steps: {verdict}, {report.errors} errors, k={report.k}")
-    print(f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
-          f"late votes {report.late_votes}, max rounds {report.max_rounds}")
-    print(f"tokens in/out {report.input_tokens}/{report.output_tokens}, {report.wall_s:.1f} s, "
-          f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}")
+    print(
+        f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
+        f"late votes {report.late_votes}, max rounds {report.max_rounds}"
+    )
+    print(
+        f"tokens in/out {report.input_tokens}/{report.output_tokens}, {report.wall_s:.1f} s, "
+        f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}"
+    )
 
 
 @sim_app.command("serve")
@@ -166,9 +198,15 @@ def sim_serve(
     seed: Seed = None,
 ) -> None:
     """Serve the simulated LLM: POST /v1/chat/completions, GET /health."""
-    config = sim_config(error_rate=sim_error_rate, latency_ms=sim_latency_ms, seed=seed,
-                        malformed_rate=sim_malformed_rate, too_long_rate=sim_too_long_rate,
-                        collision_share=sim_collision_share, corrupt_share=sim_corrupt_share)
+    config = sim_config(
+        error_rate=sim_error_rate,
+        latency_ms=sim_latency_ms,
+        seed=seed,
+        malformed_rate=sim_malformed_rate,
+        too_long_rate=sim_too_long_rate,
+        collision_share=sim_collision_share,
+        corrupt_share=sim_corrupt_share,
+    )
     try:
         server = SimServer(host, port, config)
     except OSError as exc:

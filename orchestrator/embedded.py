@@ -54,8 +54,13 @@ class Process:
         self._ready = threading.Event()
         self._tail: deque[str] = deque(maxlen=40)
         self.popen = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, text=True, start_new_session=True,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            text=True,
+            start_new_session=True,
         )
         self._drained = threading.Thread(target=self._drain, name=f"drain-{name}", daemon=True)
         self._drained.start()
@@ -94,8 +99,9 @@ class Process:
 class Embedded:
     """Context manager owning the private cluster. `redis_url` is valid inside the `with`."""
 
-    def __init__(self, workers: int = 2, concurrency: int = 8, sim: SimConfig | None = None,
-                 start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, workers: int = 2, concurrency: int = 8, sim: SimConfig | None = None, start_timeout_s: float = 60.0
+    ) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
@@ -115,8 +121,9 @@ class Embedded:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _start(self) -> None:
@@ -124,8 +131,19 @@ class Embedded:
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
         redis_argv = [
-            redis_server_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", self._dir.name,
+            redis_server_binary(),
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--dir",
+            self._dir.name,
         ]
         sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
         for name, value in self.sim.model_dump().items():
@@ -133,8 +151,12 @@ class Embedded:
             sim_argv += [flag, str(value)]
         self._launch("redis-server", redis_argv, "Ready to accept connections")
         self._launch("sim-llm", sim_argv, SIM_READY)
-        env = {"MAKER_REDIS_URL": self.redis_url, "MAKER_BROKER_URL": self.redis_url,
-               "MAKER_PROVIDER": "sim", "MAKER_BASE_URL": self.sim_url}
+        env = {
+            "MAKER_REDIS_URL": self.redis_url,
+            "MAKER_BROKER_URL": self.redis_url,
+            "MAKER_PROVIDER": "sim",
+            "MAKER_BASE_URL": self.sim_url,
+        }
         workers = [
             Process(f"worker-{i}", worker_argv(self.concurrency, f"maker{i}"), READY_LINE, env)
             for i in range(self.workers)
@@ -163,7 +185,23 @@ class Embedded:
 
 def worker_argv(concurrency: int, name: str) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "maker_workers.celery_app", "worker",
-        "--pool", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "-Q", "maker",
-        "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "maker_workers.celery_app",
+        "worker",
+        "--pool",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        "maker",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
     ]

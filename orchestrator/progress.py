@@ -14,10 +14,17 @@ from orchestrator.runner import CommittedStep
 class StepProgress:
     def __init__(self, console: Console, total: int, disable: bool = False) -> None:
         self._progress = Progress(
-            TextColumn("[bold]steps"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
-                       "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}"),
-            TimeRemainingColumn(), console=console, disable=disable, refresh_per_second=4,
+            TextColumn("[bold]steps"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
+                "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}"
+            ),
+            TimeRemainingColumn(),
+            console=console,
+            disable=disable,
+            refresh_per_second=4,
         )
         self._task = self._progress.add_task("run", total=total, rate=0.0, samples=0, red_flags=0, rounds=0)
         self._samples = self._red_flags = self._rounds = self._done = 0
@@ -27,8 +34,9 @@ class StepProgress:
         self._progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._progress.stop()
 
     def advance(self, step: CommittedStep) -> None:
@@ -37,5 +45,6 @@ class StepProgress:
         self._red_flags += step.red_flags
         self._rounds = max(self._rounds, step.rounds)
         rate = self._done / max(time.perf_counter() - self._started, 1e-9)
-        self._progress.update(self._task, advance=1, rate=rate, samples=self._samples,
-                              red_flags=self._red_flags, rounds=self._rounds)
+        self._progress.update(
+            self._task, advance=1, rate=rate, samples=self._samples, red_flags=self._red_flags, rounds=self._rounds
+        )

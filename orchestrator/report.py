@@ -60,18 +60,29 @@ class RunReport(BaseModel):
     failure: str | None = None
 
     @classmethod
-    def build(cls, run_id: str, k: int, scorer: Scorer, stats: dict[str, int], wall_s: float,
-              failure: str | None = None) -> RunReport:
+    def build(
+        cls, run_id: str, k: int, scorer: Scorer, stats: dict[str, int], wall_s: float, failure: str | None = None
+    ) -> RunReport:
         return cls(
-            run_id=run_id, disks=scorer.disks, steps=scorer.steps, solved=scorer.solved and failure is None,
-            errors=scorer.errors, k=k, samples=stats.get("samples", 0), votes=stats.get("votes", 0),
+            run_id=run_id,
+            disks=scorer.disks,
+            steps=scorer.steps,
+            solved=scorer.solved and failure is None,
+            errors=scorer.errors,
+            k=k,
+            samples=stats.get("samples", 0),
+            votes=stats.get("votes", 0),
             red_flags=stats.get("red_flags", 0),
             red_flags_by_reason={
                 name.removeprefix("red_flag:"): n for name, n in stats.items() if name.startswith("red_flag:")
             },
-            provider_errors=stats.get("errors", 0), late_votes=stats.get("late_votes", 0),
-            duplicates=stats.get("duplicates", 0), max_rounds=scorer.max_rounds,
+            provider_errors=stats.get("errors", 0),
+            late_votes=stats.get("late_votes", 0),
+            duplicates=stats.get("duplicates", 0),
+            max_rounds=scorer.max_rounds,
             votes_per_step={str(v): n for v, n in sorted(scorer.votes_per_step.items())},
-            input_tokens=stats.get("input_tokens", 0), output_tokens=stats.get("output_tokens", 0),
-            wall_s=round(wall_s, 3), failure=failure,
+            input_tokens=stats.get("input_tokens", 0),
+            output_tokens=stats.get("output_tokens", 0),
+            wall_s=round(wall_s, 3),
+            failure=failure,
         )

@@ -93,8 +93,14 @@ class _Open:
         move, next_state = hanoi.from_candidate(self.known.winner)
         known = self.known
         return CommittedStep(
-            step=self.step, move=move, next_state=next_state, samples=known.samples, votes=known.votes,
-            winner_votes=known.winner_votes, runner_up_votes=known.runner_up_votes, red_flags=known.red_flags,
+            step=self.step,
+            move=move,
+            next_state=next_state,
+            samples=known.samples,
+            votes=known.votes,
+            winner_votes=known.winner_votes,
+            runner_up_votes=known.runner_up_votes,
+            red_flags=known.red_flags,
             rounds=self.rounds,
         )
 
@@ -118,9 +124,7 @@ class Runner:
         self._health_check = health_check
         self.book = VoteBook(client)
 
-    def run(
-        self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None
-    ) -> hanoi.State:
+    def run(self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> hanoi.State:
         """Solve `disks`-disk Hanoi step by step; returns the last committed state.
 
         A run id that has a checkpoint is resumed from it: Redis alone holds everything needed.
@@ -143,14 +147,13 @@ class Runner:
             self._check_caps(front)
             self._speculate(window, total)
             for contest in window:
+                self._forget_lost(contest.in_flight)
                 self._top_up(contest, is_front=contest is front)
             notice = self._next_notice()
             if notice is None:
                 self._health_check()
-                for contest in window:
-                    self._forget_lost(contest.in_flight)
-                continue
-            self._route(window, notice)
+            else:
+                self._route(window, notice)
         return state
 
     def _open(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> _Open:
@@ -195,18 +198,27 @@ class Runner:
     def _check_caps(self, front: _Open) -> None:
         cfg, known = self.config, front.known
         if known.samples >= cfg.max_samples:
-            raise StepFailed(front.step, f"{known.samples} samples without a {cfg.k}-vote margin "
-                             f"(cap {cfg.max_samples}); raise --max-samples or check the model")
+            raise StepFailed(
+                front.step,
+                f"{known.samples} samples without a {cfg.k}-vote margin "
+                f"(cap {cfg.max_samples}); raise --max-samples or check the model",
+            )
         if known.red_flags >= cfg.max_red_flags:
-            raise StepFailed(front.step, f"{known.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
-                             "the model's answers do not parse, see the run's events")
+            raise StepFailed(
+                front.step,
+                f"{known.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
+                "the model's answers do not parse, see the run's events",
+            )
+
     def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
         try:
             meta = self.client.hgetall(keys.meta(self.run_id))
             saved = self.client.hgetall(keys.checkpoint(self.run_id))
             if not meta:
-                self.client.hset(keys.meta(self.run_id), mapping={
-                    "disks": disks, "config": self.config.model_dump_json(), "started": time.time()})
+                self.client.hset(
+                    keys.meta(self.run_id),
+                    mapping={"disks": disks, "config": self.config.model_dump_json(), "started": time.time()},
+                )
         except redis.RedisError as exc:
             raise StoreError(f"reading run {self.run_id} failed: {exc}") from exc
         if meta and int(meta[b"disks"]) != disks:
@@ -220,10 +232,14 @@ class Runner:
         """The committed state, and the move appended to the run's move log, in one transaction."""
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.checkpoint(self.run_id), mapping={
-                    "step": committed.step + 1, "state": json.dumps(committed.next_state),
-                    "previous_move": json.dumps(committed.move),
-                })
+                pipe.hset(
+                    keys.checkpoint(self.run_id),
+                    mapping={
+                        "step": committed.step + 1,
+                        "state": json.dumps(committed.next_state),
+                        "previous_move": json.dumps(committed.move),
+                    },
+                )
                 pipe.rpush(keys.moves(self.run_id), json.dumps(committed.move))
                 pipe.execute()
         except redis.RedisError as exc:
@@ -236,12 +252,21 @@ class Runner:
     def _send(self, contest: _Open, temperature: float) -> str:
         sample_id = uuid.uuid4().hex
         request = SampleRequest(
-            run_id=self.run_id, step=contest.step, state=contest.state, previous_move=contest.previous,
-            sample_id=sample_id, temperature=temperature, k=self.config.k,
+            run_id=self.run_id,
+            step=contest.step,
+            state=contest.state,
+            previous_move=contest.previous,
+            sample_id=sample_id,
+            temperature=temperature,
+            k=self.config.k,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
-        self.broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")], task_id=sample_id,
-                              argsrepr=f"run={self.run_id} step={contest.step}")
+        self.broker.send_task(
+            SAMPLE_TASK,
+            args=[request.model_dump(mode="json")],
+            task_id=sample_id,
+            argsrepr=f"run={self.run_id} step={contest.step}",
+        )
         return sample_id
 
     def _next_notice(self) -> Notice | None:
@@ -261,5 +286,9 @@ class Runner:
             del in_flight[sample_id]
 
     def stats(self) -> dict[str, int]:
-        raw = self.client.hgetall(keys.stats(self.run_id))
+        """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
+        try:
+            raw = self.client.hgetall(keys.stats(self.run_id))
+        except redis.RedisError as exc:
+            raise StoreError(f"reading the stats of run {self.run_id} failed: {exc}") from exc
         return {k.decode(): int(v) for k, v in raw.items()}

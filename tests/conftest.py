@@ -25,8 +25,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     server = Process(
         "redis-server",
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
         "Ready to accept connections",
     )
     server.wait_ready(30)
@@ -74,6 +85,10 @@ def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
     """Run `maker ...` the way a user does, in its own process."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=ROOT, env=env,
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
     )

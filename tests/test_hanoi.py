@@ -82,7 +82,7 @@ def test_a_malformed_last_occurrence_is_a_red_flag_even_after_a_good_one() -> No
         "move = [1, 0, 2]\nnext_state = [[3, 2], [], []]",  # disk 1 missing
         "move = [1, 0, 2]\nnext_state = [[3, 2, 1], [], [1]]",  # disk 1 twice
         "move = [1, 0, 2]\nnext_state = [[3, 2], [], [4]]",  # not 1..n
-        "move = [1, 0, 2]\nnext_state = [[3, 2], [], [\"1\"]]",  # a string
+        'move = [1, 0, 2]\nnext_state = [[3, 2], [], ["1"]]',  # a string
         "move: [1, 0, 2]\nnext_state: [[3, 2], [], [1]]",  # wrong form
         "next_move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]",  # not the key `move`
     ],
@@ -149,8 +149,9 @@ def test_broken_responses_never_parse(case: tuple[str, int, hanoi.Move, hanoi.St
 
 
 @given(responses(), responses())
-def test_same_parsed_pair_is_the_same_vote(a: tuple[str, int, hanoi.Move, hanoi.State],
-                                           b: tuple[str, int, hanoi.Move, hanoi.State]) -> None:
+def test_same_parsed_pair_is_the_same_vote(
+    a: tuple[str, int, hanoi.Move, hanoi.State], b: tuple[str, int, hanoi.Move, hanoi.State]
+) -> None:
     (ta, na, _, _), (tb, nb, _, _) = a, b
     pa, pb = hanoi.parse(ta, na), hanoi.parse(tb, nb)
     assert (hanoi.candidate(*pa) == hanoi.candidate(*pb)) == (pa == pb)

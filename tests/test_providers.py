@@ -42,13 +42,17 @@ def test_contract(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "response", "error"),
-    [(n, r, e) for n in NAMES for r, e in [
-        (httpx.Response(429, json={}), RateLimited),
-        (httpx.Response(503, text="overloaded"), Unavailable),
-        (httpx.Response(400, text="bad model"), ProviderError),
-        (httpx.Response(200, json={"nothing": 1}), ProviderError),
-        (httpx.Response(200, text="not json"), ProviderError),
-    ]],
+    [
+        (n, r, e)
+        for n in NAMES
+        for r, e in [
+            (httpx.Response(429, json={}), RateLimited),
+            (httpx.Response(503, text="overloaded"), Unavailable),
+            (httpx.Response(400, text="bad model"), ProviderError),
+            (httpx.Response(200, json={"nothing": 1}), ProviderError),
+            (httpx.Response(200, text="not json"), ProviderError),
+        ]
+    ],
 )
 def test_errors_map_to_our_tree(name: str, response: httpx.Response, error: type[Exception]) -> None:
     provider = provider_with(name, httpx.MockTransport(lambda _: response))

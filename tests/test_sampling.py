@@ -18,8 +18,7 @@ FAST = SamplePolicy(max_output_tokens=750, retries=3, retry_max_wait_s=0.01)
 
 
 def request(sample_id: str = "s1", k: int = 1) -> SampleRequest:
-    return SampleRequest(run_id="r", step=0, state=STATE, previous_move=None, sample_id=sample_id,
-                         temperature=0.0, k=k)
+    return SampleRequest(run_id="r", step=0, state=STATE, previous_move=None, sample_id=sample_id, temperature=0.0, k=k)
 
 
 def answering(*responses: httpx.Response) -> tuple[OpenAICompatible, list[httpx.Request]]:
@@ -35,10 +34,13 @@ def answering(*responses: httpx.Response) -> tuple[OpenAICompatible, list[httpx.
 
 
 def completion(text: str, tokens: int = 20, finish: str = "stop") -> httpx.Response:
-    return httpx.Response(200, json={
-        "choices": [{"message": {"content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": tokens},
-    })
+    return httpx.Response(
+        200,
+        json={
+            "choices": [{"message": {"content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": tokens},
+        },
+    )
 
 
 def event_kinds(client: redis.Redis) -> list[str]:
@@ -87,8 +89,9 @@ def test_exactly_at_the_token_limit_is_not_a_red_flag(book: VoteBook) -> None:
 
 
 def test_rate_limits_are_waited_out_and_logged(book: VoteBook, client: redis.Redis) -> None:
-    provider, calls = answering(httpx.Response(429), httpx.Response(503),
-                                completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    provider, calls = answering(
+        httpx.Response(429), httpx.Response(503), completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]")
+    )
     recorded = draw_sample(request(), provider, book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
     assert len(calls) == 3

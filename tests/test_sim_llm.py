@@ -11,8 +11,9 @@ from tests.conftest import run_cli
 
 
 def chat(http: httpx.Client, url: str, state: hanoi.State, previous: hanoi.Move | None, **extra: object) -> dict:
-    response = http.post(f"{url}/chat/completions",
-                         json={"model": "sim", "messages": hanoi.messages(state, previous), **extra})
+    response = http.post(
+        f"{url}/chat/completions", json={"model": "sim", "messages": hanoi.messages(state, previous), **extra}
+    )
     response.raise_for_status()
     return response.json()
 
@@ -34,10 +35,14 @@ def test_temperature_zero_is_deterministic(http: httpx.Client) -> None:
     server.start_in_thread()
     try:
         state, previous = [[4, 3], [1], [2]], (2, 0, 2)
-        at_zero = {chat(http, server.url, state, previous, temperature=0)["choices"][0]["message"]["content"]
-                   for _ in range(15)}
-        warm = {chat(http, server.url, state, previous, temperature=0.1)["choices"][0]["message"]["content"]
-                for _ in range(40)}
+        at_zero = {
+            chat(http, server.url, state, previous, temperature=0)["choices"][0]["message"]["content"]
+            for _ in range(15)
+        }
+        warm = {
+            chat(http, server.url, state, previous, temperature=0.1)["choices"][0]["message"]["content"]
+            for _ in range(40)
+        }
     finally:
         server.shutdown()
         server.server_close()

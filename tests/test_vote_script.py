@@ -99,8 +99,16 @@ def test_every_vote_red_flag_and_decision_is_an_event(book: VoteBook, client: re
 
 def test_all_keys_of_a_run_share_one_cluster_slot(client: redis.Redis) -> None:
     step = keys.step("run-7", 12, "ff00")
-    names = [step.seen, step.tally, step.status, keys.notify("run-7"), keys.events("run-7"), keys.stats("run-7"),
-             keys.meta("run-7"), keys.checkpoint("run-7")]
+    names = [
+        step.seen,
+        step.tally,
+        step.status,
+        keys.notify("run-7"),
+        keys.events("run-7"),
+        keys.stats("run-7"),
+        keys.meta("run-7"),
+        keys.checkpoint("run-7"),
+    ]
     assert all("{run-7}" in name for name in names)
     assert len({key_slot(name.encode()) for name in names}) == 1
 

@@ -21,7 +21,5 @@ def make_provider(settings: WorkerSettings, client: httpx.Client) -> Provider:
     if settings.provider == "openai":
         if not settings.api_key:
             raise ConfigError("provider 'openai' needs an API key: set MAKER_API_KEY in the environment")
-        return OpenAICompatible(
-            client, base_url=settings.base_url, model=settings.model, api_key=settings.api_key
-        )
+        return OpenAICompatible(client, base_url=settings.base_url, model=settings.model, api_key=settings.api_key)
     raise ConfigError(f"unknown provider {settings.provider!r}: set MAKER_PROVIDER to one of {NAMES}")

@@ -15,8 +15,6 @@ class Completion(BaseModel):
 
 
 class Provider(Protocol):
-    def complete(
-        self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int
-    ) -> Completion:
+    def complete(self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int) -> Completion:
         """One chat completion. Raises RateLimited on 429, ProviderError on anything unusable."""
         ...

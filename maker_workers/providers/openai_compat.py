@@ -17,9 +17,7 @@ class OpenAICompatible:
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def complete(
-        self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int
-    ) -> Completion:
+    def complete(self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int) -> Completion:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "max_tokens": max_tokens}
         if temperature is not None:
             body["temperature"] = temperature

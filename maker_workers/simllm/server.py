@@ -28,8 +28,10 @@ class HttpError(Exception):
 
 def _response(status: int, payload: dict[str, Any]) -> bytes:
     body = json.dumps(payload).encode()
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -57,19 +59,27 @@ class SimApp:
         except (ValueError, KeyError, TypeError, StopIteration) as exc:
             return 0.0, _error(400, f"cannot answer this request: {exc!r}")
         prompt_tokens = sum(count_tokens(m.get("content", "")) for m in messages)
-        return self.model.latency_s(), _response(200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.get("model", "sim-hanoi"),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": "length" if answer.truncated else "stop",
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.output_tokens,
-                      "total_tokens": prompt_tokens + answer.output_tokens},
-        })
+        return self.model.latency_s(), _response(
+            200,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": request.get("model", "sim-hanoi"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer.text},
+                        "finish_reason": "length" if answer.truncated else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": answer.output_tokens,
+                    "total_tokens": prompt_tokens + answer.output_tokens,
+                },
+            },
+        )
 
 
 class _Connection(asyncio.Protocol):
@@ -155,8 +165,11 @@ class SimServer:
         self.app = SimApp(config)
         self._connections: set[_Connection] = set()
         self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(self._loop.create_server(
-            lambda: _Connection(self.app, self._connections), host, port, reuse_address=True, backlog=1024))
+        self._server = self._loop.run_until_complete(
+            self._loop.create_server(
+                lambda: _Connection(self.app, self._connections), host, port, reuse_address=True, backlog=1024
+            )
+        )
         sock = self._server.sockets[0].getsockname()
         self.url = f"http://{sock[0]}:{sock[1]}/v1"
         self._thread: threading.Thread | None = None
