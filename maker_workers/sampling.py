@@ -78,6 +78,8 @@ def draw_sample(request: SampleRequest, provider: Provider, book: VoteBook, poli
         completion = _call(provider, request, policy, on_retry)
     except ProviderError as exc:
         return book.record(contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+    if completion.temperature_omitted:
+        book.note_temperature_omitted(contest, request.sample_id)
     tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
     if completion.truncated or completion.output_tokens > policy.max_output_tokens:
         return book.record(contest, request.sample_id, "red_flag", "too_long", **tokens)

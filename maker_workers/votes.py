@@ -121,6 +121,15 @@ class VoteBook:
         except redis.RedisError as exc:
             raise StoreError(f"writing a {kind} event failed: {exc}") from exc
 
+    def note_temperature_omitted(self, contest: Contest, sample_id: str) -> None:
+        """The run's report says when samples were drawn at the model's own temperature."""
+        try:
+            first = self._client.hsetnx(keys.stats(contest.run_id), "temperature_omitted", 1)
+        except redis.RedisError as exc:
+            raise StoreError(f"noting the omitted temperature failed: {exc}") from exc
+        if first:
+            self.event(contest, sample_id, "temperature_omitted")
+
     def status(self, contest: Contest) -> StepStatus:
         step = keys.step(contest.run_id, contest.step, contest.input_hash)
         try:

@@ -170,6 +170,8 @@ def connect(url: str) -> redis.Redis:
 def _print_report(report: RunReport, json_out: bool) -> None:
     if report.failure:
         err.print(f"[bold red]run failed:[/] {report.failure}", highlight=False)
+    if report.temperature_omitted:
+        err.print("note: the model refused a temperature parameter; its samples used the model's default")
     if json_out:
         print(report.model_dump_json())
         return

@@ -57,6 +57,7 @@ class RunReport(BaseModel):
     input_tokens: int
     output_tokens: int
     wall_s: float
+    temperature_omitted: bool = False
     failure: str | None = None
 
     @classmethod
@@ -84,5 +85,6 @@ class RunReport(BaseModel):
             input_tokens=stats.get("input_tokens", 0),
             output_tokens=stats.get("output_tokens", 0),
             wall_s=round(wall_s, 3),
+            temperature_omitted=bool(stats.get("temperature_omitted")),
             failure=failure,
         )

@@ -96,3 +96,29 @@ def test_unknown_provider_and_missing_key_are_clear_errors() -> None:
 
 def test_settings_never_show_the_key() -> None:
     assert "sk-test-secret" not in repr(WorkerSettings(api_key="sk-test-secret"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_that_refuses_temperature_is_asked_without_it(name: str) -> None:
+    bodies: list[dict] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "temperature" in body:
+            return httpx.Response(400, json={"error": {"message": "Unsupported parameter: 'temperature'"}})
+        return httpx.Response(200, json=ANSWER)
+
+    provider = provider_with(name, httpx.MockTransport(handle))
+    first = provider.complete([], temperature=0.1, max_tokens=5)
+    second = provider.complete([], temperature=0.0, max_tokens=5)
+    assert first.temperature_omitted and second.temperature_omitted
+    assert ["temperature" in b for b in bodies] == [True, False, False]  # asked once, then never again
+    assert not provider.complete([], temperature=None, max_tokens=5).temperature_omitted
+
+
+def test_other_refusals_are_not_mistaken_for_temperature() -> None:
+    refused = httpx.Response(400, json={"error": {"message": "model not found"}})
+    provider = provider_with("sim", httpx.MockTransport(lambda _: refused))
+    with pytest.raises(ProviderError, match="model not found"):
+        provider.complete([], temperature=0.1, max_tokens=5)

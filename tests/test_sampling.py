@@ -124,3 +124,13 @@ def test_the_token_limit_is_sent_one_past_the_red_flag(book: VoteBook) -> None:
     provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
     draw_sample(request(), provider, book, FAST)
     assert b'"max_tokens":751' in calls[0].content.replace(b" ", b"")
+
+
+def test_an_omitted_temperature_is_reported_on_the_run(book: VoteBook, client: redis.Redis) -> None:
+    refuse = httpx.Response(400, json={"error": {"message": "temperature is not supported with this model"}})
+    provider, calls = answering(refuse, completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    draw_sample(request("a", k=2), provider, book, FAST)
+    draw_sample(request("b", k=2), provider, book, FAST)
+    assert len(calls) == 3
+    assert client.hget(keys.stats("r"), "temperature_omitted") == b"1"
+    assert event_kinds(client).count("temperature_omitted") == 1

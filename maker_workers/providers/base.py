@@ -12,9 +12,14 @@ class Completion(BaseModel):
     input_tokens: int
     output_tokens: int
     truncated: bool = False  # the provider stopped at max_tokens
+    temperature_omitted: bool = False  # the model refused a temperature, so none was sent
 
 
 class Provider(Protocol):
     def complete(self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int) -> Completion:
-        """One chat completion. Raises RateLimited on 429, ProviderError on anything unusable."""
+        """One chat completion. Raises RateLimited on 429, ProviderError on anything unusable.
+
+        A model that refuses the temperature parameter is asked again without it, from then on,
+        and the completion says so (`temperature_omitted`).
+        """
         ...

@@ -16,8 +16,21 @@ class OpenAICompatible:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._omit_temperature = False  # set once the model has refused a temperature
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float | None, max_tokens: int) -> Completion:
+        omit = temperature is None or self._omit_temperature
+        try:
+            completion = self._post(messages, None if omit else temperature, max_tokens)
+        except ProviderError as exc:
+            if omit or not _rejects_temperature(exc):
+                raise
+            self._omit_temperature = omit = True
+            completion = self._post(messages, None, max_tokens)
+        completion.temperature_omitted = omit and temperature is not None
+        return completion
+
+    def _post(self, messages: list[dict[str, str]], temperature: float | None, max_tokens: int) -> Completion:
         body: dict[str, Any] = {"model": self._model, "messages": messages, "max_tokens": max_tokens}
         if temperature is not None:
             body["temperature"] = temperature
@@ -43,3 +56,9 @@ class OpenAICompatible:
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ProviderError(f"{self._url}: answer is not a chat completion: {exc!r}") from exc
+
+
+def _rejects_temperature(exc: ProviderError) -> bool:
+    """Some models (reasoning models among them) answer 400 to any temperature but their default."""
+    text = str(exc).lower()
+    return "http 400" in text and "temperature" in text
