@@ -30,7 +30,16 @@ class Recorded(BaseModel):
     runner_up_votes: int
 
 
-class Notice(BaseModel):
+class StepCounts(BaseModel):
+    """A contest's counters, as the vote script keeps them."""
+
+    samples: int = 0
+    votes: int = 0
+    red_flags: int = 0
+    errors: int = 0
+
+
+class Notice(StepCounts):
     """One message the script pushes on the run's notify list."""
 
     sample_id: str
@@ -39,16 +48,12 @@ class Notice(BaseModel):
     outcome: Outcome
     leader_votes: int = 0
     runner_up_votes: int = 0
-    samples: int = 0
-    votes: int = 0
-    red_flags: int = 0
-    errors: int = 0
     leader: str | None = None
     winner: str | None = None
     reason: str | None = None
 
 
-class StepStatus(BaseModel):
+class StepStatus(StepCounts):
     """What Redis knows of one contest, for an orchestrator that (re)joins it."""
 
     decided: bool = False
@@ -56,10 +61,6 @@ class StepStatus(BaseModel):
     winner: str | None = None
     winner_votes: int = 0
     runner_up_votes: int = 0
-    samples: int = 0
-    votes: int = 0
-    red_flags: int = 0
-    errors: int = 0
     margin: int = 0
 
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import redis
+from celery import Celery
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
@@ -63,31 +64,21 @@ class BenchResult(BaseModel):
     noop_cpu_ms_per_task: dict[str, float]
 
 
-def _noop_bulk(client: redis.Redis, broker: object, n: int) -> float:
-    """Tasks/s when n no-op tasks are queued at once: the cluster's ceiling."""
-    done = keys.bench_done(uuid.uuid4().hex[:8])
-    started = time.perf_counter()
-    for _ in range(n):
-        broker.send_task(NOOP_TASK, args=[done])  # type: ignore[attr-defined]
-    for _ in range(n):
-        client.blpop([done], timeout=60)
-    elapsed = time.perf_counter() - started
-    client.delete(done)
-    return n / elapsed
+def _noop_rate(client: redis.Redis, broker: Celery, rounds: int, batch: int) -> float:
+    """No-op tasks/s when `batch` tasks are sent, all awaited, then the next batch.
 
-
-def _noop_lockstep(client: redis.Redis, broker: object, rounds: int, k: int) -> float:
-    """Tasks/s when k no-op tasks are sent, awaited, and only then the next k: the engine's shape."""
+    One round of a large batch is the cluster's ceiling; many rounds of k are the engine's shape.
+    """
     done = keys.bench_done(uuid.uuid4().hex[:8])
     started = time.perf_counter()
     for _ in range(rounds):
-        for _ in range(k):
-            broker.send_task(NOOP_TASK, args=[done])  # type: ignore[attr-defined]
-        for _ in range(k):
+        for _ in range(batch):
+            broker.send_task(NOOP_TASK, args=[done])
+        for _ in range(batch):
             client.blpop([done], timeout=60)
     elapsed = time.perf_counter() - started
     client.delete(done)
-    return rounds * k / elapsed
+    return rounds * batch / elapsed
 
 
 def run_bench(
@@ -112,9 +103,9 @@ def run_bench(
         clock = CpuClock(cluster if redis_url_given is None else None)
         client = redis.Redis.from_url(redis_url)
         broker = make_app(redis_url)
-        _noop_bulk(client, broker, 200)  # warm up connections and workers
+        _noop_rate(client, broker, 1, 200)  # warm up connections and workers
         before = clock.read()
-        noop_rate = _noop_bulk(client, broker, noop_tasks)
+        noop_rate = _noop_rate(client, broker, 1, noop_tasks)
         noop_cpu = clock.per_item_ms(before, noop_tasks)
 
         runner = Runner(client, broker, VotingConfig(k=k, speculate=speculate), health_check=health)
@@ -125,7 +116,7 @@ def run_bench(
         wall = time.perf_counter() - started
         samples = runner.stats()["samples"]
         engine_cpu = clock.per_item_ms(before, samples)
-        lockstep_rate = _noop_lockstep(client, broker, min(scorer.steps, 500), k)
+        lockstep_rate = _noop_rate(client, broker, min(scorer.steps, 500), k)
 
     result = BenchResult(
         steps=scorer.steps,

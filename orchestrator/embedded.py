@@ -96,6 +96,19 @@ class Process:
         self._drained.join(timeout)
 
 
+def start_redis(port: int, directory: str, timeout: float = 30.0) -> Process:
+    """A private redis-server on loopback that keeps nothing on disk and never evicts a tally."""
+    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--maxmemory-policy", "noeviction", "--dir", directory]
+    server = Process("redis-server", argv, "Ready to accept connections")
+    try:
+        server.wait_ready(timeout)
+    except MakerError:
+        server.stop()
+        raise
+    return server
+
+
 class Embedded:
     """Context manager owning the private cluster. `redis_url` is valid inside the `with`."""
 
@@ -130,27 +143,14 @@ class Embedded:
         redis_port, sim_port = free_port(), free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
-        redis_argv = [
-            redis_server_binary(),
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory-policy",
-            "noeviction",
-            "--dir",
-            self._dir.name,
-        ]
         sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
         for name, value in self.sim.model_dump().items():
             flag = "--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}"
             sim_argv += [flag, str(value)]
-        self._launch("redis-server", redis_argv, "Ready to accept connections")
-        self._launch("sim-llm", sim_argv, SIM_READY)
+        self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
+        sim = Process("sim-llm", sim_argv, SIM_READY)
+        self.processes.append(sim)
+        sim.wait_ready(self.start_timeout_s)
         env = {
             "MAKER_REDIS_URL": self.redis_url,
             "MAKER_BROKER_URL": self.redis_url,
@@ -164,11 +164,6 @@ class Embedded:
         self.processes.extend(workers)
         for worker in workers:
             worker.wait_ready(self.start_timeout_s)
-
-    def _launch(self, name: str, argv: list[str], ready: str) -> None:
-        process = Process(name, argv, ready)
-        self.processes.append(process)
-        process.wait_ready(self.start_timeout_s)
 
     def check(self) -> None:
         """Raise if any part of the private cluster has died."""

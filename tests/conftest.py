@@ -15,7 +15,7 @@ import redis
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import VoteBook
-from orchestrator.embedded import Embedded, Process, free_port, redis_server_binary
+from orchestrator.embedded import Embedded, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,24 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    server = Process(
-        "redis-server",
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path_factory.mktemp("redis")),
-        ],
-        "Ready to accept connections",
-    )
-    server.wait_ready(30)
+    server = start_redis(port, str(tmp_path_factory.mktemp("redis")))
     yield f"redis://127.0.0.1:{port}/0"
     server.stop()
 

