@@ -22,7 +22,7 @@ class WorkerSettings(BaseSettings):
     retries: int = Field(4, ge=0, description="retries of a failed provider call before it counts as an error")
     http_connections: int = Field(64, ge=1)
     events_maxlen: int = Field(100_000, ge=1)
-    decided_ttl_s: int = Field(86_400, ge=1)
+    contest_ttl_s: int = Field(3_600, ge=60, description="a contest's keys expire this long after its first sample")
     task_events: bool = Field(False, description="send Celery task events (turn on for Flower)")
 
     @property

@@ -38,7 +38,7 @@ def resources() -> WorkerResources:
     )
     return WorkerResources(
         redis=client,
-        book=VoteBook(client, events_maxlen=cfg.events_maxlen, decided_ttl_s=cfg.decided_ttl_s),
+        book=VoteBook(client, events_maxlen=cfg.events_maxlen, contest_ttl_s=cfg.contest_ttl_s),
         provider=make_provider(cfg, http),
         policy=SamplePolicy(max_output_tokens=cfg.max_output_tokens, retries=cfg.retries),
     )

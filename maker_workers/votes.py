@@ -76,11 +76,11 @@ class Contest(BaseModel):
 class VoteBook:
     """Records samples with the Lua script, registered once per client."""
 
-    def __init__(self, client: redis.Redis, *, events_maxlen: int = 100_000, decided_ttl_s: int = 86_400):
+    def __init__(self, client: redis.Redis, *, events_maxlen: int = 100_000, contest_ttl_s: int = 3_600):
         self._client = client
         self._script = client.register_script(_SOURCE)
         self._events_maxlen = events_maxlen
-        self._decided_ttl_s = decided_ttl_s
+        self._contest_ttl_s = contest_ttl_s
 
     def record(
         self,
@@ -106,7 +106,7 @@ class VoteBook:
                     input_tokens,
                     output_tokens,
                     self._events_maxlen,
-                    self._decided_ttl_s,
+                    self._contest_ttl_s,
                 ],
             )
         except redis.RedisError as exc:

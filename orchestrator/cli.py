@@ -73,6 +73,9 @@ def hanoi(
     speculate: Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")] = False,
     trace: Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")] = None,
+    resume: Annotated[
+        str | None, typer.Option(metavar="RUN_ID", help="go on with this run from its checkpoint (needs --redis-url)")
+    ] = None,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     sim_flags = {
@@ -87,12 +90,14 @@ def hanoi(
             "--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
             "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)"
         )
+    if resume and not redis_url:
+        fail("--resume needs --redis-url: the embedded Redis lives only as long as its run")
     if max_samples < k:
         fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
     voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags, speculate=speculate)
     try:
         report = _run_hanoi(
-            disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url, broker_url, trace, quiet=False
+            disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url, broker_url, trace, resume
         )
     except KeyboardInterrupt:
         err.print("interrupted: the embedded cluster was shut down")
@@ -112,24 +117,30 @@ def _run_hanoi(
     redis_url: str | None,
     broker_url: str | None,
     trace: Path | None,
-    quiet: bool,
+    resume: str | None,
 ) -> RunReport:
     with contextlib.ExitStack() as stack:
         health = lambda: None  # noqa: E731
         if redis_url is None:
             cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency, sim=sim))
             redis_url, health = cluster.redis_url, cluster.check
-            if not quiet:
-                err.print(
-                    f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
-                    f"{workers} workers x {concurrency} threads",
-                    highlight=False,
-                )
+            err.print(
+                f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
+                f"{workers} workers x {concurrency} threads",
+                highlight=False,
+            )
         client = connect(redis_url)
-        runner = Runner(client, make_app(broker_url or redis_url), voting, health_check=health)
+        runner = Runner(client, make_app(broker_url or redis_url), voting, run_id=resume, health_check=health)
         scorer = Scorer(disks)
-        trace_file = stack.enter_context(trace.open("w")) if trace else None
-        progress = stack.enter_context(StepProgress(err, total=2**disks - 1, disable=quiet))
+        if resume:
+            if not runner.exists():
+                raise MakerError(f"no run {resume} in the Redis at {redis_url}: check the run id and --redis-url")
+            saved = runner.saved()
+            if saved is not None:
+                scorer.replay(runner.committed_moves(), saved.state)
+                err.print(f"resuming run {resume} at step {saved.step}", highlight=False)
+        trace_file = stack.enter_context(trace.open("a" if resume else "w")) if trace else None
+        progress = stack.enter_context(StepProgress(err, total=2**disks - 1, completed=scorer.steps))
 
         def on_commit(step: CommittedStep) -> None:
             scorer.observe(step)

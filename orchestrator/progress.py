@@ -12,10 +12,10 @@ from orchestrator.runner import CommittedStep
 
 
 class StepProgress:
-    def __init__(self, console: Console, total: int, disable: bool = False) -> None:
+    def __init__(self, console: Console, total: int, completed: int = 0) -> None:
         self._progress = Progress(
             TextColumn("[bold]steps"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TextColumn(
                 "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
@@ -23,10 +23,11 @@ class StepProgress:
             ),
             TimeRemainingColumn(),
             console=console,
-            disable=disable,
             refresh_per_second=4,
         )
-        self._task = self._progress.add_task("run", total=total, rate=0.0, samples=0, red_flags=0, rounds=0)
+        self._task = self._progress.add_task(
+            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0
+        )
         self._samples = self._red_flags = self._rounds = self._done = 0
         self._started = time.perf_counter()
 

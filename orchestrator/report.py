@@ -18,8 +18,6 @@ class Scorer:
         self._optimal = hanoi.optimal_moves(disks)
         self.steps = 0
         self.errors = 0
-        self.samples = 0
-        self.red_flags = 0
         self.max_rounds = 0
         self.votes_per_step: Counter[int] = Counter()
         self.last_state: hanoi.State = hanoi.initial_state(disks)
@@ -27,11 +25,16 @@ class Scorer:
     def observe(self, step: CommittedStep) -> None:
         self.steps += 1
         self.errors += tuple(step.move) != next(self._optimal)
-        self.samples += step.samples
-        self.red_flags += step.red_flags
         self.max_rounds = max(self.max_rounds, step.rounds)
         self.votes_per_step[step.votes] += 1
         self.last_state = step.next_state
+
+    def replay(self, moves: list[hanoi.Move], state: hanoi.State) -> None:
+        """Score the moves an earlier orchestrator committed, before a resumed run goes on."""
+        for move in moves:
+            self.steps += 1
+            self.errors += tuple(move) != next(self._optimal)
+        self.last_state = state
 
     @property
     def solved(self) -> bool:

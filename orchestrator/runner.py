@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -28,6 +29,8 @@ from maker_workers.errors import ConfigError, StepFailed, StoreError
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, StepStatus, VoteBook
 from orchestrator.method import to_enqueue
+
+T = TypeVar("T")
 
 
 class VotingConfig(BaseModel):
@@ -45,6 +48,12 @@ class VotingConfig(BaseModel):
         if self.max_samples < self.k:
             raise ValueError(f"max_samples ({self.max_samples}) is below k ({self.k}): no step could ever be decided")
         return self
+
+
+class Checkpoint(BaseModel):
+    step: int  # the next step to decide
+    state: hanoi.State
+    previous_move: hanoi.Move | None
 
 
 class CommittedStep(BaseModel):
@@ -148,7 +157,7 @@ class Runner:
             self._speculate(window, total)
             for contest in window:
                 self._forget_lost(contest.in_flight)
-                self._top_up(contest, is_front=contest is front)
+                self._top_up(contest)
             notice = self._next_notice()
             if notice is None:
                 self._health_check()
@@ -181,13 +190,13 @@ class Runner:
                 return
         # otherwise: a late outcome of a committed step or of a dropped guess
 
-    def _top_up(self, contest: _Open, is_front: bool) -> None:
+    def _top_up(self, contest: _Open) -> None:
         if contest.decided:
             return
         cfg = self.config
         needed = to_enqueue(cfg.k, contest.known.margin, len(contest.in_flight))
-        if not is_front:  # a guess never draws past the cap; the front fails loudly there instead
-            needed = min(needed, max(0, cfg.max_samples - contest.known.samples - len(contest.in_flight)))
+        # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
+        needed = min(needed, max(0, cfg.max_samples - contest.known.samples - len(contest.in_flight)))
         if needed:
             contest.rounds += 1
             for _ in range(needed):
@@ -210,23 +219,39 @@ class Runner:
                 "the model's answers do not parse, see the run's events",
             )
 
+    def exists(self) -> bool:
+        """Whether Redis knows this run id (a run to resume)."""
+        return self._read(lambda: self.client.exists(keys.meta(self.run_id))) == 1
+
+    def saved(self) -> Checkpoint | None:
+        """The last checkpoint of this run, if it has committed a step."""
+        raw = self._read(lambda: self.client.hgetall(keys.checkpoint(self.run_id)))
+        if not raw:
+            return None
+        previous = json.loads(raw[b"previous_move"])
+        return Checkpoint(
+            step=int(raw[b"step"]),
+            state=json.loads(raw[b"state"]),
+            previous_move=None if previous is None else tuple(previous),
+        )
+
     def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
-        try:
-            meta = self.client.hgetall(keys.meta(self.run_id))
-            saved = self.client.hgetall(keys.checkpoint(self.run_id))
-            if not meta:
-                self.client.hset(
-                    keys.meta(self.run_id),
-                    mapping={"disks": disks, "config": self.config.model_dump_json(), "started": time.time()},
-                )
-        except redis.RedisError as exc:
-            raise StoreError(f"reading run {self.run_id} failed: {exc}") from exc
+        meta = self._read(lambda: self.client.hgetall(keys.meta(self.run_id)))
         if meta and int(meta[b"disks"]) != disks:
             raise ConfigError(f"run {self.run_id} has {int(meta[b'disks'])} disks, not {disks}")
-        if not saved:
+        if not meta:
+            mapping = {"disks": disks, "config": self.config.model_dump_json(), "started": time.time()}
+            self._read(lambda: self.client.hset(keys.meta(self.run_id), mapping=mapping))
+        saved = self.saved()
+        if saved is None:
             return 0, hanoi.initial_state(disks), None
-        previous = json.loads(saved[b"previous_move"])
-        return int(saved[b"step"]), json.loads(saved[b"state"]), None if previous is None else tuple(previous)
+        return saved.step, saved.state, saved.previous_move
+
+    def _read(self, command: Callable[[], T]) -> T:
+        try:
+            return command()
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis failed for run {self.run_id}: {exc}") from exc
 
     def _checkpoint(self, committed: CommittedStep) -> None:
         """The committed state, and the move appended to the run's move log, in one transaction."""
@@ -247,7 +272,8 @@ class Runner:
 
     def committed_moves(self) -> list[hanoi.Move]:
         """Every move committed so far, from Redis (what a resumed run's scorer replays)."""
-        return [tuple(json.loads(m)) for m in self.client.lrange(keys.moves(self.run_id), 0, -1)]
+        raw = self._read(lambda: self.client.lrange(keys.moves(self.run_id), 0, -1))
+        return [tuple(json.loads(m)) for m in raw]
 
     def _send(self, contest: _Open, temperature: float) -> str:
         sample_id = uuid.uuid4().hex
@@ -287,8 +313,5 @@ class Runner:
 
     def stats(self) -> dict[str, int]:
         """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
-        try:
-            raw = self.client.hgetall(keys.stats(self.run_id))
-        except redis.RedisError as exc:
-            raise StoreError(f"reading the stats of run {self.run_id} failed: {exc}") from exc
+        raw = self._read(lambda: self.client.hgetall(keys.stats(self.run_id)))
         return {k.decode(): int(v) for k, v in raw.items()}

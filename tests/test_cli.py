@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import redis
+
+from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
 from orchestrator.embedded import Embedded, free_port
+from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from tests.conftest import run_cli
 
 REPORT_FIELDS = {
@@ -93,3 +98,28 @@ def test_bench_prints_its_figures() -> None:
     assert abs(figures["ratio"] - figures["engine_samples_per_s"] / figures["noop_tasks_per_s"]) < 0.01
     assert {"orchestrator", "worker", "redis", "sim"} <= figures["engine_cpu_ms_per_sample"].keys()
     assert "per-step overhead" in result.stdout
+
+
+def test_a_run_resumes_from_the_command_line(cluster: Embedded) -> None:
+    class OrchestratorDied(Exception):
+        pass
+
+    def die_at_step_12(step: CommittedStep) -> None:
+        if step.step == 12:
+            raise OrchestratorDied
+
+    first = Runner(redis.Redis.from_url(cluster.redis_url), make_app(cluster.redis_url), VotingConfig())
+    with pytest.raises(OrchestratorDied):
+        first.run(5, die_at_step_12)
+    result = run_cli("hanoi", "--disks", "5", "--redis-url", cluster.redis_url, "--resume", first.run_id, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "resuming run" in result.stderr and "at step 13" in result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert (report["run_id"], report["steps"], report["errors"], report["solved"]) == (first.run_id, 31, 0, True)
+
+
+def test_resume_errors_are_clear(cluster: Embedded) -> None:
+    unknown = run_cli("hanoi", "--disks", "5", "--redis-url", cluster.redis_url, "--resume", "nope")
+    assert unknown.returncode == 1 and "no run nope" in unknown.stderr
+    embedded = run_cli("hanoi", "--resume", "abc")
+    assert embedded.returncode == 2 and "--resume needs --redis-url" in embedded.stderr

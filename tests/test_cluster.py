@@ -76,6 +76,8 @@ def test_a_step_that_cannot_reach_the_margin_fails_loudly(cluster: Embedded, clu
     with pytest.raises(StepFailed, match="step 0 failed: 5 samples without a 3-vote margin"):
         engine.run(3)
     assert cluster_client.hget(keys.stats(engine.run_id), "decisions") is None  # nothing guessed
+    assert cluster_client.hget(keys.stats(engine.run_id), "samples") == b"5"  # 2 rivals + 3: never past the cap
+    assert engine.committed_moves() == []
 
 
 def test_a_run_resumes_from_redis_after_the_orchestrator_dies(cluster: Embedded, cluster_client: redis.Redis) -> None:

@@ -158,3 +158,15 @@ def test_script_matches_the_method_on_any_vote_sequence(
         assert decided == [decided_at]
         assert client.hget(keys.step("r1", 0, "abc").status, "winner").decode() == winner
         assert all(o is Outcome.LATE for i, o in outcomes.items() if i > decided_at)
+
+
+def test_every_contest_key_expires_so_dropped_guesses_never_leak(client: redis.Redis) -> None:
+    book = VoteBook(client, contest_ttl_s=120)
+    decided, dropped, flagged = contest(k=1, step=1), contest(k=3, step=2), contest(k=3, step=3)
+    book.record(decided, "a", "vote", "A")
+    book.record(dropped, "b", "vote", "B")  # a speculative guess nobody follows up
+    book.record(flagged, "c", "red_flag", "parse")
+    book.record(flagged, "d", "vote", "C")  # the tally appears after the first sample
+    for c in (decided, dropped, flagged):
+        step = keys.step("r1", c.step, "abc")
+        assert all(0 < client.ttl(name) <= 120 for name in (step.seen, step.tally, step.status))

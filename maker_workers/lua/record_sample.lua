@@ -16,7 +16,8 @@
 -- ARGV[5] step index      ARGV[6] input hash (state and previous move)
 -- ARGV[7] input tokens    ARGV[8] output tokens
 -- ARGV[9] events stream max length (approximate)
--- ARGV[10] seconds to keep the contest's keys once it is decided
+-- ARGV[10] seconds a contest's keys live after its first sample: dropped guesses and stragglers
+--          must not leak, and every sample arrives long before (the orchestrator replaces lost ones)
 --
 -- Returns {outcome, leader_votes, runner_up_votes} where outcome is one of
 -- "duplicate", "late", "vote", "decided", "red_flag", "error".
@@ -85,10 +86,13 @@ else
       'winner_votes', leader_votes, 'runner_up_votes', runner_up_votes)
     redis.call('HINCRBY', KEYS[6], 'decisions', 1)
     event({'kind', 'decided', 'candidate', leader, 'votes', leader_votes, 'runner_up', runner_up_votes})
-    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
   else
     outcome = 'vote'
   end
+end
+
+for i = 1, 3 do
+  if redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 local status = redis.call('HGETALL', KEYS[3])
