@@ -26,6 +26,10 @@ class SampleRequest(BaseModel):
     sample_id: str
     temperature: float | None
     k: int
+    # False for the first k samples of a contest nobody has voted in: a decision needs k votes, so
+    # the worker skips asking Redis first. Were it decided after all (a guess reopened while its old
+    # samples still ran), the cost is one wasted call: the vote is recorded late, never counted.
+    may_be_decided: bool = True
 
     @property
     def contest(self) -> Contest:
@@ -67,7 +71,7 @@ def _call(
 def draw_sample(request: SampleRequest, provider: Provider, book: VoteBook, policy: SamplePolicy) -> Recorded | None:
     """Returns what the vote script recorded, or None when the step was already decided."""
     contest = request.contest
-    if book.is_decided(contest):
+    if request.may_be_decided and book.is_decided(contest):
         book.event(contest, request.sample_id, "skipped")
         return None
 

@@ -285,6 +285,7 @@ class Runner:
             sample_id=sample_id,
             temperature=temperature,
             k=self.config.k,
+            may_be_decided=contest.sent >= self.config.k or contest.known.samples > 0,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
         self.broker.send_task(

@@ -134,3 +134,12 @@ def test_an_omitted_temperature_is_reported_on_the_run(book: VoteBook, client: r
     assert len(calls) == 3
     assert client.hget(keys.stats("r"), "temperature_omitted") == b"1"
     assert event_kinds(client).count("temperature_omitted") == 1
+
+
+def test_the_first_samples_of_a_contest_skip_the_decided_check(book: VoteBook, client: redis.Redis) -> None:
+    provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    draw_sample(request("first"), provider, book, FAST)  # k = 1: decided
+    unchecked = request("second").model_copy(update={"may_be_decided": False})
+    recorded = draw_sample(unchecked, provider, book, FAST)
+    assert len(calls) == 2  # no skip without the check...
+    assert recorded is not None and recorded.outcome is Outcome.LATE  # ...and still never counted
