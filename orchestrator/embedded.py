@@ -151,19 +151,25 @@ class Embedded:
         sim = Process("sim-llm", sim_argv, SIM_READY)
         self.processes.append(sim)
         sim.wait_ready(self.start_timeout_s)
+        self.start_workers(self.workers)
+
+    def start_workers(self, count: int) -> list[Process]:
+        """Start `count` more Celery worker processes on this cluster and wait until they are ready."""
         env = {
             "MAKER_REDIS_URL": self.redis_url,
             "MAKER_BROKER_URL": self.redis_url,
             "MAKER_PROVIDER": "sim",
             "MAKER_BASE_URL": self.sim_url,
         }
+        first = sum(p.name.startswith("worker-") for p in self.processes)
         workers = [
             Process(f"worker-{i}", worker_argv(self.concurrency, f"maker{i}"), READY_LINE, env)
-            for i in range(self.workers)
+            for i in range(first, first + count)
         ]
         self.processes.extend(workers)
         for worker in workers:
             worker.wait_ready(self.start_timeout_s)
+        return workers
 
     def check(self) -> None:
         """Raise if any part of the private cluster has died."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from hypothesis import settings
 
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
@@ -75,3 +76,8 @@ def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
         cwd=ROOT,
         env=env,
     )
+
+
+# A loaded 2-core CI machine must not turn a slow example into a failure.
+settings.register_profile("maker", deadline=None)
+settings.load_profile("maker")

@@ -134,3 +134,37 @@ def test_speculation_commits_only_steps_decided_on_their_exact_input() -> None:
         contests = list(client.scan_iter(match=keys.step_status_pattern(engine.run_id)))
         assert len(committed) == 31
         assert len(contests) > len(committed)  # some guesses were voted on and dropped
+
+
+def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
+    class OrchestratorDied(Exception):
+        pass
+
+    with Embedded(workers=2, concurrency=2, sim=SimConfig(seed=3)) as cluster:
+        client = redis.Redis.from_url(cluster.redis_url)
+        first = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=2))
+        old_workers = [p for p in cluster.processes if p.name.startswith("worker-")]
+
+        def everything_dies_at_step_7(step: CommittedStep) -> None:
+            if step.step == 7:
+                for worker in old_workers:
+                    os.kill(worker.popen.pid, signal.SIGKILL)
+                raise OrchestratorDied
+
+        with pytest.raises(OrchestratorDied):
+            first.run(5, everything_dies_at_step_7)
+        for worker in old_workers:
+            assert worker.popen.wait(10) == -signal.SIGKILL
+            cluster.processes.remove(worker)
+        cluster.start_workers(2)  # new machines, same Redis: nothing but Redis carries the run over
+        second = Runner(
+            client,
+            make_app(cluster.redis_url),
+            VotingConfig(k=3, sample_timeout_s=2, wait_s=0.5),
+            run_id=first.run_id,
+            health_check=cluster.check,
+        )
+        resumed: list[int] = []
+        assert second.run(5, lambda step: resumed.append(step.step)) == hanoi.goal_state(5)
+        assert resumed == list(range(8, 31))
+        assert second.committed_moves() == list(hanoi.optimal_moves(5))
