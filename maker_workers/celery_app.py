@@ -14,7 +14,7 @@ NOOP_TASK = "maker.noop"
 QUEUE = "maker"
 
 
-def make_app(broker_url: str, *, task_events: bool = False) -> Celery:
+def make_app(broker_url: str | None = None, *, task_events: bool = False) -> Celery:
     """The app; the orchestrator builds its own with the broker it was given."""
     app = Celery("maker", broker=broker_url, include=["maker_workers.tasks"])
     app.conf.update(
@@ -36,4 +36,22 @@ def make_app(broker_url: str, *, task_events: bool = False) -> Celery:
     return app
 
 
-app = make_app(settings().broker, task_events=settings().task_events)
+class _FromEnvironment:
+    """Worker settings for Celery, read only when a worker starts: importing this module (as the
+    orchestrator does) never reads the environment, so a bad MAKER_ variable stops only a worker."""
+
+    @property
+    def broker_url(self) -> str:
+        return settings().broker
+
+    @property
+    def worker_send_task_events(self) -> bool:
+        return settings().task_events
+
+    @property
+    def task_send_sent_event(self) -> bool:
+        return settings().task_events
+
+
+app = make_app()
+app.config_from_object(_FromEnvironment())

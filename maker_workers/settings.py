@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from maker_workers.errors import ConfigError
 
 
 class WorkerSettings(BaseSettings):
@@ -32,4 +34,9 @@ class WorkerSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def settings() -> WorkerSettings:
-    return WorkerSettings()
+    """The settings from the environment; a bad value is a ConfigError naming its variable."""
+    try:
+        return WorkerSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"MAKER_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad worker setting: {problems}") from None

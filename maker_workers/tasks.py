@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import httpx
 import redis
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
+from maker_workers.errors import MakerError
 from maker_workers.providers import Provider, make_provider
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.settings import settings
@@ -47,13 +49,29 @@ def resources() -> WorkerResources:
 @app.task(name=SAMPLE_TASK)
 def sample(request: dict) -> None:
     res = resources()
-    draw_sample(SampleRequest.model_validate(request), res.provider, res.book, res.policy)
+    parsed = SampleRequest.model_validate(request)
+    try:
+        draw_sample(parsed, res.provider, res.book, res.policy)
+    except Exception as exc:
+        # The orchestrator must hear of every sample, or it would wait for this one until it times out.
+        res.book.record(parsed.contest, parsed.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+        raise
 
 
 @app.task(name=NOOP_TASK)
 def noop(done_key: str) -> None:
     """Does nothing but say it ran: the floor the engine's per-sample cost is measured against."""
     resources().redis.rpush(done_key, 1)
+
+
+@worker_init.connect
+def _check_configuration(**_: object) -> None:
+    """A misconfigured worker stops at once with the reason, instead of failing every task."""
+    try:
+        resources().redis.ping()
+    except (MakerError, redis.RedisError) as exc:
+        print(f"maker worker cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from exc
 
 
 @worker_ready.connect

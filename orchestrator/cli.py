@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from maker_workers.celery_app import make_app
-from maker_workers.errors import MakerError, StepFailed
+from maker_workers.errors import ConfigError, MakerError, StepFailed
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from orchestrator.embedded import SIM_READY, Embedded
@@ -70,6 +70,7 @@ def hanoi(
     broker_url: Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")] = None,
     max_samples: Annotated[int, typer.Option(min=1, help="a step undecided after this many samples fails")] = 200,
     max_red_flags: Annotated[int, typer.Option(min=1, help="a step with this many red flags fails")] = 100,
+    max_errors: Annotated[int, typer.Option(min=1, help="a step with this many failed provider calls fails")] = 20,
     speculate: Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")] = False,
     trace: Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")] = None,
@@ -94,7 +95,9 @@ def hanoi(
         fail("--resume needs --redis-url: the embedded Redis lives only as long as its run")
     if max_samples < k:
         fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
-    voting = VotingConfig(k=k, max_samples=max_samples, max_red_flags=max_red_flags, speculate=speculate)
+    voting = VotingConfig(
+        k=k, max_samples=max_samples, max_red_flags=max_red_flags, max_errors=max_errors, speculate=speculate
+    )
     try:
         report = _run_hanoi(
             disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url, broker_url, trace, resume
@@ -102,6 +105,8 @@ def hanoi(
     except KeyboardInterrupt:
         err.print("interrupted: the embedded cluster was shut down")
         raise typer.Exit(130) from None
+    except ConfigError as exc:
+        fail(str(exc))
     except MakerError as exc:
         fail(str(exc), code=1)
     _print_report(report, json_out)

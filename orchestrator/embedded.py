@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from maker_workers.errors import ConfigError, MakerError
+from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
 from maker_workers.tasks import READY_LINE
 
@@ -140,6 +141,7 @@ class Embedded:
         self.close()
 
     def _start(self) -> None:
+        settings()  # the workers inherit this environment: a bad MAKER_ variable is reported here, once
         redis_port, sim_port = free_port(), free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"

@@ -37,6 +37,7 @@ class VotingConfig(BaseModel):
     k: int = Field(3, ge=1, description="margin the winner needs over the runner-up")
     max_samples: int = Field(200, ge=1, description="a step that draws this many samples undecided FAILS")
     max_red_flags: int = Field(100, ge=1, description="a step with this many red flags FAILS")
+    max_errors: int = Field(20, ge=1, description="a step whose provider calls fail this often FAILS")
     first_temperature: float = 0.0
     later_temperature: float = 0.1
     sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
@@ -80,6 +81,7 @@ class _Open:
     sent: int
     in_flight: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
+    last_error: str | None = None
 
     @property
     def decided(self) -> bool:
@@ -89,6 +91,9 @@ class _Open:
         self.in_flight.pop(notice.sample_id, None)
         known = self.known
         known.samples, known.votes, known.red_flags = notice.samples, notice.votes, notice.red_flags
+        known.errors = notice.errors
+        if notice.outcome is Outcome.ERROR:
+            self.last_error = notice.reason
         if notice.outcome in (Outcome.VOTE, Outcome.DECIDED):
             known.margin = notice.leader_votes - notice.runner_up_votes
             known.leader = notice.leader if known.margin > 0 else None
@@ -209,8 +214,14 @@ class Runner:
         if known.samples >= cfg.max_samples:
             raise StepFailed(
                 front.step,
-                f"{known.samples} samples without a {cfg.k}-vote margin "
-                f"(cap {cfg.max_samples}); raise --max-samples or check the model",
+                f"{known.samples} samples without a {cfg.k}-vote margin (cap {cfg.max_samples}; "
+                f"{known.votes} votes, {known.red_flags} red flags, {known.errors} errors); "
+                "raise --max-samples or check the model",
+            )
+        if known.errors >= cfg.max_errors:
+            raise StepFailed(
+                front.step,
+                f"{known.errors} provider calls failed (cap {cfg.max_errors}), the last with: {front.last_error}",
             )
         if known.red_flags >= cfg.max_red_flags:
             raise StepFailed(

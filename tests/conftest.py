@@ -65,9 +65,9 @@ def cluster() -> Iterator[Embedded]:
         yield running
 
 
-def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run `maker ...` the way a user does, in its own process."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")}
+def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run `maker ...` the way a user does, in its own process (MAKER_ variables only as given)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")} | extra_env
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args],
         capture_output=True,

@@ -123,3 +123,9 @@ def test_resume_errors_are_clear(cluster: Embedded) -> None:
     assert unknown.returncode == 1 and "no run nope" in unknown.stderr
     embedded = run_cli("hanoi", "--resume", "abc")
     assert embedded.returncode == 2 and "--resume needs --redis-url" in embedded.stderr
+
+
+def test_a_bad_worker_setting_is_named_before_anything_starts() -> None:
+    result = run_cli("hanoi", "--disks", "2", MAKER_MAX_OUTPUT_TOKENS="lots")
+    assert result.returncode == 2
+    assert "MAKER_MAX_OUTPUT_TOKENS" in result.stderr and "Traceback" not in result.stderr

@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from maker_workers.celery_app import make_app
+from maker_workers.errors import StepFailed
+from maker_workers.tasks import READY_LINE
 from orchestrator import embedded
-from orchestrator.embedded import Embedded, free_port, start_redis
+from orchestrator.embedded import Embedded, Process, free_port, start_redis, worker_argv
+from orchestrator.runner import Runner, VotingConfig
 from tests.conftest import ROOT
 
 
@@ -73,3 +77,26 @@ def test_a_dead_part_is_reported_with_its_output() -> None:
         worker.popen.wait()
         with pytest.raises(embedded.MakerError, match="worker-0 exited"):
             cluster.check()
+
+
+def test_a_misconfigured_worker_stops_at_once_with_the_reason(redis_url: str) -> None:
+    env = {"MAKER_REDIS_URL": redis_url, "MAKER_PROVIDER": "nope"}
+    worker = Process("worker", worker_argv(1, "bad"), READY_LINE, env)
+    with pytest.raises(embedded.MakerError, match="unknown provider 'nope'"):
+        worker.wait_ready(60)
+    assert worker.popen.wait(10) != 0
+
+
+def test_a_dead_model_fails_the_step_with_the_providers_error() -> None:
+    with Embedded(workers=1, concurrency=3) as cluster:
+        sim = next(p for p in cluster.processes if p.name == "sim-llm")
+        sim.stop()
+        cluster.processes.remove(sim)
+        runner = Runner(
+            redis.Redis.from_url(cluster.redis_url),
+            make_app(cluster.redis_url),
+            VotingConfig(max_errors=3),
+            health_check=cluster.check,
+        )
+        with pytest.raises(StepFailed, match=r"step 0 failed: 3 provider calls failed .* Unavailable"):
+            runner.run(3)
