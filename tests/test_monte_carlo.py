@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
 from maker_workers import keys
 from maker_workers.domains import hanoi
+from maker_workers.providers.openai_compat import OpenAICompatible
+from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.model import SimConfig, SimModel
+from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Contest, Outcome, VoteBook
 from orchestrator.method import expected_votes, p_sub
 
@@ -77,3 +82,55 @@ def test_sim_llm_wrong_answers_mostly_collide() -> None:
     assert top_share == pytest.approx(0.8, abs=0.05)  # the step's one plausible mistake
     corrupt = sum(1 for move, _ in wrong if move == right) / len(wrong)
     assert corrupt == pytest.approx(0.1, abs=0.03)  # right move, corrupted next_state
+
+
+def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.Redis) -> None:
+    """The whole worker path, not just the script: the simulated LLM over HTTP, red flags, the Lua vote.
+
+    Every wrong answer is the step's one plausible mistake (the worst case the formula describes), and
+    each contest has its own prompt, so the deterministic first sample (T = 0) is independent too.
+    """
+    error_rate, k = 0.3, 2
+    config = SimConfig(
+        error_rate=error_rate, collision_share=1.0, corrupt_share=0.0, malformed_rate=0.02, too_long_rate=0.01, seed=21
+    )
+    server = SimServer("127.0.0.1", 0, config)
+    server.start_in_thread()
+    book, policy = VoteBook(client), SamplePolicy()
+    states = list(_states_of_a_run(10))
+    failures = 0
+    try:
+        with httpx.Client() as http:
+            provider = OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
+            for step, (state, previous, right) in enumerate(states):
+                n = 0
+                while True:
+                    request = SampleRequest(
+                        run_id="mc2",
+                        step=step,
+                        state=state,
+                        previous_move=previous,
+                        sample_id=str(n),
+                        temperature=0.0 if n == 0 else 0.1,
+                        k=k,
+                    )
+                    n += 1
+                    recorded = draw_sample(request, provider, book, policy)
+                    if recorded is not None and recorded.outcome is Outcome.DECIDED:
+                        break
+                winner = client.hget(keys.step("mc2", step, request.contest.input_hash).status, "winner")
+                failures += winner.decode() != right
+    finally:
+        server.shutdown()
+        server.server_close()
+    q = 1 - p_sub(1 - error_rate, k)
+    steps = len(states)
+    assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps)
+
+
+def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, hanoi.Move | None, str]]:
+    state, previous = hanoi.initial_state(disks), None
+    for move in hanoi.optimal_moves(disks):
+        after = hanoi.apply_move(state, move)
+        yield state, previous, hanoi.candidate(move, after)
+        state, previous = after, move
