@@ -15,9 +15,9 @@ class WorkerSettings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding tallies and events")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
-    provider: str = Field("sim", description="LLM provider name: sim, openai")
+    provider: str = Field("sim", description="LLM provider name: sim, openai, anthropic")
     model: str = Field("sim-hanoi", description="model name sent to the provider")
-    base_url: str = Field("http://127.0.0.1:8765/v1", description="OpenAI-compatible base URL")
+    base_url: str | None = Field(None, description="the provider's base URL; each provider has a default")
     api_key: str | None = Field(None, repr=False, description="provider API key (never logged)")
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
     request_timeout_s: float = Field(60.0, gt=0)

@@ -1,0 +1,46 @@
+"""Anthropic's Messages API: the system prompt travels apart from the messages, the key in x-api-key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from maker_workers.errors import ProviderError
+from maker_workers.providers.base import Completion
+from maker_workers.providers.http import HttpProvider, post_json
+
+API_VERSION = "2023-06-01"
+
+
+class Anthropic(HttpProvider):
+    def __init__(self, client: httpx.Client, *, base_url: str, model: str, api_key: str) -> None:
+        super().__init__()
+        self._client = client
+        self._url = base_url.rstrip("/") + "/messages"
+        self._model = model
+        self._headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+    def _ask(self, messages: list[dict[str, str]], temperature: float | None, max_tokens: int) -> Completion:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": max_tokens,
+            "messages": [m for m in messages if m["role"] != "system"],
+        }
+        if system:
+            body["system"] = system
+        if temperature is not None:
+            body["temperature"] = temperature
+        data = post_json(self._client, self._url, body, self._headers)
+        try:
+            text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
+            usage = data.get("usage") or {}
+            return Completion(
+                text=text,
+                input_tokens=int(usage.get("input_tokens", 0)),
+                output_tokens=int(usage.get("output_tokens", 0)),
+                truncated=data.get("stop_reason") == "max_tokens",
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError(f"{self._url}: answer is not a message: {exc!r}") from exc
