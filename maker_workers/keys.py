@@ -72,3 +72,8 @@ def bench_done(bench_id: str) -> str:
 def moves(run_id: str) -> str:
     """List of every committed move, in order: lets a resumed run be scored and replayed."""
     return f"{_run(run_id)}:moves"
+
+
+def rate_limit(provider: str, model: str) -> str:
+    """The shared rate of one provider and model: it spans runs, like the account's quota does."""
+    return f"{PREFIX}:ratelimit:{{{provider}:{model}}}"

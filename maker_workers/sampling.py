@@ -13,6 +13,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from maker_workers.domains import hanoi
 from maker_workers.errors import ProviderError, RateLimited, Unavailable
 from maker_workers.providers import Completion, Provider
+from maker_workers.ratelimit import RateLimiter
 from maker_workers.votes import Contest, Recorded, VoteBook
 
 
@@ -44,12 +45,16 @@ class SamplePolicy(BaseModel):
 
 
 def _call(
-    provider: Provider, request: SampleRequest, policy: SamplePolicy, on_retry: Callable[[str, str], None]
+    provider: Provider,
+    request: SampleRequest,
+    policy: SamplePolicy,
+    limiter: RateLimiter | None,
+    on_event: Callable[[str, str], None],
 ) -> Completion:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         kind = "rate_limit_wait" if isinstance(exc, RateLimited) else "retry"
-        on_retry(kind, f"attempt {state.attempt_number}: {exc}")
+        on_event(kind, f"attempt {state.attempt_number}: {exc}")
 
     for attempt in Retrying(
         retry=retry_if_exception_type((RateLimited, Unavailable)),
@@ -59,6 +64,8 @@ def _call(
         reraise=True,
     ):
         with attempt:
+            if limiter is not None:
+                limiter.acquire(lambda wait: on_event("rate_limit_wait", f"{wait:.3f} s for the shared rate"))
             return provider.complete(
                 hanoi.messages(request.state, request.previous_move),
                 temperature=request.temperature,
@@ -68,18 +75,24 @@ def _call(
     raise AssertionError("unreachable: tenacity reraises")
 
 
-def draw_sample(request: SampleRequest, provider: Provider, book: VoteBook, policy: SamplePolicy) -> Recorded | None:
+def draw_sample(
+    request: SampleRequest,
+    provider: Provider,
+    book: VoteBook,
+    policy: SamplePolicy,
+    limiter: RateLimiter | None = None,
+) -> Recorded | None:
     """Returns what the vote script recorded, or None when the step was already decided."""
     contest = request.contest
     if request.may_be_decided and book.is_decided(contest):
         book.event(contest, request.sample_id, "skipped")
         return None
 
-    def on_retry(kind: str, detail: str) -> None:
+    def on_event(kind: str, detail: str) -> None:
         book.event(contest, request.sample_id, kind, detail=detail)
 
     try:
-        completion = _call(provider, request, policy, on_retry)
+        completion = _call(provider, request, policy, limiter, on_event)
     except ProviderError as exc:
         return book.record(contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
     if completion.temperature_omitted:

@@ -25,6 +25,10 @@ class WorkerSettings(BaseSettings):
     http_connections: int = Field(64, ge=1)
     events_maxlen: int = Field(100_000, ge=1)
     contest_ttl_s: int = Field(3_600, ge=60, description="a contest's keys expire this long after its first sample")
+    rate_limit_per_minute: float | None = Field(
+        None, gt=0, description="requests a minute to this provider and model, shared by every worker"
+    )
+    rate_limit_burst: int = Field(10, ge=1, description="requests that may go at once after a quiet spell")
     task_events: bool = Field(False, description="send Celery task events (turn on for Flower)")
 
     @property

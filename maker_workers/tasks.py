@@ -10,9 +10,11 @@ import httpx
 import redis
 from celery.signals import worker_init, worker_ready
 
+from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
 from maker_workers.errors import MakerError
 from maker_workers.providers import Provider, make_provider
+from maker_workers.ratelimit import RateLimiter
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.settings import settings
 from maker_workers.votes import VoteBook
@@ -28,6 +30,7 @@ class WorkerResources:
     book: VoteBook
     provider: Provider
     policy: SamplePolicy
+    limiter: RateLimiter | None
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +46,11 @@ def resources() -> WorkerResources:
         book=VoteBook(client, events_maxlen=cfg.events_maxlen, contest_ttl_s=cfg.contest_ttl_s),
         provider=make_provider(cfg, http),
         policy=SamplePolicy(max_output_tokens=cfg.max_output_tokens, retries=cfg.retries),
+        limiter=None
+        if cfg.rate_limit_per_minute is None
+        else RateLimiter(
+            client, keys.rate_limit(cfg.provider, cfg.model), cfg.rate_limit_per_minute, cfg.rate_limit_burst
+        ),
     )
 
 
@@ -51,7 +59,7 @@ def sample(request: dict) -> None:
     res = resources()
     parsed = SampleRequest.model_validate(request)
     try:
-        draw_sample(parsed, res.provider, res.book, res.policy)
+        draw_sample(parsed, res.provider, res.book, res.policy, res.limiter)
     except Exception as exc:
         # The orchestrator must hear of every sample, or it would wait for this one until it times out.
         res.book.record(parsed.contest, parsed.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
