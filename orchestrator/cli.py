@@ -135,7 +135,18 @@ def _run_hanoi(
                 highlight=False,
             )
         client = connect(redis_url)
-        runner = Runner(client, make_app(broker_url or redis_url), voting, run_id=resume, health_check=health)
+        runner = Runner(
+            client,
+            make_app(broker_url or redis_url),
+            voting,
+            run_id=resume,
+            health_check=health,
+            on_stall=lambda silent: err.print(
+                f"[yellow]warning:[/] no worker has answered for {silent:.0f} s; are workers running against "
+                f"this broker ({broker_url or redis_url}), queue 'maker'? Waiting on.",
+                highlight=False,
+            ),
+        )
         scorer = Scorer(disks)
         if resume:
             if not runner.exists():

@@ -42,6 +42,7 @@ class VotingConfig(BaseModel):
     later_temperature: float = 0.1
     sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
+    stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
     speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
 
     @model_validator(mode="after")
@@ -130,12 +131,14 @@ class Runner:
         *,
         run_id: str | None = None,
         health_check: Callable[[], None] = lambda: None,
+        on_stall: Callable[[float], None] = lambda _: None,
     ) -> None:
         self.client = client
         self.broker = broker
         self.config = config
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._health_check = health_check
+        self._on_stall = on_stall
         self.book = VoteBook(client)
 
     def run(self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> hanoi.State:
@@ -147,6 +150,7 @@ class Runner:
         step, state, previous = self._start(disks)
         total = hanoi.n_steps(disks)
         window: list[_Open] = []  # window[0] has the committed input; the rest are guesses
+        heard_at, warned = time.monotonic(), False
         while step < total:
             if not window:
                 window.append(self._open(step, state, previous))
@@ -164,10 +168,15 @@ class Runner:
                 self._forget_lost(contest.in_flight)
                 self._top_up(contest)
             notice = self._next_notice()
-            if notice is None:
-                self._health_check()
-            else:
+            if notice is not None:
+                heard_at, warned = time.monotonic(), False
                 self._route(window, notice)
+                continue
+            self._health_check()
+            silent = time.monotonic() - heard_at
+            if silent >= self.config.stall_warning_s and not warned:
+                warned = True  # once per silence: the caller decides whether to go on waiting
+                self._on_stall(silent)
         return state
 
     def _open(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> _Open:

@@ -168,3 +168,23 @@ def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
         assert second.run(5, lambda step: resumed.append(step.step)) == hanoi.goal_state(5)
         assert resumed == list(range(8, 31))
         assert second.committed_moves() == list(hanoi.optimal_moves(5))
+
+
+def test_silence_from_every_worker_is_reported(redis_url: str) -> None:
+    """A cluster with no workers: the user hears about it instead of watching a frozen bar."""
+
+    class Reported(Exception):
+        pass
+
+    def on_stall(silent: float) -> None:
+        raise Reported(silent)
+
+    runner = Runner(
+        redis.Redis.from_url(redis_url),
+        make_app(redis_url),
+        VotingConfig(wait_s=0.1, stall_warning_s=0.3),
+        on_stall=on_stall,
+    )
+    with pytest.raises(Reported) as reported:
+        runner.run(3)
+    assert reported.value.args[0] >= 0.3
