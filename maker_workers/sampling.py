@@ -23,7 +23,7 @@ class SampleRequest(BaseModel):
     run_id: str
     step: int
     state: hanoi.State
-    previous_move: tuple[int, int, int] | None
+    previous_move: hanoi.Move | None
     sample_id: str
     temperature: float | None
     k: int
