@@ -14,8 +14,9 @@ NOOP_TASK = "maker.noop"
 QUEUE = "maker"
 
 
-def make_app(broker_url: str | None = None, *, task_events: bool = False) -> Celery:
-    """The app; the orchestrator builds its own with the broker it was given."""
+def make_app(broker_url: str | None = None) -> Celery:
+    """The app; the orchestrator builds its own with the broker it was given. Task events (for Flower)
+    are the workers' setting, MAKER_TASK_EVENTS, read when a worker starts."""
     app = Celery("maker", broker=broker_url, include=["maker_workers.tasks"])
     app.conf.update(
         task_ignore_result=True,
@@ -26,8 +27,6 @@ def make_app(broker_url: str | None = None, *, task_events: bool = False) -> Cel
         task_serializer="json",
         accept_content=["json"],
         worker_prefetch_multiplier=4,
-        worker_send_task_events=task_events,
-        task_send_sent_event=task_events,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # A lost sample is replaced by the orchestrator long before this, so keep redelivery slow.

@@ -100,3 +100,14 @@ def test_a_dead_model_fails_the_step_with_the_providers_error() -> None:
         )
         with pytest.raises(StepFailed, match=r"step 0 failed: 3 provider calls failed .* Unavailable"):
             runner.run(3)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", "True True"), ("false", "False False")])
+def test_workers_send_task_events_for_flower_when_asked(value: str, expected: str) -> None:
+    probe = (
+        "from maker_workers.celery_app import app\n"
+        "print(app.conf.worker_send_task_events, app.conf.task_send_sent_event)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")} | {"MAKER_TASK_EVENTS": value}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == expected, result.stderr
