@@ -92,7 +92,7 @@ def run_bench(
     console: Console | None = None,
 ) -> BenchResult:
     console = console or Console()
-    redis_url_given, cluster = redis_url, None
+    cluster: Embedded | None = None
     with contextlib.ExitStack() as stack:
         health = lambda: None  # noqa: E731
         if redis_url is None:
@@ -100,7 +100,7 @@ def run_bench(
                 Embedded(workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0))
             )
             redis_url, health = cluster.redis_url, cluster.check
-        clock = CpuClock(cluster if redis_url_given is None else None)
+        clock = CpuClock(cluster)
         client = redis.Redis.from_url(redis_url)
         broker = make_app(redis_url)
         _noop_rate(client, broker, 1, 200)  # warm up connections and workers
