@@ -40,11 +40,6 @@ def checkpoint(run_id: str) -> str:
     return f"{_run(run_id)}:checkpoint"
 
 
-def run_pattern(run_id: str) -> str:
-    """Glob matching every key of a run (for cleanup)."""
-    return f"{_run(run_id)}:*"
-
-
 @dataclass(frozen=True)
 class StepKeys:
     """The keys of one (step, input) voting contest."""
