@@ -86,6 +86,11 @@ class Process:
     def tail(self) -> str:
         return "\n".join(self._tail)
 
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
@@ -179,11 +184,17 @@ class Embedded:
             process.check()
 
     def close(self) -> None:
-        for process in reversed(self.processes):  # workers first, Redis last
-            with contextlib.suppress(Exception):
-                process.stop()
-        self.processes.clear()
-        self._dir.cleanup()
+        pending, self.processes = list(reversed(self.processes)), []  # workers first, Redis last
+        try:
+            for process in pending:
+                with contextlib.suppress(Exception):
+                    process.stop()
+        except BaseException:  # a second Ctrl-C while waiting: stop waiting, but leave no child behind
+            for process in pending:
+                process.kill()
+            raise
+        finally:
+            self._dir.cleanup()
 
 
 def worker_argv(concurrency: int, name: str) -> list[str]:

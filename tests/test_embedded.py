@@ -111,3 +111,17 @@ def test_workers_send_task_events_for_flower_when_asked(value: str, expected: st
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")} | {"MAKER_TASK_EVENTS": value}
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == expected, result.stderr
+
+
+def test_a_second_interrupt_during_shutdown_still_leaves_no_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Embedded(workers=1, concurrency=1).__enter__()
+    children = [p.popen for p in cluster.processes]
+    worker = next(p for p in cluster.processes if p.name == "worker-0")
+
+    def interrupted(timeout: float = 10.0) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.close()
+    assert all(child.poll() is not None for child in children)
