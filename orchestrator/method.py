@@ -35,8 +35,13 @@ def k_min(p: float, steps: int, target: float) -> int:
         raise ConfigError(f"target reliability must be in (0, 1), got {target}")
     if p == 1.0:
         return 1
-    k = math.ceil(math.log(target ** (-1.0 / steps) - 1.0) / math.log((1.0 - p) / p))
-    return max(1, k)
+    k = max(1, math.ceil(math.log(target ** (-1.0 / steps) - 1.0) / math.log((1.0 - p) / p)))
+    # The closed form can land one off at the boundary through rounding; settle it on p_full itself.
+    while k > 1 and p_full(p, k - 1, steps) >= target:
+        k -= 1
+    while p_full(p, k, steps) < target:
+        k += 1
+    return k
 
 
 def expected_votes(p: float, k: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -65,17 +66,39 @@ def cluster() -> Iterator[Embedded]:
         yield running
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell would give `maker`: no MAKER_ variables but those given."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")} | extra
+
+
 def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    """Run `maker ...` the way a user does, in its own process (MAKER_ variables only as given)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKER_")} | extra_env
+    """Run `maker ...` the way a user does, in its own process."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env=env,
+        env=user_env(**extra_env),
     )
+
+
+@contextlib.contextmanager
+def started_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`maker ...` in its own process, handed over once it says its embedded cluster is up."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "embedded cluster up" in line:
+                break
+        yield proc
 
 
 # A loaded 2-core CI machine must not turn a slow example into a failure.

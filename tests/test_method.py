@@ -69,3 +69,8 @@ def test_to_enqueue_keeps_enough_in_flight(k: int, margin: int, in_flight: int) 
     assert in_flight + n >= 1  # never stalls
     if in_flight > 0:
         assert n == max(0, k - margin - in_flight)
+
+
+def test_k_min_at_an_exact_boundary() -> None:
+    # p_sub(0.75, 1) is exactly 0.75: k = 1 already reaches a 0.75 target (the closed form rounds to 2)
+    assert k_min(0.75, 1, 0.75) == 1
