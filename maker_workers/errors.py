@@ -10,6 +10,13 @@ MakerError
 └── StepFailed         a step hit a cap (samples, red flags, errors); it is failed, never guessed
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
 
 class MakerError(Exception):
     """Base of every error maker raises on purpose."""
@@ -44,3 +51,12 @@ class StepFailed(MakerError):
         super().__init__(f"step {step} failed: {reason}")
         self.step = step
         self.reason = reason
+
+
+@contextmanager
+def store_errors(doing: str) -> Iterator[None]:
+    """Where Redis enters our code: its failures become a StoreError saying what we were doing."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreError(f"{doing} failed: {exc}") from exc

@@ -8,7 +8,7 @@ from importlib import resources
 
 import redis
 
-from maker_workers.errors import ConfigError, StoreError
+from maker_workers.errors import ConfigError, store_errors
 
 _SOURCE = resources.files("maker_workers").joinpath("lua/rate_limit.lua").read_text()
 
@@ -26,10 +26,8 @@ class RateLimiter:
 
     def reserve(self) -> float:
         """Seconds to wait before sending the request whose slot this reserves."""
-        try:
+        with store_errors(f"rate limiter {self._key}"):
             return int(self._script(keys=[self._key], args=[self._interval_us, self._burst])) / 1e6
-        except redis.RedisError as exc:
-            raise StoreError(f"rate limiter {self._key} failed: {exc}") from exc
 
     def acquire(self, on_wait: Callable[[float], None] = lambda _: None) -> float:
         wait = self.reserve()

@@ -75,6 +75,11 @@ def _call(
     raise AssertionError("unreachable: tenacity reraises")
 
 
+def record_failure(book: VoteBook, request: SampleRequest, exc: Exception) -> Recorded:
+    """A sample that could not be drawn is recorded as an error: the orchestrator hears of every sample."""
+    return book.record(request.contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+
+
 def draw_sample(
     request: SampleRequest,
     provider: Provider,
@@ -94,7 +99,7 @@ def draw_sample(
     try:
         completion = _call(provider, request, policy, limiter, on_event)
     except ProviderError as exc:
-        return book.record(contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+        return record_failure(book, request, exc)
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
     tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}

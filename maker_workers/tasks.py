@@ -15,7 +15,7 @@ from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
 from maker_workers.errors import MakerError
 from maker_workers.providers import Provider, make_provider
 from maker_workers.ratelimit import RateLimiter
-from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
+from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
 from maker_workers.settings import settings
 from maker_workers.votes import VoteBook
 
@@ -61,8 +61,8 @@ def sample(request: dict) -> None:
     try:
         draw_sample(parsed, res.provider, res.book, res.policy, res.limiter)
     except Exception as exc:
-        # The orchestrator must hear of every sample, or it would wait for this one until it times out.
-        res.book.record(parsed.contest, parsed.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+        # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
+        record_failure(res.book, parsed, exc)
         raise
 
 

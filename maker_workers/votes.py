@@ -10,7 +10,7 @@ import redis
 from pydantic import BaseModel
 
 from maker_workers import keys
-from maker_workers.errors import StoreError
+from maker_workers.errors import store_errors
 
 _SOURCE = resources.files("maker_workers").joinpath("lua/record_sample.lua").read_text()
 
@@ -93,7 +93,7 @@ class VoteBook:
     ) -> Recorded:
         step = keys.step(contest.run_id, contest.step, contest.input_hash)
         run = contest.run_id
-        try:
+        with store_errors(f"recording sample {sample_id}"):
             outcome, leader, runner_up = self._script(
                 keys=[step.seen, step.tally, step.status, keys.notify(run), keys.events(run), keys.stats(run)],
                 args=[
@@ -109,35 +109,26 @@ class VoteBook:
                     self._contest_ttl_s,
                 ],
             )
-        except redis.RedisError as exc:
-            raise StoreError(f"recording sample {sample_id} failed: {exc}") from exc
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up)
 
     def event(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> None:
         """An event the script does not write itself (skips, retries, rate-limit waits)."""
         entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
-        try:
+        with store_errors(f"writing a {kind} event"):
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
-        except redis.RedisError as exc:
-            raise StoreError(f"writing a {kind} event failed: {exc}") from exc
 
     def note_temperature_omitted(self, contest: Contest, sample_id: str) -> None:
         """The run's report says when samples were drawn at the model's own temperature."""
-        try:
+        with store_errors("noting the omitted temperature"):
             first = self._client.hsetnx(keys.stats(contest.run_id), "temperature_omitted", 1)
-        except redis.RedisError as exc:
-            raise StoreError(f"noting the omitted temperature failed: {exc}") from exc
         if first:
             self.event(contest, sample_id, "temperature_omitted")
 
     def status(self, contest: Contest) -> StepStatus:
         step = keys.step(contest.run_id, contest.step, contest.input_hash)
-        try:
-            with self._client.pipeline(transaction=True) as pipe:
-                raw, tally = pipe.hgetall(step.status).hgetall(step.tally).execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"reading step {contest.step} failed: {exc}") from exc
+        with store_errors(f"reading step {contest.step}"), self._client.pipeline(transaction=True) as pipe:
+            raw, tally = pipe.hgetall(step.status).hgetall(step.tally).execute()
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         ranked = sorted(((int(n), c.decode()) for c, n in tally.items()), reverse=True)
         counts = [n for n, _ in ranked] + [0, 0]
@@ -151,7 +142,5 @@ class VoteBook:
 
     def is_decided(self, contest: Contest) -> bool:
         status = keys.step(contest.run_id, contest.step, contest.input_hash).status
-        try:
+        with store_errors(f"reading step {contest.step}"):
             return self._client.hget(status, "decided") in (b"1", "1")
-        except redis.RedisError as exc:
-            raise StoreError(f"reading step {contest.step} failed: {exc}") from exc

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -25,12 +24,10 @@ from pydantic import BaseModel, Field, model_validator
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains import hanoi
-from maker_workers.errors import ConfigError, StepFailed, StoreError
+from maker_workers.errors import ConfigError, StepFailed, StoreError, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, StepStatus, VoteBook
 from orchestrator.method import to_enqueue
-
-T = TypeVar("T")
 
 
 class VotingConfig(BaseModel):
@@ -87,6 +84,11 @@ class _Open:
     @property
     def decided(self) -> bool:
         return self.known.decided
+
+    @property
+    def guess(self) -> str | None:
+        """The answer the next step's guess builds on: the winner, else the current leader."""
+        return self.known.winner or self.known.leader
 
     def absorb(self, notice: Notice) -> None:
         self.in_flight.pop(notice.sample_id, None)
@@ -191,19 +193,18 @@ class Runner:
     def _speculate(self, window: list[_Open], total: int) -> None:
         while len(window) <= self.config.speculate:
             last = window[-1]
-            guess = last.known.winner or last.known.leader
-            if guess is None or last.step + 1 >= total:
+            if last.guess is None or last.step + 1 >= total:
                 return
-            move, next_state = hanoi.from_candidate(guess)
+            move, next_state = hanoi.from_candidate(last.guess)
             window.append(self._open(last.step + 1, next_state, move))
 
     @staticmethod
     def _route(window: list[_Open], notice: Notice) -> None:
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
-                guess = contest.known.winner or contest.known.leader
+                guess = contest.guess
                 contest.absorb(notice)
-                if (contest.known.winner or contest.known.leader) != guess:
+                if contest.guess != guess:
                     del window[i + 1 :]  # the guesses built on the old leader are off the path now
                 return
         # otherwise: a late outcome of a committed step or of a dropped guess
@@ -245,11 +246,13 @@ class Runner:
 
     def exists(self) -> bool:
         """Whether Redis knows this run id (a run to resume)."""
-        return self._read(lambda: self.client.exists(keys.meta(self.run_id))) == 1
+        with store_errors(f"looking up run {self.run_id}"):
+            return self.client.exists(keys.meta(self.run_id)) == 1
 
     def saved(self) -> Checkpoint | None:
         """The last checkpoint of this run, if it has committed a step."""
-        raw = self._read(lambda: self.client.hgetall(keys.checkpoint(self.run_id)))
+        with store_errors(f"reading the checkpoint of run {self.run_id}"):
+            raw = self.client.hgetall(keys.checkpoint(self.run_id))
         if not raw:
             return None
         previous = json.loads(raw[b"previous_move"])
@@ -260,43 +263,36 @@ class Runner:
         )
 
     def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
-        meta = self._read(lambda: self.client.hgetall(keys.meta(self.run_id)))
+        with store_errors(f"starting run {self.run_id}"):
+            meta = self.client.hgetall(keys.meta(self.run_id))
+            if not meta:
+                mapping = {"disks": disks, "config": self.config.model_dump_json(), "started": time.time()}
+                self.client.hset(keys.meta(self.run_id), mapping=mapping)
         if meta and int(meta[b"disks"]) != disks:
             raise ConfigError(f"run {self.run_id} has {int(meta[b'disks'])} disks, not {disks}")
-        if not meta:
-            mapping = {"disks": disks, "config": self.config.model_dump_json(), "started": time.time()}
-            self._read(lambda: self.client.hset(keys.meta(self.run_id), mapping=mapping))
         saved = self.saved()
         if saved is None:
             return 0, hanoi.initial_state(disks), None
         return saved.step, saved.state, saved.previous_move
 
-    def _read(self, command: Callable[[], T]) -> T:
-        try:
-            return command()
-        except redis.RedisError as exc:
-            raise StoreError(f"Redis failed for run {self.run_id}: {exc}") from exc
-
     def _checkpoint(self, committed: CommittedStep) -> None:
         """The committed state, and the move appended to the run's move log, in one transaction."""
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    keys.checkpoint(self.run_id),
-                    mapping={
-                        "step": committed.step + 1,
-                        "state": json.dumps(committed.next_state),
-                        "previous_move": json.dumps(committed.move),
-                    },
-                )
-                pipe.rpush(keys.moves(self.run_id), json.dumps(committed.move))
-                pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"checkpointing step {committed.step} failed: {exc}") from exc
+        with store_errors(f"checkpointing step {committed.step}"), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keys.checkpoint(self.run_id),
+                mapping={
+                    "step": committed.step + 1,
+                    "state": json.dumps(committed.next_state),
+                    "previous_move": json.dumps(committed.move),
+                },
+            )
+            pipe.rpush(keys.moves(self.run_id), json.dumps(committed.move))
+            pipe.execute()
 
     def committed_moves(self) -> list[hanoi.Move]:
         """Every move committed so far, from Redis (what a resumed run's scorer replays)."""
-        raw = self._read(lambda: self.client.lrange(keys.moves(self.run_id), 0, -1))
+        with store_errors(f"reading the moves of run {self.run_id}"):
+            raw = self.client.lrange(keys.moves(self.run_id), 0, -1)
         return [tuple(json.loads(m)) for m in raw]
 
     def _send(self, contest: _Open, temperature: float) -> str:
@@ -321,10 +317,8 @@ class Runner:
         return sample_id
 
     def _next_notice(self) -> Notice | None:
-        try:
+        with store_errors("waiting for outcomes"):
             popped = self.client.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
-        except redis.RedisError as exc:
-            raise StoreError(f"waiting for outcomes failed: {exc}") from exc
         return None if popped is None else Notice.model_validate_json(popped[1])
 
     def _forget_lost(self, in_flight: dict[str, float]) -> None:
@@ -338,5 +332,6 @@ class Runner:
 
     def stats(self) -> dict[str, int]:
         """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
-        raw = self._read(lambda: self.client.hgetall(keys.stats(self.run_id)))
+        with store_errors(f"reading the stats of run {self.run_id}"):
+            raw = self.client.hgetall(keys.stats(self.run_id))
         return {k.decode(): int(v) for k, v in raw.items()}
