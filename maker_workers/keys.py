@@ -2,7 +2,7 @@
 
 All keys of one run share the hash tag ``{run_id}`` so a Redis Cluster keeps them in one slot,
 which the Lua vote script needs (it touches several keys of a run atomically).
-A step's keys carry the step index AND a hash of its input (state and previous move), so a vote is
+A step's keys carry the step index AND a hash of its input (state and previous answer), so a vote is
 always about one exact input: a speculative mode may vote on a step before its input is committed.
 """
 
@@ -31,7 +31,7 @@ def stats(run_id: str) -> str:
 
 
 def meta(run_id: str) -> str:
-    """Hash with the run's configuration, written once at the start."""
+    """Hash with the run's configuration and task definition (field `task`, what workers read), written once."""
     return f"{_run(run_id)}:meta"
 
 
@@ -47,6 +47,7 @@ class StepKeys:
     seen: str
     tally: str
     status: str
+    payloads: str
 
 
 def step_status_pattern(run_id: str) -> str:
@@ -56,7 +57,7 @@ def step_status_pattern(run_id: str) -> str:
 
 def step(run_id: str, index: int, input_hash: str) -> StepKeys:
     base = f"{_run(run_id)}:step:{index}:{input_hash}"
-    return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status")
+    return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status", payloads=f"{base}:payloads")
 
 
 def bench_done(bench_id: str) -> str:
@@ -64,9 +65,9 @@ def bench_done(bench_id: str) -> str:
     return f"{PREFIX}:{{bench-{bench_id}}}:done"
 
 
-def moves(run_id: str) -> str:
-    """List of every committed move, in order: lets a resumed run be scored and replayed."""
-    return f"{_run(run_id)}:moves"
+def answers(run_id: str) -> str:
+    """List of every committed step's winning answer, in order: lets a resumed run be scored and replayed."""
+    return f"{_run(run_id)}:answers"
 
 
 def rate_limit(provider: str, model: str) -> str:

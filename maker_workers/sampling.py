@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from maker_workers.domains import hanoi
+from maker_workers.domains.base import JSON, RedFlag, Task, canonical
 from maker_workers.errors import ProviderError, RateLimited, Unavailable
 from maker_workers.providers import Completion, Provider
 from maker_workers.ratelimit import RateLimiter
@@ -18,12 +18,13 @@ from maker_workers.votes import Contest, Recorded, VoteBook
 
 
 class SampleRequest(BaseModel):
-    """The message the orchestrator sends for one LLM call."""
+    """The message the orchestrator sends for one LLM call. The task itself is stored with the run."""
 
     run_id: str
     step: int
-    state: hanoi.State
-    previous_move: hanoi.Move | None
+    input_hash: str
+    state: JSON
+    previous: JSON = None  # the winning answer of the step before
     sample_id: str
     temperature: float | None
     k: int
@@ -34,8 +35,7 @@ class SampleRequest(BaseModel):
 
     @property
     def contest(self) -> Contest:
-        digest = hanoi.input_hash(self.state, self.previous_move)
-        return Contest(run_id=self.run_id, step=self.step, input_hash=digest, k=self.k)
+        return Contest(run_id=self.run_id, step=self.step, input_hash=self.input_hash, k=self.k)
 
 
 class SamplePolicy(BaseModel):
@@ -46,10 +46,12 @@ class SamplePolicy(BaseModel):
 
 def _call(
     provider: Provider,
+    messages: list[dict[str, str]],
     request: SampleRequest,
     policy: SamplePolicy,
     limiter: RateLimiter | None,
     on_event: Callable[[str, str], None],
+    max_tokens: int,
 ) -> Completion:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -67,10 +69,10 @@ def _call(
             if limiter is not None:
                 limiter.acquire(lambda wait: on_event("rate_limit_wait", f"{wait:.3f} s for the shared rate"))
             return provider.complete(
-                hanoi.messages(request.state, request.previous_move),
+                messages,
                 temperature=request.temperature,
                 # One token past the limit lets us tell "exactly at the limit" from "over it".
-                max_tokens=policy.max_output_tokens + 1,
+                max_tokens=max_tokens + 1,
             )
     raise AssertionError("unreachable: tenacity reraises")
 
@@ -82,6 +84,7 @@ def record_failure(book: VoteBook, request: SampleRequest, exc: Exception) -> Re
 
 def draw_sample(
     request: SampleRequest,
+    task: Task,
     provider: Provider,
     book: VoteBook,
     policy: SamplePolicy,
@@ -96,17 +99,20 @@ def draw_sample(
     def on_event(kind: str, detail: str) -> None:
         book.event(contest, request.sample_id, kind, detail=detail)
 
+    max_tokens = task.max_output_tokens or policy.max_output_tokens
+    messages = task.messages(request.state, request.step, request.previous)
     try:
-        completion = _call(provider, request, policy, limiter, on_event)
+        completion = _call(provider, messages, request, policy, limiter, on_event, max_tokens)
     except ProviderError as exc:
         return record_failure(book, request, exc)
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
     tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
-    if completion.truncated or completion.output_tokens > policy.max_output_tokens:
+    if completion.truncated or completion.output_tokens > max_tokens:
         return book.record(contest, request.sample_id, "red_flag", "too_long", **tokens)
     try:
-        move, next_state = hanoi.parse(completion.text, hanoi.disks_of(request.state))
-    except hanoi.RedFlag as flag:
+        key, answer = task.parse(completion.text, request.state)
+    except RedFlag as flag:
         return book.record(contest, request.sample_id, "red_flag", flag.reason, **tokens)
-    return book.record(contest, request.sample_id, "vote", hanoi.candidate(move, next_state), **tokens)
+    payload = canonical(answer)
+    return book.record(contest, request.sample_id, "vote", key, payload="" if payload == key else payload, **tokens)

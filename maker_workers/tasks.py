@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,7 +13,8 @@ from celery.signals import worker_init, worker_ready
 
 from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
-from maker_workers.errors import MakerError
+from maker_workers.domains import Task, load_task
+from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.providers import Provider, make_provider
 from maker_workers.ratelimit import RateLimiter
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
@@ -54,12 +56,22 @@ def resources() -> WorkerResources:
     )
 
 
+@lru_cache(maxsize=64)
+def task_of(run_id: str) -> Task:
+    """The run's task, read from Redis once per run and kept: samples carry only a step's input."""
+    with store_errors(f"reading the task of run {run_id}"):
+        raw = resources().redis.hget(keys.meta(run_id), "task")
+    if raw is None:
+        raise ConfigError(f"run {run_id} has no task definition in Redis (expired or never started)")
+    return load_task(json.loads(raw))
+
+
 @app.task(name=SAMPLE_TASK)
 def sample(request: dict) -> None:
     res = resources()
     parsed = SampleRequest.model_validate(request)
     try:
-        draw_sample(parsed, res.provider, res.book, res.policy, res.limiter)
+        draw_sample(parsed, task_of(parsed.run_id), res.provider, res.book, res.policy, res.limiter)
     except Exception as exc:
         # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
         record_failure(res.book, parsed, exc)

@@ -1,10 +1,15 @@
-"""The one door to the vote script: record a sample's outcome atomically and get a typed answer."""
+"""The one door to the vote script: record a sample's outcome atomically and get a typed answer.
+
+The script owns each contest's ranking; `Snapshot` is its whole state, carried by every notice and
+read back by `VoteBook.snapshot`, so no Python code ever ranks votes.
+"""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
@@ -30,47 +35,55 @@ class Recorded(BaseModel):
     runner_up_votes: int
 
 
-class StepCounts(BaseModel):
-    """A contest's counters, as the vote script keeps them."""
+class Snapshot(BaseModel):
+    """A contest's whole state as the vote script keeps it. `samples` only grows: it orders snapshots."""
 
+    decided: bool = False
+    leader: str | None = None  # the vote key with most votes (the first to reach that count)
+    leader_payload: str | None = None  # its payload, when that is not the key itself
+    leader_votes: int = 0
+    runner_up_votes: int = 0
+    winner: str | None = None
     samples: int = 0
     votes: int = 0
     red_flags: int = 0
     errors: int = 0
+    late: int = 0
+
+    @property
+    def margin(self) -> int:
+        return self.leader_votes - self.runner_up_votes
+
+    @property
+    def leading_answer(self) -> Any:
+        """The leader's payload (a JSON value), or None without a leader."""
+        if self.leader is None:
+            return None
+        return json.loads(self.leader_payload if self.leader_payload is not None else self.leader)
 
 
-class Notice(StepCounts):
+class Notice(BaseModel):
     """One message the script pushes on the run's notify list."""
 
     sample_id: str
     step: int
     input_hash: str
     outcome: Outcome
-    leader_votes: int = 0
-    runner_up_votes: int = 0
-    leader: str | None = None
-    winner: str | None = None
     reason: str | None = None
-
-
-class StepStatus(StepCounts):
-    """What Redis knows of one contest, for an orchestrator that (re)joins it."""
-
-    decided: bool = False
-    leader: str | None = None
-    winner: str | None = None
-    winner_votes: int = 0
-    runner_up_votes: int = 0
-    margin: int = 0
+    snapshot: Snapshot
 
 
 class Contest(BaseModel):
-    """Where a sample belongs: one run, one step, one exact input (state and previous move)."""
+    """Where a sample belongs: one run, one step, one exact input."""
 
     run_id: str
     step: int
     input_hash: str
     k: int
+
+    @property
+    def keys(self) -> keys.StepKeys:
+        return keys.step(self.run_id, self.step, self.input_hash)
 
 
 class VoteBook:
@@ -90,16 +103,27 @@ class VoteBook:
         value: str,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        payload: str = "",
     ) -> Recorded:
-        step = keys.step(contest.run_id, contest.step, contest.input_hash)
+        """`value` is the vote key (or the reason); `payload` the answer when it differs from the key."""
+        step = contest.keys
         run = contest.run_id
         with store_errors(f"recording sample {sample_id}"):
             outcome, leader, runner_up = self._script(
-                keys=[step.seen, step.tally, step.status, keys.notify(run), keys.events(run), keys.stats(run)],
+                keys=[
+                    step.seen,
+                    step.tally,
+                    step.status,
+                    step.payloads,
+                    keys.notify(run),
+                    keys.events(run),
+                    keys.stats(run),
+                ],
                 args=[
                     sample_id,
                     kind,
                     value,
+                    payload,
                     contest.k,
                     contest.step,
                     contest.input_hash,
@@ -125,22 +149,21 @@ class VoteBook:
         if first:
             self.event(contest, sample_id, "temperature_omitted")
 
-    def status(self, contest: Contest) -> StepStatus:
-        step = keys.step(contest.run_id, contest.step, contest.input_hash)
-        with store_errors(f"reading step {contest.step}"), self._client.pipeline(transaction=True) as pipe:
-            raw, tally = pipe.hgetall(step.status).hgetall(step.tally).execute()
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        ranked = sorted(((int(n), c.decode()) for c, n in tally.items()), reverse=True)
-        counts = [n for n, _ in ranked] + [0, 0]
-        margin = counts[0] - counts[1]
-        return StepStatus(
-            decided=fields.pop("decided", "0") == "1",
-            margin=margin,
-            leader=ranked[0][1] if margin > 0 else None,
-            **{k: v for k, v in fields.items() if k in StepStatus.model_fields},
-        )
+    def snapshot(self, contest: Contest) -> Snapshot:
+        """What Redis knows of one contest, for an orchestrator that (re)joins it."""
+        step = contest.keys
+        with store_errors(f"reading step {contest.step}"):
+            raw = {k.decode(): v.decode() for k, v in self._client.hgetall(step.status).items()}
+            payload = self._client.hget(step.payloads, raw["leader"]) if "leader" in raw else None
+        decided = raw.pop("decided", "0") == "1"
+        return Snapshot(decided=decided, leader_payload=payload.decode() if payload else None, **raw)
+
+    def tally(self, contest: Contest) -> dict[str, int]:
+        """Every candidate's counted votes, most first (for reports: the script alone decides)."""
+        with store_errors(f"reading the tally of step {contest.step}"):
+            raw = self._client.hgetall(contest.keys.tally)
+        return dict(sorted(((k.decode(), int(v)) for k, v in raw.items()), key=lambda kv: -kv[1]))
 
     def is_decided(self, contest: Contest) -> bool:
-        status = keys.step(contest.run_id, contest.step, contest.input_hash).status
         with store_errors(f"reading step {contest.step}"):
-            return self._client.hget(status, "decided") in (b"1", "1")
+            return self._client.hget(contest.keys.status, "decided") in (b"1", "1")

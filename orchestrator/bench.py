@@ -6,7 +6,6 @@ machine even when the absolute figures do not.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -19,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from maker_workers import keys
-from maker_workers.celery_app import NOOP_TASK, make_app
+from maker_workers.celery_app import NOOP_TASK
+from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
+from orchestrator.cluster import ClusterOptions, cluster_for_run
 from orchestrator.embedded import Embedded
 from orchestrator.report import Scorer
 from orchestrator.runner import Runner, VotingConfig
@@ -92,29 +93,25 @@ def run_bench(
     console: Console | None = None,
 ) -> BenchResult:
     console = console or Console()
-    cluster: Embedded | None = None
-    with contextlib.ExitStack() as stack:
-        health = lambda: None  # noqa: E731
-        if redis_url is None:
-            cluster = stack.enter_context(
-                Embedded(workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0))
-            )
-            redis_url, health = cluster.redis_url, cluster.check
-        clock = CpuClock(cluster)
-        client = redis.Redis.from_url(redis_url)
-        broker = make_app(redis_url)
+    options = ClusterOptions(
+        redis_url=redis_url, workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0)
+    )
+    with cluster_for_run(options) as cluster:
+        clock = CpuClock(cluster.embedded)
+        client, broker = cluster.client, cluster.broker
         _noop_rate(client, broker, 1, 200)  # warm up connections and workers
         before = clock.read()
         noop_rate = _noop_rate(client, broker, 1, noop_tasks)
         noop_cpu = clock.per_item_ms(before, noop_tasks)
 
-        runner = Runner(client, broker, VotingConfig(k=k, speculate=speculate), health_check=health)
+        voting = VotingConfig(k=k, speculate=speculate)
+        runner = Runner(client, broker, voting, HanoiTask(disks), health_check=cluster.health_check)
         scorer = Scorer(disks)
         before = clock.read()
         started = time.perf_counter()
-        runner.run(disks, scorer.observe)
+        runner.run(scorer.observe)
         wall = time.perf_counter() - started
-        samples = runner.stats()["samples"]
+        samples = runner.store.stats()["samples"]
         engine_cpu = clock.per_item_ms(before, samples)
         lockstep_rate = _noop_rate(client, broker, min(scorer.steps, 500), k)
 

@@ -1,28 +1,31 @@
-"""The `maker` command line: run Hanoi, serve the simulated LLM, benchmark a cluster."""
+"""The `maker` command line: run Hanoi or any task spec, take one vote, serve the simulated LLM, benchmark."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
-import redis
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from maker_workers.celery_app import make_app
-from maker_workers.errors import ClusterFailed, ConfigError, MakerError, StepFailed
+from maker_workers.domains.spec import AnswerSpec, SpecError
+from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
-from orchestrator.embedded import SIM_READY, Embedded
+from orchestrator import api
+from orchestrator.api import Hooks
+from orchestrator.cluster import Cluster, ClusterOptions
+from orchestrator.embedded import SIM_READY
 from orchestrator.progress import StepProgress
-from orchestrator.report import RunReport, Scorer
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.report import RunCounts
+from orchestrator.runner import CommittedStep, VotingConfig
 
+T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 sim_app = typer.Typer(no_args_is_help=True, help="The simulated LLM (OpenAI-compatible HTTP).")
 app.add_typer(sim_app, name="sim-llm")
@@ -55,37 +58,29 @@ def sim_config(**given: float | int | None) -> SimConfig:
         fail(f"bad simulated-LLM setting: {problems}")
 
 
-@app.command()
-def hanoi(
-    disks: Annotated[int, typer.Option(min=1, max=30, help="number of disks; the run has 2^N - 1 steps")] = 10,
-    k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
-    workers: Annotated[int, typer.Option(min=1, help="embedded Celery worker processes")] = 2,
-    concurrency: Annotated[int, typer.Option(min=1, help="threads per embedded worker")] = 8,
-    sim_error_rate: SimErrorRate = None,
-    sim_latency_ms: SimLatency = None,
-    sim_malformed_rate: SimMalformed = None,
-    sim_too_long_rate: SimTooLong = None,
-    seed: Seed = None,
-    redis_url: RedisUrl = None,
-    broker_url: Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")] = None,
-    max_samples: Annotated[int, typer.Option(min=1, help="a step undecided after this many samples fails")] = 200,
-    max_red_flags: Annotated[int, typer.Option(min=1, help="a step with this many red flags fails")] = 100,
-    max_errors: Annotated[int, typer.Option(min=1, help="a step with this many failed provider calls fails")] = 20,
-    speculate: Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")] = False,
-    trace: Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")] = None,
-    resume: Annotated[
-        str | None, typer.Option(metavar="RUN_ID", help="go on with this run from its checkpoint (needs --redis-url)")
-    ] = None,
-) -> None:
-    """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
-    sim_flags = {
-        "error_rate": sim_error_rate,
-        "latency_ms": sim_latency_ms,
-        "seed": seed,
-        "malformed_rate": sim_malformed_rate,
-        "too_long_rate": sim_too_long_rate,
-    }
+MaxSamples = Annotated[int | None, typer.Option(min=1, help="a step undecided after this many samples fails [200]")]
+MaxRedFlags = Annotated[int | None, typer.Option(min=1, help="a step with this many red flags fails [100]")]
+MaxErrors = Annotated[int | None, typer.Option(min=1, help="a step with this many failed provider calls fails [20]")]
+Workers = Annotated[int, typer.Option(min=1, help="embedded Celery worker processes")]
+Concurrency = Annotated[int, typer.Option(min=1, help="threads per embedded worker")]
+BrokerUrl = Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")]
+Speculate = Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")]
+JsonOut = Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")]
+Trace = Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")]
+Resume = Annotated[
+    str | None, typer.Option(metavar="RUN_ID", help="go on with this run from its checkpoint (needs --redis-url)")
+]
+
+
+def cluster_options(
+    redis_url: str | None,
+    broker_url: str | None,
+    workers: int,
+    concurrency: int,
+    sim_flags: dict[str, float | int | None],
+    resume: str | None = None,
+) -> ClusterOptions:
+    """The cluster from the flags; flags that cannot apply to the chosen cluster are refused."""
     if redis_url and any(v is not None for v in sim_flags.values()):
         fail(
             "--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
@@ -93,15 +88,112 @@ def hanoi(
         )
     if resume and not redis_url:
         fail("--resume needs --redis-url: the embedded Redis lives only as long as its run")
-    if max_samples < k:
-        fail(f"--max-samples ({max_samples}) is below --k ({k}): no step could ever be decided; raise --max-samples")
-    voting = VotingConfig(
-        k=k, max_samples=max_samples, max_red_flags=max_red_flags, max_errors=max_errors, speculate=speculate
+    return ClusterOptions(
+        redis_url=redis_url,
+        broker_url=broker_url,
+        workers=workers,
+        concurrency=concurrency,
+        sim=sim_config(**sim_flags),
     )
+
+
+def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
     try:
-        report = _run_hanoi(
-            disks, voting, workers, concurrency, sim_config(**sim_flags), redis_url, broker_url, trace, resume
+        return make()
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        fail(f"{problems}; raise --max-samples to at least --k")
+
+
+class Display:
+    """The CLI's side of a run: the cluster line, resume line, progress bar, trace file and stall warning."""
+
+    def __init__(self, stack: contextlib.ExitStack, total: int | None, trace: Path | None, resume: str | None):
+        self.stack = stack
+        self.total = total
+        self.trace = stack.enter_context(trace.open("a" if resume else "w")) if trace else None
+        self.progress: StepProgress | None = None
+        self.broker = ""
+
+    def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
+        def on_cluster(cluster: Cluster) -> None:
+            self.broker = cluster.broker_url
+            if cluster.embedded is not None:
+                err.print(
+                    f"embedded cluster up: redis {cluster.redis_url}, sim-llm {cluster.embedded.sim_url}, "
+                    f"{cluster.embedded.workers} workers x {cluster.embedded.concurrency} threads",
+                    highlight=False,
+                )
+
+        def on_start(run_id: str, steps_done: int) -> None:
+            self.progress = self.stack.enter_context(StepProgress(err, total=self.total, completed=steps_done))
+
+        def on_step(step: CommittedStep) -> None:
+            if self.progress:
+                self.progress.advance(step)
+            if self.trace:
+                self.trace.write(json.dumps(trace_line(step)) + "\n")
+
+        def on_stall(silent: float) -> None:
+            err.print(
+                f"[yellow]warning:[/] no worker has answered for {silent:.0f} s; are workers running against "
+                f"this broker ({self.broker}), queue 'maker'? Waiting on.",
+                highlight=False,
+            )
+
+        return Hooks(
+            on_cluster=on_cluster,
+            on_resume=lambda saved: err.print(f"resuming at step {saved.step}", highlight=False),
+            on_start=on_start,
+            on_step=on_step,
+            on_stall=on_stall,
         )
+
+
+def _sim_flags(
+    error_rate: float | None,
+    latency_ms: float | None,
+    malformed: float | None,
+    too_long: float | None,
+    seed: int | None,
+) -> dict[str, float | int | None]:
+    return {
+        "error_rate": error_rate,
+        "latency_ms": latency_ms,
+        "seed": seed,
+        "malformed_rate": malformed,
+        "too_long_rate": too_long,
+    }
+
+
+def _trace_line(step: CommittedStep, **specific: Any) -> dict:
+    """One line of --trace: the task's own fields, then how the step was decided."""
+    return {
+        "step": step.step,
+        **specific,
+        "samples": step.samples,
+        "votes": step.votes,
+        "tally": [step.winner_votes, step.runner_up_votes],
+    }
+
+
+def _with_display(
+    total: int | None,
+    trace: Path | None,
+    resume: str | None,
+    trace_line: Callable[[CommittedStep], dict],
+    call: Callable[[Hooks], T],
+) -> T:
+    """Run `call` with the CLI's hooks (progress, trace, warnings); the display closes when it returns."""
+    with contextlib.ExitStack() as stack:
+        hooks = Display(stack, total, trace, resume).hooks(trace_line)
+        return guarded(lambda: call(hooks))
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """Run a command's work: Ctrl-C, bad input and failures each get their exit code and one message."""
+    try:
+        return call()
     except KeyboardInterrupt:
         err.print("interrupted: the embedded cluster was shut down")
         raise typer.Exit(130) from None
@@ -109,101 +201,218 @@ def hanoi(
         fail(str(exc))
     except MakerError as exc:
         fail(str(exc), code=1)
-    _print_report(report, json_out)
+
+
+@app.command()
+def hanoi(
+    disks: Annotated[int, typer.Option(min=1, max=30, help="number of disks; the run has 2^N - 1 steps")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
+    workers: Workers = 2,
+    concurrency: Concurrency = 8,
+    sim_error_rate: SimErrorRate = None,
+    sim_latency_ms: SimLatency = None,
+    sim_malformed_rate: SimMalformed = None,
+    sim_too_long_rate: SimTooLong = None,
+    seed: Seed = None,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+    max_samples: MaxSamples = None,
+    max_red_flags: MaxRedFlags = None,
+    max_errors: MaxErrors = None,
+    speculate: Speculate = 0,
+    json_out: JsonOut = False,
+    trace: Trace = None,
+    resume: Resume = None,
+) -> None:
+    """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
+    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, resume)
+    caps = {"max_samples": max_samples, "max_red_flags": max_red_flags, "max_errors": max_errors}
+    voting = voting_config(
+        lambda: VotingConfig(k=k, speculate=speculate, **{name: v for name, v in caps.items() if v is not None})
+    )
+
+    def trace_line(step: CommittedStep) -> dict:
+        return {
+            "step": step.step,
+            "move": step.answer["move"],
+            "next_state": step.next_state,
+            "samples": step.samples,
+            "votes": step.votes,
+            "tally": [step.winner_votes, step.runner_up_votes],
+        }
+
+    with contextlib.ExitStack() as stack:
+        display = Display(stack, 2**disks - 1, trace, resume)
+        hooks = display.hooks(trace_line)
+        report = guarded(lambda: api.run_hanoi(disks, voting=voting, cluster=cluster, run_id=resume, hooks=hooks))
+    _print_failure(report)
+    if json_out:
+        print(report.model_dump_json())
+    else:
+        verdict = "solved" if report.solved and report.errors == 0 else "NOT solved"
+        print(f"{report.disks} disks, {report.steps} steps: {verdict}, {report.errors} errors, k={report.k}")
+        _print_counts(report)
     raise typer.Exit(0 if report.solved and report.errors == 0 else 1)
 
 
-def _run_hanoi(
-    disks: int,
-    voting: VotingConfig,
-    workers: int,
-    concurrency: int,
-    sim: SimConfig,
-    redis_url: str | None,
-    broker_url: str | None,
-    trace: Path | None,
-    resume: str | None,
-) -> RunReport:
-    with contextlib.ExitStack() as stack:
-        health = lambda: None  # noqa: E731
-        if redis_url is None:
-            cluster = stack.enter_context(Embedded(workers=workers, concurrency=concurrency, sim=sim))
-            redis_url, health = cluster.redis_url, cluster.check
-            err.print(
-                f"embedded cluster up: redis {redis_url}, sim-llm {cluster.sim_url}, "
-                f"{workers} workers x {concurrency} threads",
-                highlight=False,
-            )
-        client = connect(redis_url)
-        runner = Runner(
-            client,
-            make_app(broker_url or redis_url),
-            voting,
-            run_id=resume,
-            health_check=health,
-            on_stall=lambda silent: err.print(
-                f"[yellow]warning:[/] no worker has answered for {silent:.0f} s; are workers running against "
-                f"this broker ({broker_url or redis_url}), queue 'maker'? Waiting on.",
-                highlight=False,
-            ),
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="the task spec, YAML or JSON (see examples/)")],
+    k: Annotated[
+        int | None, typer.Option(min=1, help="votes the winner needs ahead of the runner-up [spec, 3]")
+    ] = None,
+    workers: Workers = 2,
+    concurrency: Concurrency = 8,
+    sim_error_rate: SimErrorRate = None,
+    sim_latency_ms: SimLatency = None,
+    sim_malformed_rate: SimMalformed = None,
+    sim_too_long_rate: SimTooLong = None,
+    seed: Seed = None,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+    max_samples: MaxSamples = None,
+    max_red_flags: MaxRedFlags = None,
+    max_errors: MaxErrors = None,
+    speculate: Speculate = 0,
+    json_out: JsonOut = False,
+    trace: Trace = None,
+    resume: Resume = None,
+) -> None:
+    """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
+    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, resume)
+    task = guarded(lambda: api.spec_task(spec))
+    voting = voting_config(
+        lambda: api.voting_for(
+            task.spec,
+            k=k,
+            max_samples=max_samples,
+            max_red_flags=max_red_flags,
+            max_errors=max_errors,
+            speculate=speculate,
         )
-        scorer = Scorer(disks)
-        if resume:
-            if not runner.exists():
-                raise MakerError(f"no run {resume} in the Redis at {redis_url}: check the run id and --redis-url")
-            saved = runner.saved()
-            if saved is not None:
-                scorer.replay(runner.committed_moves(), saved.state)
-                err.print(f"resuming run {resume} at step {saved.step}", highlight=False)
-        trace_file = stack.enter_context(trace.open("a" if resume else "w")) if trace else None
-        progress = stack.enter_context(StepProgress(err, total=2**disks - 1, completed=scorer.steps))
+    )
 
-        def on_commit(step: CommittedStep) -> None:
-            scorer.observe(step)
-            progress.advance(step)
-            if trace_file:
-                trace_file.write(
-                    json.dumps(
-                        {
-                            "step": step.step,
-                            "move": list(step.move),
-                            "next_state": step.next_state,
-                            "samples": step.samples,
-                            "votes": step.votes,
-                            "tally": [step.winner_votes, step.runner_up_votes],
-                        }
-                    )
-                    + "\n"
-                )
+    report = _with_display(
+        task.total_steps(),
+        trace,
+        resume,
+        lambda step: _trace_line(step, state=step.state, answer=step.answer),
+        lambda hooks: api.run_spec(task.spec, voting=voting, cluster=cluster, run_id=resume, hooks=hooks),
+    )
+    _print_failure(report)
+    if json_out:
+        print(report.model_dump_json())
+    else:
+        verdict = "done" if report.done else "NOT done"
+        print(f"task {report.task}: {verdict} after {report.steps} steps, k={report.k}")
+        print(f"final state: {json.dumps(report.final_state)}")
+        _print_counts(report)
+    raise typer.Exit(0 if report.done else 1)
 
-        started = time.perf_counter()
-        failure = None
+
+@app.command()
+def vote(
+    prompt: Annotated[str | None, typer.Option(help="the question, as the model will see it")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="read the question from this file")] = None,
+    system: Annotated[str | None, typer.Option(help="a system message")] = None,
+    answer_format: Annotated[str, typer.Option("--format", help="json, regex, text or hanoi")] = "text",
+    schema: Annotated[str | None, typer.Option(help="JSON Schema for --format json (JSON text or a file)")] = None,
+    pattern: Annotated[str | None, typer.Option(help="regex with named groups for --format regex")] = None,
+    vote_on: Annotated[list[str] | None, typer.Option(help="a field that forms the vote key (repeatable)")] = None,
+    k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
+    max_samples: MaxSamples = None,
+    max_red_flags: MaxRedFlags = None,
+    max_errors: MaxErrors = None,
+    max_output_tokens: Annotated[int | None, typer.Option(min=1, help="longer answers are red flags [750]")] = None,
+    workers: Workers = 2,
+    concurrency: Concurrency = 8,
+    sim_error_rate: SimErrorRate = None,
+    sim_latency_ms: SimLatency = None,
+    sim_malformed_rate: SimMalformed = None,
+    sim_too_long_rate: SimTooLong = None,
+    seed: Seed = None,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+    json_out: JsonOut = False,
+) -> None:
+    """One error-corrected decision: sample the question until one answer leads by k. Exit 0 only if decided."""
+    if (prompt is None) == (prompt_file is None):
+        fail("give the question with exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt_file is not None:
         try:
-            runner.run(disks, on_commit)
-        except (StepFailed, ClusterFailed) as exc:  # the run ends; its report still says how far it got
-            failure = str(exc)
-        return RunReport.build(runner.run_id, voting.k, scorer, runner.stats(), time.perf_counter() - started, failure)
+            prompt = prompt_file.read_text()
+        except OSError as exc:
+            fail(f"--prompt-file: cannot read {prompt_file}: {exc.strerror}")
+    assert prompt is not None
+    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags)
+    answer = _answer_spec(answer_format, schema, pattern, vote_on)
+    caps = {"max_samples": max_samples, "max_red_flags": max_red_flags, "max_errors": max_errors}
+    voting = voting_config(lambda: VotingConfig(k=k, **{name: v for name, v in caps.items() if v is not None}))
+    result = _with_display(
+        1,
+        None,
+        None,
+        lambda step: {},
+        lambda hooks: api.vote(
+            prompt,
+            system=system,
+            answer=answer,
+            voting=voting,
+            cluster=cluster,
+            max_output_tokens=max_output_tokens,
+            hooks=hooks,
+        ),
+    )
+    if result.failure:
+        err.print(f"[bold red]no decision:[/] {result.failure}", highlight=False)
+    if json_out:
+        print(result.model_dump_json())
+    else:
+        if result.decided:
+            print(f"winner: {json.dumps(result.winner)}  ({result.winner_votes} votes to {result.runner_up_votes})")
+        else:
+            print("no answer reached the margin: nothing decided")
+        for key, votes in result.tally.items():
+            print(f"  {votes:4d}  {key}")
+        print(
+            f"k={result.k}, samples {result.samples}, votes {result.votes}, red flags {result.red_flags} "
+            f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}"
+        )
+    raise typer.Exit(0 if result.decided else 1)
 
 
-def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url)
+def _answer_spec(answer_format: str, schema: str | None, pattern: str | None, vote_on: list[str] | None) -> AnswerSpec:
+    """The answer format from `maker vote`'s flags; problems are named by their flag."""
+    schema_value = None
+    if schema is not None:
+        text = schema
+        if not schema.lstrip().startswith("{"):
+            try:
+                text = Path(schema).read_text()
+            except OSError as exc:
+                fail(f"--schema: neither JSON text nor a readable file ({exc.strerror})")
+        try:
+            schema_value = json.loads(text)
+        except ValueError as exc:
+            fail(f"--schema: not JSON: {exc}")
+    given = {"format": answer_format, "schema": schema_value, "pattern": pattern, "vote_on": vote_on}
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise MakerError(f"cannot reach Redis at {url}: {exc}; check --redis-url / MAKER_REDIS_URL") from exc
-    return client
+        return api.answer_spec({name: value for name, value in given.items() if value is not None})
+    except SpecError as exc:
+        fail(str(exc).replace("answer.", "--").replace("--vote_on", "--vote-on"))
 
 
-def _print_report(report: RunReport, json_out: bool) -> None:
+def _print_failure(report: RunCounts) -> None:
     if report.failure:
         err.print(f"[bold red]run failed:[/] {report.failure}", highlight=False)
     if report.temperature_omitted:
         err.print("note: the model refused a temperature parameter; its samples used the model's default")
-    if json_out:
-        print(report.model_dump_json())
-        return
-    verdict = "solved" if report.solved and report.errors == 0 else "NOT solved"
-    print(f"{report.disks} disks, {report.steps} steps: {verdict}, {report.errors} errors, k={report.k}")
+
+
+def _print_counts(report: RunCounts) -> None:
     print(
         f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
         f"late votes {report.late_votes}, max rounds {report.max_rounds}"

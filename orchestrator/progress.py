@@ -12,7 +12,8 @@ from orchestrator.runner import CommittedStep
 
 
 class StepProgress:
-    def __init__(self, console: Console, total: int, completed: int = 0) -> None:
+    def __init__(self, console: Console, total: int | None, completed: int = 0) -> None:
+        """`total` None draws a bar without an end, for tasks done when a condition holds."""
         self._progress = Progress(
             TextColumn("[bold]steps"),
             BarColumn(bar_width=20),

@@ -1,52 +1,66 @@
-"""Scoring and the run report. Only here is the optimal sequence consulted, and only after commit."""
+"""Run reports. For Hanoi the optimal sequence is consulted here, and only after commit."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel
 
 from maker_workers.domains import hanoi
+from maker_workers.domains.base import JSON
 from orchestrator.runner import CommittedStep
 
 
-class Scorer:
-    """Compares each committed move with the optimal one, as the steps are committed."""
+class StepLog:
+    """What every report counts from the committed steps as they come."""
 
-    def __init__(self, disks: int) -> None:
-        self.disks = disks
-        self._optimal = hanoi.optimal_moves(disks)
+    def __init__(self, initial_state: JSON) -> None:
         self.steps = 0
-        self.errors = 0
         self.max_rounds = 0
         self.votes_per_step: Counter[int] = Counter()
-        self.last_state: hanoi.State = hanoi.initial_state(disks)
+        self.last_state: JSON = initial_state
 
     def observe(self, step: CommittedStep) -> None:
         self.steps += 1
-        self.errors += tuple(step.move) != next(self._optimal)
         self.max_rounds = max(self.max_rounds, step.rounds)
         self.votes_per_step[step.votes] += 1
         self.last_state = step.next_state
 
-    def replay(self, moves: list[hanoi.Move], state: hanoi.State) -> None:
-        """Score the moves an earlier orchestrator committed, before a resumed run goes on."""
-        for move in moves:
-            self.steps += 1
-            self.errors += tuple(move) != next(self._optimal)
+    def replay(self, answers: list[JSON], state: JSON) -> None:
+        """Count the steps an earlier orchestrator committed, before a resumed run goes on."""
+        self.steps += len(answers)
         self.last_state = state
+
+
+class Scorer(StepLog):
+    """Compares each committed Hanoi move with the optimal one, as the steps are committed."""
+
+    def __init__(self, disks: int) -> None:
+        super().__init__(hanoi.initial_state(disks))
+        self.disks = disks
+        self._optimal = hanoi.optimal_moves(disks)
+        self.errors = 0
+
+    def observe(self, step: CommittedStep) -> None:
+        super().observe(step)
+        self.errors += hanoi.move_of(step.answer) != next(self._optimal)
+
+    def replay(self, answers: list[JSON], state: JSON) -> None:
+        super().replay(answers, state)
+        for answer in answers:
+            self.errors += hanoi.move_of(answer) != next(self._optimal)
 
     @property
     def solved(self) -> bool:
         return self.last_state == hanoi.goal_state(self.disks)
 
 
-class RunReport(BaseModel):
+class RunCounts(BaseModel):
+    """The figures every run reports, from its committed steps and the vote script's counters."""
+
     run_id: str
-    disks: int
     steps: int
-    solved: bool
-    errors: int
     k: int
     samples: int
     votes: int
@@ -63,31 +77,74 @@ class RunReport(BaseModel):
     temperature_omitted: bool = False
     failure: str | None = None
 
+    @staticmethod
+    def fields_from(
+        run_id: str, k: int, log: StepLog, stats: dict[str, int], wall_s: float, failure: str | None
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "steps": log.steps,
+            "k": k,
+            "samples": stats.get("samples", 0),
+            "votes": stats.get("votes", 0),
+            "red_flags": stats.get("red_flags", 0),
+            "red_flags_by_reason": {
+                name.removeprefix("red_flag:"): n for name, n in stats.items() if name.startswith("red_flag:")
+            },
+            "provider_errors": stats.get("errors", 0),
+            "late_votes": stats.get("late_votes", 0),
+            "duplicates": stats.get("duplicates", 0),
+            "max_rounds": log.max_rounds,
+            "votes_per_step": {str(v): n for v, n in sorted(log.votes_per_step.items())},
+            "input_tokens": stats.get("input_tokens", 0),
+            "output_tokens": stats.get("output_tokens", 0),
+            "wall_s": round(wall_s, 3),
+            "temperature_omitted": bool(stats.get("temperature_omitted")),
+            "failure": failure,
+        }
+
+
+class RunReport(RunCounts):
+    """A Hanoi run, scored against the optimal sequence."""
+
+    disks: int
+    solved: bool
+    errors: int
+
     @classmethod
     def build(
         cls, run_id: str, k: int, scorer: Scorer, stats: dict[str, int], wall_s: float, failure: str | None = None
     ) -> RunReport:
         return cls(
-            run_id=run_id,
+            **cls.fields_from(run_id, k, scorer, stats, wall_s, failure),
             disks=scorer.disks,
-            steps=scorer.steps,
             solved=scorer.solved and failure is None,
             errors=scorer.errors,
-            k=k,
-            samples=stats.get("samples", 0),
-            votes=stats.get("votes", 0),
-            red_flags=stats.get("red_flags", 0),
-            red_flags_by_reason={
-                name.removeprefix("red_flag:"): n for name, n in stats.items() if name.startswith("red_flag:")
-            },
-            provider_errors=stats.get("errors", 0),
-            late_votes=stats.get("late_votes", 0),
-            duplicates=stats.get("duplicates", 0),
-            max_rounds=scorer.max_rounds,
-            votes_per_step={str(v): n for v, n in sorted(scorer.votes_per_step.items())},
-            input_tokens=stats.get("input_tokens", 0),
-            output_tokens=stats.get("output_tokens", 0),
-            wall_s=round(wall_s, 3),
-            temperature_omitted=bool(stats.get("temperature_omitted")),
-            failure=failure,
+        )
+
+
+class TaskReport(RunCounts):
+    """Any task's run: how far it got and the state it ended in."""
+
+    task: str
+    done: bool
+    final_state: JSON
+
+    @classmethod
+    def build(
+        cls,
+        run_id: str,
+        task: str,
+        done: bool,
+        k: int,
+        log: StepLog,
+        stats: dict[str, int],
+        wall_s: float,
+        failure: str | None = None,
+    ) -> TaskReport:
+        return cls(
+            **cls.fields_from(run_id, k, log, stats, wall_s, failure),
+            task=task,
+            done=done and failure is None,
+            final_state=log.last_state,
         )

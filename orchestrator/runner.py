@@ -11,7 +11,6 @@ and each committed step is still decided ahead-by-k among samples of exactly its
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -23,11 +22,12 @@ from pydantic import BaseModel, Field, model_validator
 
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
-from maker_workers.domains import hanoi
-from maker_workers.errors import ConfigError, StepFailed, StoreError, store_errors
+from maker_workers.domains.base import JSON, Task
+from maker_workers.errors import ConfigError, MakerError, StepFailed, StoreError, store_errors
 from maker_workers.sampling import SampleRequest
-from maker_workers.votes import Contest, Notice, Outcome, StepStatus, VoteBook
+from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
 from orchestrator.method import to_enqueue
+from orchestrator.store import Checkpoint, RunStore
 
 
 class VotingConfig(BaseModel):
@@ -41,6 +41,7 @@ class VotingConfig(BaseModel):
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
     speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
+    max_steps: int | None = Field(None, ge=1, description="a run not done after this many steps FAILS")
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -49,16 +50,11 @@ class VotingConfig(BaseModel):
         return self
 
 
-class Checkpoint(BaseModel):
-    step: int  # the next step to decide
-    state: hanoi.State
-    previous_move: hanoi.Move | None
-
-
 class CommittedStep(BaseModel):
     step: int
-    move: hanoi.Move
-    next_state: hanoi.State
+    state: JSON  # the step's input
+    answer: JSON  # the winning payload
+    next_state: JSON
     samples: int
     votes: int
     winner_votes: int
@@ -72,10 +68,10 @@ class _Open:
     """The orchestrator's view of one contest it feeds samples to; Redis holds the truth."""
 
     step: int
-    state: hanoi.State
-    previous: hanoi.Move | None
+    state: JSON
+    previous: JSON
     contest: Contest
-    known: StepStatus
+    known: Snapshot
     sent: int
     in_flight: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
@@ -87,35 +83,31 @@ class _Open:
 
     @property
     def guess(self) -> str | None:
-        """The answer the next step's guess builds on: the winner, else the current leader."""
-        return self.known.winner or self.known.leader
+        """The vote key the next step's guess builds on: the winner, else a leader ahead by at least one."""
+        if self.known.decided:
+            return self.known.winner
+        return self.known.leader if self.known.margin > 0 else None
 
     def absorb(self, notice: Notice) -> None:
         self.in_flight.pop(notice.sample_id, None)
-        known = self.known
-        known.samples, known.votes, known.red_flags = notice.samples, notice.votes, notice.red_flags
-        known.errors = notice.errors
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
-        if notice.outcome in (Outcome.VOTE, Outcome.DECIDED):
-            known.margin = notice.leader_votes - notice.runner_up_votes
-            known.leader = notice.leader if known.margin > 0 else None
-        if notice.outcome is Outcome.DECIDED:
-            known.decided, known.winner = True, notice.winner
-            known.winner_votes, known.runner_up_votes = notice.leader_votes, notice.runner_up_votes
+        if notice.snapshot.samples >= self.known.samples:  # never step back to an older snapshot
+            self.known = notice.snapshot
 
-    def committed(self) -> CommittedStep:
-        if self.known.winner is None:
-            raise StoreError(f"step {self.step} is decided but Redis holds no winner")
-        move, next_state = hanoi.from_candidate(self.known.winner)
+    def committed(self, task: Task) -> CommittedStep:
         known = self.known
+        if known.winner is None:
+            raise StoreError(f"step {self.step} is decided but Redis holds no winner")
+        answer = known.leading_answer
         return CommittedStep(
             step=self.step,
-            move=move,
-            next_state=next_state,
+            state=self.state,
+            answer=answer,
+            next_state=task.next_state(self.state, self.step, self.previous, answer),
             samples=known.samples,
             votes=known.votes,
-            winner_votes=known.winner_votes,
+            winner_votes=known.leader_votes,
             runner_up_votes=known.runner_up_votes,
             red_flags=known.red_flags,
             rounds=self.rounds,
@@ -123,13 +115,14 @@ class _Open:
 
 
 class Runner:
-    """Drives one run of the Hanoi task through the cluster behind `broker` and `client`."""
+    """Drives one run of `task` through the cluster behind `broker` and `client`."""
 
     def __init__(
         self,
         client: redis.Redis,
         broker: Celery,
         config: VotingConfig,
+        task: Task,
         *,
         run_id: str | None = None,
         health_check: Callable[[], None] = lambda: None,
@@ -138,35 +131,42 @@ class Runner:
         self.client = client
         self.broker = broker
         self.config = config
+        self.task = task
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._health_check = health_check
         self._on_stall = on_stall
         self.book = VoteBook(client)
+        self.store = RunStore(client, self.run_id)
+        self._started = False
 
-    def run(self, disks: int, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> hanoi.State:
-        """Solve `disks`-disk Hanoi step by step; returns the last committed state.
+    def run(self, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> JSON:
+        """Carry the task out step by step until it is done; returns the last committed state.
 
         A run id that has a checkpoint is resumed from it: Redis alone holds everything needed.
         Raises StepFailed when the committed step hits a cap: it is failed, never guessed.
         """
-        step, state, previous = self._start(disks)
-        total = hanoi.n_steps(disks)
+        saved = self.start()
+        if saved is None:
+            step, state, previous = 0, self.task.initial_state(), None
+        else:
+            step, state, previous = saved.step, saved.state, saved.previous
         window: list[_Open] = []  # window[0] has the committed input; the rest are guesses
         heard_at = checked_at = time.monotonic()
         warned = False
-        while step < total:
+        while not self.task.done(state, step):
+            if self.config.max_steps is not None and step >= self.config.max_steps:
+                raise StepFailed(step, f"the task is not done after {step} steps (max_steps {self.config.max_steps})")
             if not window:
                 window.append(self._open(step, state, previous))
             front = window[0]
             if front.decided:
-                committed = front.committed()
-                self._checkpoint(committed)
+                committed = self._commit(front)
                 on_commit(committed)
-                state, previous, step = committed.next_state, committed.move, step + 1
+                state, previous, step = committed.next_state, committed.answer, step + 1
                 window.pop(0)
                 continue
             self._check_caps(front)
-            self._speculate(window, total)
+            self._speculate(window)
             for contest in window:
                 self._forget_lost(contest.in_flight)
                 self._top_up(contest)
@@ -185,18 +185,40 @@ class Runner:
                 self._on_stall(silent)
         return state
 
-    def _open(self, step: int, state: hanoi.State, previous: hanoi.Move | None) -> _Open:
-        contest = Contest(run_id=self.run_id, step=step, input_hash=hanoi.input_hash(state, previous), k=self.config.k)
-        known = self.book.status(contest)  # non-empty when resuming, or when a dropped guess comes back
+    def start(self) -> Checkpoint | None:
+        """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
+        if not self._started:
+            self.store.start(self.task.definition(), self.config.model_dump())
+            self._started = True
+        return self.store.saved()
+
+    def _commit(self, front: _Open) -> CommittedStep:
+        try:
+            committed = front.committed(self.task)
+        except ConfigError as exc:  # the task cannot build the next state from the winning answer
+            raise StepFailed(front.step, str(exc)) from exc
+        self.store.commit(committed.step, committed.next_state, committed.answer)
+        return committed
+
+    def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
+        digest = self.task.input_hash(state, step, previous)
+        contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.config.k)
+        known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
         return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
 
-    def _speculate(self, window: list[_Open], total: int) -> None:
+    def _speculate(self, window: list[_Open]) -> None:
         while len(window) <= self.config.speculate:
             last = window[-1]
-            if last.guess is None or last.step + 1 >= total:
+            if last.guess is None:
                 return
-            move, next_state = hanoi.from_candidate(last.guess)
-            window.append(self._open(last.step + 1, next_state, move))
+            answer = last.known.leading_answer
+            try:
+                state = self.task.next_state(last.state, last.step, last.previous, answer)
+            except MakerError:  # a guess the task cannot even build on is not worth voting ahead of
+                return
+            if self.task.done(state, last.step + 1):
+                return
+            window.append(self._open(last.step + 1, state, answer))
 
     @staticmethod
     def _route(window: list[_Open], notice: Notice) -> None:
@@ -244,64 +266,14 @@ class Runner:
                 "the model's answers do not parse, see the run's events",
             )
 
-    def exists(self) -> bool:
-        """Whether Redis knows this run id (a run to resume)."""
-        with store_errors(f"looking up run {self.run_id}"):
-            return self.client.exists(keys.meta(self.run_id)) == 1
-
-    def saved(self) -> Checkpoint | None:
-        """The last checkpoint of this run, if it has committed a step."""
-        with store_errors(f"reading the checkpoint of run {self.run_id}"):
-            raw = self.client.hgetall(keys.checkpoint(self.run_id))
-        if not raw:
-            return None
-        previous = json.loads(raw[b"previous_move"])
-        return Checkpoint(
-            step=int(raw[b"step"]),
-            state=json.loads(raw[b"state"]),
-            previous_move=None if previous is None else tuple(previous),
-        )
-
-    def _start(self, disks: int) -> tuple[int, hanoi.State, hanoi.Move | None]:
-        with store_errors(f"starting run {self.run_id}"):
-            meta = self.client.hgetall(keys.meta(self.run_id))
-            if not meta:
-                mapping = {"disks": disks, "config": self.config.model_dump_json(), "started": time.time()}
-                self.client.hset(keys.meta(self.run_id), mapping=mapping)
-        if meta and int(meta[b"disks"]) != disks:
-            raise ConfigError(f"run {self.run_id} has {int(meta[b'disks'])} disks, not {disks}")
-        saved = self.saved()
-        if saved is None:
-            return 0, hanoi.initial_state(disks), None
-        return saved.step, saved.state, saved.previous_move
-
-    def _checkpoint(self, committed: CommittedStep) -> None:
-        """The committed state, and the move appended to the run's move log, in one transaction."""
-        with store_errors(f"checkpointing step {committed.step}"), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                keys.checkpoint(self.run_id),
-                mapping={
-                    "step": committed.step + 1,
-                    "state": json.dumps(committed.next_state),
-                    "previous_move": json.dumps(committed.move),
-                },
-            )
-            pipe.rpush(keys.moves(self.run_id), json.dumps(committed.move))
-            pipe.execute()
-
-    def committed_moves(self) -> list[hanoi.Move]:
-        """Every move committed so far, from Redis (what a resumed run's scorer replays)."""
-        with store_errors(f"reading the moves of run {self.run_id}"):
-            raw = self.client.lrange(keys.moves(self.run_id), 0, -1)
-        return [tuple(json.loads(m)) for m in raw]
-
     def _send(self, contest: _Open, temperature: float) -> str:
         sample_id = uuid.uuid4().hex
         request = SampleRequest(
             run_id=self.run_id,
             step=contest.step,
+            input_hash=contest.contest.input_hash,
             state=contest.state,
-            previous_move=contest.previous,
+            previous=contest.previous,
             sample_id=sample_id,
             temperature=temperature,
             k=self.config.k,
@@ -329,9 +301,3 @@ class Runner:
         deadline = time.monotonic() - self.config.sample_timeout_s
         for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
             del in_flight[sample_id]
-
-    def stats(self) -> dict[str, int]:
-        """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
-        with store_errors(f"reading the stats of run {self.run_id}"):
-            raw = self.client.hgetall(keys.stats(self.run_id))
-        return {k.decode(): int(v) for k, v in raw.items()}

@@ -110,12 +110,13 @@ def test_a_run_resumes_from_the_command_line(cluster: Embedded) -> None:
         if step.step == 12:
             raise OrchestratorDied
 
-    first = Runner(redis.Redis.from_url(cluster.redis_url), make_app(cluster.redis_url), VotingConfig())
+    client = redis.Redis.from_url(cluster.redis_url)
+    first = Runner(client, make_app(cluster.redis_url), VotingConfig(), hanoi.HanoiTask(5))
     with pytest.raises(OrchestratorDied):
-        first.run(5, die_at_step_12)
+        first.run(die_at_step_12)
     result = run_cli("hanoi", "--disks", "5", "--redis-url", cluster.redis_url, "--resume", first.run_id, "--json")
     assert result.returncode == 0, result.stderr
-    assert "resuming run" in result.stderr and "at step 13" in result.stderr
+    assert "resuming at step 13" in result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert (report["run_id"], report["steps"], report["errors"], report["solved"]) == (first.run_id, 31, 0, True)
 

@@ -30,26 +30,34 @@ def cluster_client(cluster: Embedded) -> Iterator[redis.Redis]:
     client.close()
 
 
-def runner(cluster: Embedded, client: redis.Redis, **voting: float) -> Runner:
-    return Runner(client, make_app(cluster.redis_url), VotingConfig(**voting), health_check=cluster.check)
+def runner(cluster: Embedded, client: redis.Redis, disks: int = 5, **voting: float) -> Runner:
+    task = hanoi.HanoiTask(disks)
+    return Runner(client, make_app(cluster.redis_url), VotingConfig(**voting), task, health_check=cluster.check)
 
 
 def test_solves_hanoi_through_the_cluster_and_checkpoints(cluster: Embedded, cluster_client: redis.Redis) -> None:
     engine, scorer = runner(cluster, cluster_client), Scorer(5)
-    final = engine.run(5, scorer.observe)
+    final = engine.run(scorer.observe)
     assert final == hanoi.goal_state(5)
     assert (scorer.steps, scorer.errors) == (31, 0)
     saved = cluster_client.hgetall(keys.checkpoint(engine.run_id))
     assert int(saved[b"step"]) == 31 and json.loads(saved[b"state"]) == hanoi.goal_state(5)
-    assert engine.committed_moves() == list(hanoi.optimal_moves(5))
-    assert engine.stats()["decisions"] == 31
+    assert [hanoi.move_of(a) for a in engine.store.answers()] == list(hanoi.optimal_moves(5))
+    assert engine.store.stats()["decisions"] == 31
 
 
 def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis.Redis) -> None:
     run_id, state = uuid.uuid4().hex[:8], hanoi.initial_state(3)
     request = SampleRequest(
-        run_id=run_id, step=0, state=state, previous_move=None, sample_id="twice", temperature=0.0, k=2
+        run_id=run_id,
+        step=0,
+        input_hash=hanoi.input_hash(state, None),
+        state=state,
+        sample_id="twice",
+        temperature=0.0,
+        k=2,
     )
+    cluster_client.hset(keys.meta(run_id), "task", json.dumps(hanoi.HanoiTask(3).definition()))
     broker = make_app(cluster.redis_url)
     for _ in range(2):  # what Celery does after a worker dies before acking
         broker.send_task(SAMPLE_TASK, args=[request.model_dump(mode="json")])
@@ -68,16 +76,16 @@ def test_a_redelivered_task_counts_once(cluster: Embedded, cluster_client: redis
 
 
 def test_a_step_that_cannot_reach_the_margin_fails_loudly(cluster: Embedded, cluster_client: redis.Redis) -> None:
-    engine = runner(cluster, cluster_client, k=3, max_samples=5)
+    engine = runner(cluster, cluster_client, disks=3, k=3, max_samples=5)
     # an earlier orchestrator saw two votes for a rival: the right answer now needs 5 more, over the cap
     rival = Contest(run_id=engine.run_id, step=0, input_hash=hanoi.input_hash(hanoi.initial_state(3), None), k=3)
     for sample_id in ("r1", "r2"):
         engine.book.record(rival, sample_id, "vote", "rival")
     with pytest.raises(StepFailed, match="step 0 failed: 5 samples without a 3-vote margin"):
-        engine.run(3)
+        engine.run()
     assert cluster_client.hget(keys.stats(engine.run_id), "decisions") is None  # nothing guessed
     assert cluster_client.hget(keys.stats(engine.run_id), "samples") == b"5"  # 2 rivals + 3: never past the cap
-    assert engine.committed_moves() == []
+    assert engine.store.answers() == []
 
 
 def test_a_run_resumes_from_redis_after_the_orchestrator_dies(cluster: Embedded, cluster_client: redis.Redis) -> None:
@@ -90,13 +98,15 @@ def test_a_run_resumes_from_redis_after_the_orchestrator_dies(cluster: Embedded,
 
     first = runner(cluster, cluster_client)
     with pytest.raises(OrchestratorDied):
-        first.run(5, die_at_step_9)
+        first.run(die_at_step_9)
     resumed: list[int] = []
-    second = Runner(cluster_client, make_app(cluster.redis_url), VotingConfig(), run_id=first.run_id)
-    final = second.run(5, lambda step: resumed.append(step.step))
+    second = Runner(
+        cluster_client, make_app(cluster.redis_url), VotingConfig(), hanoi.HanoiTask(5), run_id=first.run_id
+    )
+    final = second.run(lambda step: resumed.append(step.step))
     assert resumed == list(range(10, 31))
     assert final == hanoi.goal_state(5)
-    assert second.committed_moves() == list(hanoi.optimal_moves(5))
+    assert [hanoi.move_of(a) for a in second.store.answers()] == list(hanoi.optimal_moves(5))
 
 
 def test_a_run_survives_a_worker_killed_mid_run() -> None:
@@ -108,9 +118,11 @@ def test_a_run_survives_a_worker_killed_mid_run() -> None:
             if step.step == 5:
                 os.kill(victim.popen.pid, signal.SIGKILL)
 
-        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(sample_timeout_s=1.0, wait_s=0.5))
+        engine = Runner(
+            client, make_app(cluster.redis_url), VotingConfig(sample_timeout_s=1.0, wait_s=0.5), hanoi.HanoiTask(5)
+        )
         scorer = Scorer(5)
-        engine.run(5, lambda step: (kill_at_step_5(step), scorer.observe(step)))
+        engine.run(lambda step: (kill_at_step_5(step), scorer.observe(step)))
         assert victim.popen.wait(10) == -signal.SIGKILL
         assert (scorer.steps, scorer.errors, scorer.solved) == (31, 0, True)
 
@@ -121,16 +133,18 @@ def test_speculation_commits_only_steps_decided_on_their_exact_input() -> None:
     sim = SimConfig(error_rate=0.3, latency_ms=2, seed=9)
     with Embedded(workers=2, concurrency=4, sim=sim) as cluster:
         client = redis.Redis.from_url(cluster.redis_url)
-        engine = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=3), health_check=cluster.check)
+        voting = VotingConfig(k=3, speculate=3)
+        engine = Runner(client, make_app(cluster.redis_url), voting, hanoi.HanoiTask(5), health_check=cluster.check)
         committed: list[CommittedStep] = []
-        engine.run(5, committed.append)
+        engine.run(committed.append)
         state, previous = hanoi.initial_state(5), None
         for step in committed:
             status = client.hgetall(keys.step(engine.run_id, step.step, hanoi.input_hash(state, previous)).status)
             assert status[b"decided"] == b"1"
-            assert status[b"winner"].decode() == hanoi.candidate(step.move, step.next_state)
-            assert int(status[b"winner_votes"]) >= 3 + int(status[b"runner_up_votes"])
-            state, previous = step.next_state, step.move
+            move = hanoi.move_of(step.answer)
+            assert status[b"winner"].decode() == hanoi.candidate(move, step.next_state)
+            assert int(status[b"leader_votes"]) >= 3 + int(status[b"runner_up_votes"])
+            state, previous = step.next_state, move
         contests = list(client.scan_iter(match=keys.step_status_pattern(engine.run_id)))
         assert len(committed) == 31
         assert len(contests) > len(committed)  # some guesses were voted on and dropped
@@ -142,7 +156,7 @@ def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
 
     with Embedded(workers=2, concurrency=2, sim=SimConfig(seed=3)) as cluster:
         client = redis.Redis.from_url(cluster.redis_url)
-        first = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=2))
+        first = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=2), hanoi.HanoiTask(5))
         old_workers = [p for p in cluster.processes if p.name.startswith("worker-")]
 
         def everything_dies_at_step_7(step: CommittedStep) -> None:
@@ -152,7 +166,7 @@ def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
                 raise OrchestratorDied
 
         with pytest.raises(OrchestratorDied):
-            first.run(5, everything_dies_at_step_7)
+            first.run(everything_dies_at_step_7)
         for worker in old_workers:
             assert worker.popen.wait(10) == -signal.SIGKILL
             cluster.processes.remove(worker)
@@ -161,13 +175,14 @@ def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
             client,
             make_app(cluster.redis_url),
             VotingConfig(k=3, sample_timeout_s=2, wait_s=0.5),
+            hanoi.HanoiTask(5),
             run_id=first.run_id,
             health_check=cluster.check,
         )
         resumed: list[int] = []
-        assert second.run(5, lambda step: resumed.append(step.step)) == hanoi.goal_state(5)
+        assert second.run(lambda step: resumed.append(step.step)) == hanoi.goal_state(5)
         assert resumed == list(range(8, 31))
-        assert second.committed_moves() == list(hanoi.optimal_moves(5))
+        assert [hanoi.move_of(a) for a in second.store.answers()] == list(hanoi.optimal_moves(5))
 
 
 def test_silence_from_every_worker_is_reported(redis_url: str) -> None:
@@ -183,8 +198,9 @@ def test_silence_from_every_worker_is_reported(redis_url: str) -> None:
         redis.Redis.from_url(redis_url),
         make_app(redis_url),
         VotingConfig(wait_s=0.1, stall_warning_s=0.3),
+        hanoi.HanoiTask(3),
         on_stall=on_stall,
     )
     with pytest.raises(Reported) as reported:
-        runner.run(3)
+        runner.run()
     assert reported.value.args[0] >= 0.3

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from maker_workers.celery_app import make_app
+from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import StepFailed
 from maker_workers.tasks import READY_LINE
 from orchestrator import embedded
@@ -71,10 +72,11 @@ def test_a_dead_model_fails_the_step_with_the_providers_error() -> None:
             redis.Redis.from_url(cluster.redis_url),
             make_app(cluster.redis_url),
             VotingConfig(max_errors=3),
+            HanoiTask(3),
             health_check=cluster.check,
         )
         with pytest.raises(StepFailed, match=r"step 0 failed: 3 provider calls failed .* Unavailable"):
-            runner.run(3)
+            runner.run()
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", "True True"), ("false", "False False")])

@@ -96,7 +96,7 @@ def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.R
     )
     server = SimServer("127.0.0.1", 0, config)
     server.start_in_thread()
-    book, policy = VoteBook(client), SamplePolicy()
+    book, policy, task = VoteBook(client), SamplePolicy(), hanoi.HanoiTask(10)
     states = list(_states_of_a_run(10))
     failures = 0
     try:
@@ -108,14 +108,15 @@ def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.R
                     request = SampleRequest(
                         run_id="mc2",
                         step=step,
+                        input_hash=task.input_hash(state, step, previous),
                         state=state,
-                        previous_move=previous,
+                        previous=previous,
                         sample_id=str(n),
                         temperature=0.0 if n == 0 else 0.1,
                         k=k,
                     )
                     n += 1
-                    recorded = draw_sample(request, provider, book, policy)
+                    recorded = draw_sample(request, task, provider, book, policy)
                     if recorded is not None and recorded.outcome is Outcome.DECIDED:
                         break
                 winner = client.hget(keys.step("mc2", step, request.contest.input_hash).status, "winner")
@@ -128,9 +129,9 @@ def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.R
     assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps)
 
 
-def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, hanoi.Move | None, str]]:
+def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, dict | None, str]]:
     state, previous = hanoi.initial_state(disks), None
     for move in hanoi.optimal_moves(disks):
         after = hanoi.apply_move(state, move)
         yield state, previous, hanoi.candidate(move, after)
-        state, previous = after, move
+        state, previous = after, hanoi.payload(move, after)

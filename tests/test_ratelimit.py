@@ -42,10 +42,18 @@ def test_waits_are_events_of_the_run(client: redis.Redis, sim_server: SimServer)
     assert limiter.reserve() == 0.0  # another worker just took the free slot
     with httpx.Client() as http:
         provider = OpenAICompatible(http, base_url=sim_server.url, model="sim", api_key=None)
+        task = hanoi.HanoiTask(3)
+        state = task.initial_state()
         request = SampleRequest(
-            run_id="r", step=0, state=hanoi.initial_state(3), previous_move=None, sample_id="s", temperature=0.1, k=5
+            run_id="r",
+            step=0,
+            input_hash=task.input_hash(state, 0, None),
+            state=state,
+            sample_id="s",
+            temperature=0.1,
+            k=5,
         )
-        draw_sample(request, provider, VoteBook(client), SamplePolicy(), limiter)
+        draw_sample(request, task, provider, VoteBook(client), SamplePolicy(), limiter)
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(keys.events("r"))]
     assert [e["kind"] for e in events] == ["rate_limit_wait", "vote"]
     assert "for the shared rate" in events[0]["detail"]

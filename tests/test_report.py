@@ -10,7 +10,8 @@ from orchestrator.runner import CommittedStep
 def committed(step: int, move: hanoi.Move, next_state: hanoi.State, votes: int = 3) -> CommittedStep:
     return CommittedStep(
         step=step,
-        move=move,
+        state=[],
+        answer=hanoi.payload(move, next_state),
         next_state=next_state,
         samples=votes,
         votes=votes,

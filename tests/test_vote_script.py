@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from maker_workers import keys
-from maker_workers.votes import Contest, Outcome, VoteBook
+from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
 
 
 def contest(k: int = 3, step: int = 0, run_id: str = "r1") -> Contest:
@@ -41,8 +41,8 @@ def test_decision_carries_the_winners_payload_and_notifies(book: VoteBook, clien
     book.record(c, "a", "vote", payload)
     book.record(c, "b", "vote", payload)
     last = notices(client)[-1]
-    assert last["outcome"] == "decided" and last["winner"] == payload
-    assert last["votes"] == 2 and last["samples"] == 2
+    assert last["outcome"] == "decided" and last["snapshot"]["winner"] == payload
+    assert last["snapshot"]["votes"] == 2 and last["snapshot"]["samples"] == 2
     assert book.is_decided(c)
 
 
@@ -103,7 +103,9 @@ def test_all_keys_of_a_run_share_one_cluster_slot(client: redis.Redis) -> None:
         step.seen,
         step.tally,
         step.status,
+        step.payloads,
         keys.notify("run-7"),
+        keys.answers("run-7"),
         keys.events("run-7"),
         keys.stats("run-7"),
         keys.meta("run-7"),
@@ -170,3 +172,47 @@ def test_every_contest_key_expires_so_dropped_guesses_never_leak(client: redis.R
     for c in (decided, dropped, flagged):
         step = keys.step("r1", c.step, "abc")
         assert all(0 < client.ttl(name) <= 120 for name in (step.seen, step.tally, step.status))
+
+
+def test_a_contests_keys_expire_together_whenever_each_appears(client: redis.Redis) -> None:
+    book = VoteBook(client, contest_ttl_s=120)
+    c = contest(k=3)
+    book.record(c, "a", "red_flag", "parse")
+    step = c.keys
+    client.expire(step.status, 30)  # as if the first sample came 90 s ago
+    client.expire(step.seen, 30)
+    book.record(c, "b", "vote", "A", payload='{"a": 1}')  # tally and payloads appear only now
+    ttls = [client.ttl(name) for name in (step.seen, step.tally, step.status, step.payloads)]
+    assert max(ttls) - min(ttls) <= 1 and max(ttls) <= 30, ttls
+
+
+def test_every_notice_carries_the_contests_whole_snapshot(book: VoteBook, client: redis.Redis) -> None:
+    c = contest(k=3)
+    for i, vote in enumerate(["A", "B", "B", "A", "C"]):
+        book.record(c, f"s{i}", "vote", vote)
+    book.record(c, "s5", "red_flag", "parse")
+    snapshots = [n["snapshot"] for n in notices(client)]
+    assert [(s["leader"], s["leader_votes"], s["runner_up_votes"]) for s in snapshots] == [
+        ("A", 1, 0),
+        ("A", 1, 1),
+        ("B", 2, 1),
+        ("B", 2, 2),
+        ("B", 2, 2),
+        ("B", 2, 2),
+    ]
+    assert snapshots[-1] | {"decided": False} == snapshots[-1]
+    assert (snapshots[-1]["samples"], snapshots[-1]["votes"], snapshots[-1]["red_flags"]) == (6, 5, 1)
+    assert book.snapshot(c) == Snapshot.model_validate(snapshots[-1])  # what an orchestrator re-reads
+
+
+def test_a_payload_that_is_not_its_key_is_kept_once_and_handed_to_the_winner(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    c = contest(k=2)
+    book.record(c, "a", "vote", '{"n":1}', payload='{"n":1,"why":"first"}')
+    book.record(c, "b", "vote", '{"n":1}', payload='{"n":1,"why":"second"}')
+    snapshot = notices(client)[-1]["snapshot"]
+    assert snapshot["decided"] and snapshot["winner"] == '{"n":1}'
+    assert json.loads(snapshot["leader_payload"]) == {"n": 1, "why": "first"}
+    assert book.snapshot(c).leading_answer == {"n": 1, "why": "first"}
+    assert book.tally(c) == {'{"n":1}': 2}

@@ -12,18 +12,11 @@ import json
 import re
 from collections.abc import Iterator
 
+from maker_workers.domains.base import Parsed, RedFlag
 from maker_workers.errors import ConfigError
 
 State = list[list[int]]
 Move = tuple[int, int, int]
-
-
-class RedFlag(Exception):
-    """A response that must be discarded, never repaired. `reason` is a short stable label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 class IllegalMove(ValueError):
@@ -213,3 +206,51 @@ def optimal_moves(n: int) -> Iterator[Move]:
         move = strategy_move(state, move)
         state = apply_move(state, move)
         yield move
+
+
+# --- the task seam ---------------------------------------------------------------------------------
+
+
+def move_of(answer: dict | None) -> Move | None:
+    """The move inside a winning answer (the payload of a Hanoi vote), or None before the first step."""
+    return None if answer is None else tuple(answer["move"])  # type: ignore[return-value]
+
+
+def payload(move: Move, next_state: State) -> dict:
+    return {"move": list(move), "next_state": next_state}
+
+
+class HanoiTask:
+    """Towers of Hanoi behind the `Task` protocol; prompts, parse and contest keys exactly as before."""
+
+    name = "hanoi"
+    max_output_tokens: int | None = None
+
+    def __init__(self, disks: int) -> None:
+        initial_state(disks)  # validates
+        self.disks = disks
+
+    def definition(self) -> dict:
+        return {"kind": "hanoi", "disks": self.disks}
+
+    def initial_state(self) -> State:
+        return initial_state(self.disks)
+
+    def total_steps(self) -> int:
+        return n_steps(self.disks)
+
+    def messages(self, state: State, step: int, previous: dict | None) -> list[dict[str, str]]:
+        return messages(state, move_of(previous))
+
+    def parse(self, text: str, state: State) -> Parsed:
+        move, next_state = parse(text, self.disks)
+        return Parsed(candidate(move, next_state), payload(move, next_state))
+
+    def next_state(self, state: State, step: int, previous: dict | None, answer: dict) -> State:
+        return answer["next_state"]
+
+    def done(self, state: State, step: int) -> bool:
+        return step >= n_steps(self.disks)
+
+    def input_hash(self, state: State, step: int, previous: dict | None) -> str:
+        return input_hash(state, move_of(previous))

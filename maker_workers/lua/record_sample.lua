@@ -1,111 +1,130 @@
 -- record_sample.lua: record one sample's outcome for one (step, input) contest, atomically.
 --
--- KEYS[1] seen    SET   sample ids already recorded for this contest (Celery may deliver twice)
--- KEYS[2] tally   HASH  candidate -> counted votes
--- KEYS[3] status  HASH  decided, winner, winner_votes, runner_up_votes, samples, votes, red_flags,
---                       errors, late
--- KEYS[4] notify  LIST  the orchestrator BLPOPs one JSON outcome per recorded sample (with the leading
---                       candidate after a vote, so it can speculate on it)
--- KEYS[5] events  STREAM every vote, red flag, error, late vote and decision of the run
--- KEYS[6] stats   HASH  run-wide counters
+-- The script owns the contest's ranking: the status hash holds the whole snapshot (leader, its votes,
+-- the runner-up's votes, the decision and the counters), and every notice carries that snapshot, so the
+-- orchestrator replaces its view instead of patching it and never ranks votes itself.
+--
+-- KEYS[1] seen     SET   sample ids already recorded for this contest (Celery may deliver twice)
+-- KEYS[2] tally    HASH  vote key -> counted votes
+-- KEYS[3] status   HASH  the snapshot: decided, leader, leader_votes, runner_up_votes, winner,
+--                        samples, votes, red_flags, errors, late
+-- KEYS[4] payloads HASH  vote key -> payload, for keys whose payload is not the key itself (first one kept)
+-- KEYS[5] notify   LIST  the orchestrator BLPOPs one JSON notice per recorded sample
+-- KEYS[6] events   STREAM every vote, red flag, error, late vote and decision of the run
+-- KEYS[7] stats    HASH  run-wide counters
 --
 -- ARGV[1] sample id
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
--- ARGV[3] value: the candidate (canonical payload) for a vote; the reason otherwise
--- ARGV[4] k, the margin a candidate needs over the runner-up
--- ARGV[5] step index      ARGV[6] input hash (state and previous move)
--- ARGV[7] input tokens    ARGV[8] output tokens
--- ARGV[9] events stream max length (approximate)
--- ARGV[10] seconds a contest's keys live after its first sample: dropped guesses and stragglers
---          must not leak, and every sample arrives long before (the orchestrator replaces lost ones)
+-- ARGV[3] value: the vote key (canonical) for a vote; the reason otherwise
+-- ARGV[4] payload: the answer handed to the next step, or "" when it is the vote key itself
+-- ARGV[5] k, the margin a candidate needs over the runner-up
+-- ARGV[6] step index      ARGV[7] input hash
+-- ARGV[8] input tokens    ARGV[9] output tokens
+-- ARGV[10] events stream max length (approximate)
+-- ARGV[11] seconds a contest's keys live after its first sample; all of them expire together, so no
+--          key of the contest (the seen set above all) can outlive the others
 --
 -- Returns {outcome, leader_votes, runner_up_votes} where outcome is one of
 -- "duplicate", "late", "vote", "decided", "red_flag", "error".
 
-local sample_id, kind, value = ARGV[1], ARGV[2], ARGV[3]
-local k = tonumber(ARGV[4])
-local step, input_hash = tonumber(ARGV[5]), ARGV[6]
-local input_tokens, output_tokens = tonumber(ARGV[7]), tonumber(ARGV[8])
-local maxlen, ttl = ARGV[9], tonumber(ARGV[10])
+local sample_id, kind, value, payload = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = tonumber(ARGV[5])
+local step, input_hash = tonumber(ARGV[6]), ARGV[7]
+local input_tokens, output_tokens = tonumber(ARGV[8]), tonumber(ARGV[9])
+local maxlen, ttl = ARGV[10], tonumber(ARGV[11])
 
 local function event(fields)
-  local args = {KEYS[5], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
+  local args = {KEYS[6], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
   for _, f in ipairs(fields) do table.insert(args, f) end
   redis.call('XADD', unpack(args))
 end
 
 if redis.call('SADD', KEYS[1], sample_id) == 0 then
-  redis.call('HINCRBY', KEYS[6], 'duplicates', 1)
+  redis.call('HINCRBY', KEYS[7], 'duplicates', 1)
   event({'kind', 'duplicate'})
   return {'duplicate', 0, 0}
 end
 
-redis.call('HINCRBY', KEYS[6], 'samples', 1)
-redis.call('HINCRBY', KEYS[6], 'input_tokens', input_tokens)
-redis.call('HINCRBY', KEYS[6], 'output_tokens', output_tokens)
+redis.call('HINCRBY', KEYS[7], 'samples', 1)
+redis.call('HINCRBY', KEYS[7], 'input_tokens', input_tokens)
+redis.call('HINCRBY', KEYS[7], 'output_tokens', output_tokens)
 redis.call('HINCRBY', KEYS[3], 'samples', 1)
 
-local decided = redis.call('HGET', KEYS[3], 'decided') == '1'
+local current = redis.call('HMGET', KEYS[3], 'decided', 'leader', 'leader_votes', 'runner_up_votes')
+local decided = current[1] == '1'
+local leader = current[2] or nil
+local leader_votes, runner_up_votes = tonumber(current[3] or 0), tonumber(current[4] or 0)
 local outcome
-local leader, leader_votes, runner_up_votes = nil, 0, 0
 
 if kind == 'red_flag' then
   outcome = 'red_flag'
   redis.call('HINCRBY', KEYS[3], 'red_flags', 1)
-  redis.call('HINCRBY', KEYS[6], 'red_flags', 1)
-  redis.call('HINCRBY', KEYS[6], 'red_flag:' .. value, 1)
+  redis.call('HINCRBY', KEYS[7], 'red_flags', 1)
+  redis.call('HINCRBY', KEYS[7], 'red_flag:' .. value, 1)
   event({'kind', 'red_flag', 'reason', value})
 elseif kind == 'error' then
   outcome = 'error'
   redis.call('HINCRBY', KEYS[3], 'errors', 1)
-  redis.call('HINCRBY', KEYS[6], 'errors', 1)
+  redis.call('HINCRBY', KEYS[7], 'errors', 1)
   event({'kind', 'error', 'reason', value})
 elseif decided then
   outcome = 'late'
   redis.call('HINCRBY', KEYS[3], 'late', 1)
-  redis.call('HINCRBY', KEYS[6], 'late_votes', 1)
+  redis.call('HINCRBY', KEYS[7], 'late_votes', 1)
   event({'kind', 'late', 'candidate', value})
 else
-  redis.call('HINCRBY', KEYS[2], value, 1)
+  local votes = redis.call('HINCRBY', KEYS[2], value, 1)
+  if payload ~= '' then redis.call('HSETNX', KEYS[4], value, payload) end
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
-  redis.call('HINCRBY', KEYS[6], 'votes', 1)
-  local tally = redis.call('HGETALL', KEYS[2])
-  for i = 1, #tally, 2 do
-    local n = tonumber(tally[i + 1])
-    if n > leader_votes then
-      runner_up_votes = leader_votes
-      leader_votes, leader = n, tally[i]
-    elseif n > runner_up_votes then
-      runner_up_votes = n
-    end
+  redis.call('HINCRBY', KEYS[7], 'votes', 1)
+  -- The leader is the one with most votes; the runner-up count is the most any other has. A new vote
+  -- changes only its own candidate's count, so the ranking updates without reading the tally.
+  if value == leader then
+    leader_votes = votes
+  elseif votes > leader_votes then
+    runner_up_votes, leader, leader_votes = leader_votes, value, votes
+  elseif votes > runner_up_votes then
+    runner_up_votes = votes
   end
+  redis.call('HSET', KEYS[3], 'leader', leader, 'leader_votes', leader_votes, 'runner_up_votes', runner_up_votes)
   event({'kind', 'vote', 'candidate', value})
   if leader_votes >= k + runner_up_votes then
     outcome = 'decided'
-    redis.call('HSET', KEYS[3], 'decided', '1', 'winner', leader,
-      'winner_votes', leader_votes, 'runner_up_votes', runner_up_votes)
-    redis.call('HINCRBY', KEYS[6], 'decisions', 1)
+    redis.call('HSET', KEYS[3], 'decided', '1', 'winner', leader)
+    redis.call('HINCRBY', KEYS[7], 'decisions', 1)
     event({'kind', 'decided', 'candidate', leader, 'votes', leader_votes, 'runner_up', runner_up_votes})
   else
     outcome = 'vote'
   end
 end
 
-for i = 1, 3 do
-  if redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], ttl) end
+local left = redis.call('TTL', KEYS[3])
+if left < 0 then
+  redis.call('EXPIRE', KEYS[3], ttl)
+  left = ttl
+end
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, left) end
 end
 
+local snapshot = {decided = false}
 local status = redis.call('HGETALL', KEYS[3])
-local msg = {sample_id = sample_id, step = step, input_hash = input_hash, outcome = outcome,
-  leader_votes = leader_votes, runner_up_votes = runner_up_votes}
 for i = 1, #status, 2 do
-  local f = status[i]
-  if f == 'samples' or f == 'red_flags' or f == 'errors' or f == 'votes' then
-    msg[f] = tonumber(status[i + 1])
+  local f, v = status[i], status[i + 1]
+  if f == 'decided' then
+    snapshot.decided = v == '1'
+  elseif f == 'leader' or f == 'winner' then
+    snapshot[f] = v
+  else
+    snapshot[f] = tonumber(v)
   end
 end
-if leader then msg.leader = leader end
-if outcome == 'decided' then msg.winner = leader end
-if outcome == 'red_flag' or outcome == 'error' then msg.reason = value end
-redis.call('RPUSH', KEYS[4], cjson.encode(msg))
+if snapshot.leader then
+  local stored = redis.call('HGET', KEYS[4], snapshot.leader)
+  if stored then snapshot.leader_payload = stored end
+end
+local notice = {sample_id = sample_id, step = step, input_hash = input_hash, outcome = outcome,
+  snapshot = snapshot}
+if outcome == 'red_flag' or outcome == 'error' then notice.reason = value end
+redis.call('RPUSH', KEYS[5], cjson.encode(notice))
 return {outcome, leader_votes, runner_up_votes}

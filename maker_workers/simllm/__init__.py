@@ -1,1 +1,1 @@
-"""A simulated LLM for Hanoi steps, served over OpenAI's chat completions API."""
+"""A simulated LLM, served over OpenAI's chat completions API: answers any task it has an oracle for."""

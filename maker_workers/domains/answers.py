@@ -1,0 +1,197 @@
+"""Answer parsers for spec tasks: strict red-flag parsing of one response into a vote.
+
+Each parser turns a response into a `Parsed(key, payload)` or raises `RedFlag` with reason `parse`
+(no answer in the required form) or `schema` (an answer of the wrong shape). Nothing is repaired:
+a response that needs fixing is discarded, because the errors of a repaired answer are correlated.
+The vote key is canonical JSON, so formatting (key order, whitespace, indent) never splits votes.
+
+The checks a spec runs at load time (`compile_pattern`, `schema_validator`, `normalize_steps`) live here
+too, next to the parsers that rely on them; they raise ValueError with a message meant for the spec's author.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from jsonschema import exceptions as schema_exceptions
+from jsonschema import validators as schema_validators
+from jsonschema.protocols import Validator
+
+from maker_workers.domains import hanoi
+from maker_workers.domains.base import JSON, Parsed, RedFlag, canonical
+
+FORMATS = ("json", "regex", "text", "hanoi")
+NORMALIZE_STEPS = ("strip", "collapse", "casefold")  # applied in this order whatever order a spec lists them in
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"\s+")
+
+
+class AnswerParser(Protocol):
+    """What a task's `parse` delegates to: one response in, one vote out (or a RedFlag)."""
+
+    def parse(self, text: str, state: JSON) -> Parsed: ...
+
+
+# --- load-time checks -----------------------------------------------------------------------------
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a regex answer pattern; it must name the parts a vote is about."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    if not compiled.groupindex:
+        raise ValueError(
+            "the pattern has no named group; name the parts the vote is about, e.g. 'Answer: (?P<answer>\\w+)'"
+        )
+    return compiled
+
+
+def schema_validator(schema: Any) -> Validator:
+    """A ready validator for a JSON Schema, built once; a schema that is not a schema is an error now."""
+    if not isinstance(schema, dict | bool):
+        raise ValueError(f"not a JSON Schema: must be an object (or true/false), got {type(schema).__name__}")
+    cls = schema_validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except schema_exceptions.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise ValueError(f"not a JSON Schema: {exc.message}" + (f" (at {where})" if where else "")) from exc
+    return cls(schema)
+
+
+def normalize_steps(normalize: bool | Sequence[str]) -> tuple[str, ...]:
+    """The normalisation steps named by a spec's `answer.normalize` (true: all of them)."""
+    if normalize is True:
+        return NORMALIZE_STEPS
+    if normalize is False:
+        return ()
+    if isinstance(normalize, list | tuple) and all(isinstance(s, str) for s in normalize):
+        unknown = [s for s in normalize if s not in NORMALIZE_STEPS]
+        if unknown:
+            raise ValueError(f"unknown step {unknown[0]!r}; use true, false or a list of {', '.join(NORMALIZE_STEPS)}")
+        return tuple(s for s in NORMALIZE_STEPS if s in normalize)
+    raise ValueError(f"use true, false or a list of {', '.join(NORMALIZE_STEPS)}")
+
+
+# --- parsers --------------------------------------------------------------------------------------
+
+
+def _scan_objects(text: str) -> list[dict[str, Any]]:
+    """Every top-level JSON object in `text`, in order.
+
+    At each '{' try to decode; on success jump past the object, so braces inside it (strings, nested
+    objects) are never mistaken for the start of another one.
+    """
+    found: list[dict[str, Any]] = []
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, end = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            pos = text.find("{", pos + 1)
+            continue
+        found.append(obj)
+        pos = text.find("{", end)
+    return found
+
+
+def _finite(obj: Any) -> bool:
+    # raw_decode accepts NaN and Infinity, which are not JSON: re-encoding strictly finds them.
+    try:
+        json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def last_json_object(text: str) -> dict[str, Any]:
+    """The last top-level JSON object in a response (prose, code fences and earlier drafts around it are fine)."""
+    found = _scan_objects(text)
+    if not found:
+        raise RedFlag("parse", "no JSON object in the response")
+    last = found[-1]
+    if not _finite(last):
+        raise RedFlag("parse", "the last JSON object holds NaN or Infinity, which JSON does not allow")
+    return last
+
+
+def vote_key(payload: dict[str, Any], vote_on: Sequence[str] | None) -> str:
+    """The canonical key of the fields a vote is about; a missing field is a `schema` red flag."""
+    if vote_on is None:
+        return canonical(payload)
+    missing = [f for f in vote_on if f not in payload]
+    if missing:
+        raise RedFlag("schema", f"the answer lacks the field {missing[0]!r}")
+    return canonical({f: payload[f] for f in vote_on})
+
+
+class JsonAnswer:
+    """The last JSON object in the response, optionally checked against a JSON Schema."""
+
+    def __init__(self, schema: Any = None, vote_on: Sequence[str] | None = None) -> None:
+        self.validator = None if schema is None else schema_validator(schema)
+        self.vote_on = None if vote_on is None else tuple(vote_on)
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        payload = last_json_object(text)
+        if self.validator is not None:
+            error = schema_exceptions.best_match(self.validator.iter_errors(payload))
+            if error is not None:
+                raise RedFlag("schema", f"{error.message} (at {error.json_path})")
+        return Parsed(vote_key(payload, self.vote_on), payload)
+
+
+class RegexAnswer:
+    """The last match of a pattern with named groups; the payload is the match's groups by name."""
+
+    def __init__(self, pattern: str, vote_on: Sequence[str] | None = None) -> None:
+        self.pattern = compile_pattern(pattern)
+        self.vote_on = None if vote_on is None else tuple(vote_on)
+        unknown = [f for f in self.vote_on or () if f not in self.pattern.groupindex]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a named group of the pattern")
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        last = deque(self.pattern.finditer(text), maxlen=1)  # only the last match counts
+        if not last:
+            raise RedFlag("parse", "no match of the answer pattern in the response")
+        payload = last[0].groupdict()
+        return Parsed(vote_key(payload, self.vote_on), payload)
+
+
+class TextAnswer:
+    """The whole response, normalised so that trivial differences (spacing, case) are one vote."""
+
+    def __init__(self, normalize: bool | Sequence[str] = True) -> None:
+        self.steps = normalize_steps(normalize)
+
+    def normalize(self, text: str) -> str:
+        if "strip" in self.steps:
+            text = text.strip()
+        if "collapse" in self.steps:
+            text = _WHITESPACE.sub(" ", text)
+        if "casefold" in self.steps:
+            text = text.casefold()
+        return text
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        answer = self.normalize(text)
+        if not answer:
+            raise RedFlag("parse", "the response is empty")
+        return Parsed(canonical(answer), answer)
+
+
+class HanoiAnswer:
+    """The Towers of Hanoi strict parser; `state` is the current pegs, which give the number of disks."""
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        move, next_state = hanoi.parse(text, hanoi.disks_of(state))
+        payload = {"move": list(move), "next_state": next_state}
+        return Parsed(canonical(payload), payload)

@@ -1,0 +1,80 @@
+"""What every task implements: the one seam between the engine and a task's meaning.
+
+The engine (the run loop, the sample task, the vote script, the report) knows a task only through
+`Task`. States and answers are plain JSON values, so they travel in sample messages and checkpoints
+as they are; a task is rebuilt from its `definition()` (a JSON object) on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NamedTuple, Protocol
+
+JSON = Any  # a JSON value: what states and answers are
+
+
+class RedFlag(Exception):
+    """A response that must be discarded, never repaired. `reason` is a short stable label
+    (parse, schema, too_long) that the run counts by."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Parsed(NamedTuple):
+    """A response that passed the red flags: `key` is what votes are counted by (canonical, so
+    formatting never splits votes), `payload` what the winner hands to the next step."""
+
+    key: str
+    payload: JSON
+
+
+def canonical(value: JSON) -> str:
+    """Canonical JSON: sorted keys, no whitespace. Equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(*parts: JSON) -> str:
+    """A short stable hash of JSON values: names one step's exact input."""
+    return hashlib.sha1(canonical(list(parts)).encode()).hexdigest()[:16]
+
+
+class Task(Protocol):
+    """A long task cut into dependent steps, each decided by one vote.
+
+    `previous` is the winning payload of the step before (None on the first step).
+    """
+
+    name: str
+    max_output_tokens: int | None  # None: the worker's own red-flag limit applies
+
+    def definition(self) -> dict[str, JSON]:
+        """A JSON object that `domains.load_task` turns back into this task (stored with the run)."""
+        ...
+
+    def initial_state(self) -> JSON: ...
+
+    def total_steps(self) -> int | None:
+        """The number of steps when known in advance (for progress and ETA), else None."""
+        ...
+
+    def messages(self, state: JSON, step: int, previous: JSON) -> list[dict[str, str]]: ...
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        """Strict parse of a response to the prompt built from `state`; raises RedFlag."""
+        ...
+
+    def next_state(self, state: JSON, step: int, previous: JSON, answer: JSON) -> JSON:
+        """The next step's input from the winning answer (state transfer: never recomputed)."""
+        ...
+
+    def done(self, state: JSON, step: int) -> bool:
+        """Whether the task is finished when `step` steps have been committed and `state` is the result."""
+        ...
+
+    def input_hash(self, state: JSON, step: int, previous: JSON) -> str:
+        """Names one step's exact input: a vote counts only toward the input its prompt was built from."""
+        ...

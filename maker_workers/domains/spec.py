@@ -1,0 +1,437 @@
+"""Spec tasks: a task written as data (YAML or JSON), checked by pydantic, its prompts sandboxed Jinja2.
+
+A spec names the initial state, the prompt templates, how a response is parsed (`answer`), how the winning
+answer becomes the next state (`next_state`) and when the task is finished (`done`). Templates see `state`,
+`step` (0-based index of the step being decided) and `previous` (the previous winning payload, None on
+step 0); `next_state` also sees `answer` (the winning payload). They run in Jinja's immutable sandbox,
+because a spec is data and must never reach Python objects.
+
+Every problem with a spec is one `SpecError` whose one-line message starts with the field it is about,
+at load time (`load_spec`, `spec_from_data`) and at run time (naming the step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from jinja2 import StrictUndefined, Template, Undefined
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maker_workers.domains.answers import (
+    FORMATS,
+    AnswerParser,
+    HanoiAnswer,
+    JsonAnswer,
+    RegexAnswer,
+    TextAnswer,
+    compile_pattern,
+    normalize_steps,
+    schema_validator,
+)
+from maker_workers.domains.base import JSON, Parsed, digest
+from maker_workers.errors import ConfigError
+
+
+class SpecError(ConfigError):
+    """A spec that cannot run; the message names the field (e.g. `answer.pattern: ...`) and how to fix it."""
+
+
+class _FieldError(ValueError):
+    """Raised in a model validator to name a field below the model (pydantic only knows the model's place)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# extra="forbid": a typo must not be silently ignored; strict: "3" is not a number of steps.
+_MODEL = ConfigDict(extra="forbid", strict=True)
+
+
+class AnswerSpec(BaseModel):
+    """How a response is parsed into a vote: `format` and the options that format takes."""
+
+    model_config = _MODEL
+
+    format: Literal["json", "regex", "text", "hanoi"]
+    schema_: Any = Field(default=None, alias="schema")  # json: a JSON Schema the answer must satisfy
+    pattern: str | None = None  # regex: the last match counts; needs named groups
+    normalize: bool | list[str] | None = None  # text: None means true (strip, collapse, casefold)
+    vote_on: list[str] | None = Field(default=None, min_length=1)  # json, regex: the fields a vote is about
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; use one of {', '.join(FORMATS)}")
+        return value
+
+    @field_validator("schema_")
+    @classmethod
+    def _is_schema(cls, value: Any) -> Any:
+        if value is not None:
+            schema_validator(value)
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_pattern(value)
+        return value
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _known_steps(cls, value: Any) -> Any:
+        if value is not None:
+            normalize_steps(value)
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_format(self) -> AnswerSpec:
+        if self.format == "regex" and self.pattern is None:
+            example = "pattern: 'Answer: (?P<answer>\\w+)'"
+            raise _FieldError("pattern", f"required when answer.format is regex, e.g. {example}")
+        for field, value, owner in (("pattern", self.pattern, "regex"), ("schema", self.schema_, "json")):
+            if value is not None and self.format != owner:
+                raise _FieldError(field, f"only applies when answer.format is {owner}")
+        if self.normalize is not None and self.format != "text":
+            raise _FieldError("normalize", "only applies when answer.format is text")
+        if self.vote_on is not None:
+            if self.format not in ("json", "regex"):
+                raise _FieldError("vote_on", "only applies when answer.format is json or regex")
+            groups = compile_pattern(self.pattern).groupindex if self.pattern is not None else {}
+            unknown = [f for f in self.vote_on if groups and f not in groups]
+            if unknown:
+                why = f"is not a named group of answer.pattern (its groups: {', '.join(groups)})"
+                raise _FieldError("vote_on", f"{unknown[0]!r} {why}")
+        return self
+
+
+class DoneSpec(BaseModel):
+    """When the task is finished: after a fixed number of steps, or when an expression becomes true."""
+
+    model_config = _MODEL
+
+    steps: int | None = Field(default=None, ge=1)
+    when: str | None = Field(default=None, min_length=1)
+    max_steps: int | None = Field(default=None, ge=1)  # a safety bound for `when`: the run fails on reaching it
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DoneSpec:
+        if self.steps is not None and self.when is not None:
+            raise ValueError("give exactly one of 'steps: N' or 'when: EXPRESSION', not both")
+        if self.steps is None and self.when is None:
+            raise ValueError("give one of 'steps: N' (a fixed number of steps) or 'when: EXPRESSION' (on state, step)")
+        if self.max_steps is not None and self.when is None:
+            raise _FieldError("max_steps", "only applies with done.when (done.steps already bounds the run)")
+        return self
+
+
+class Temperature(BaseModel):
+    """Sampling temperature: the first sample of a step, and the samples after it."""
+
+    model_config = _MODEL
+
+    first: float = Field(default=0.0, ge=0, le=2)
+    later: float = Field(default=0.1, ge=0, le=2)
+
+
+class TaskSpec(BaseModel):
+    """A whole task as data. Options left out (None) fall back to the run's own settings."""
+
+    model_config = _MODEL
+
+    name: str = Field(min_length=1)
+    initial_state: Any
+    system: str | None = None
+    prompt: str
+    answer: AnswerSpec
+    next_state: str | None = None  # None: the winning payload is the next state
+    done: DoneSpec
+    k: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
+    max_red_flags: int | None = Field(default=None, ge=1)
+    max_errors: int | None = Field(default=None, ge=1)
+    temperature: Temperature | None = None
+
+    @field_validator("initial_state")
+    @classmethod
+    def _is_json(cls, value: Any) -> Any:
+        try:
+            same = json.loads(json.dumps(value, allow_nan=False)) == value
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a JSON value ({exc})") from exc
+        if not same:
+            raise ValueError("not a JSON value (object keys must be strings)")
+        return value
+
+
+_FIELDS_OF: dict[tuple[str, ...], type[BaseModel]] = {
+    (): TaskSpec,
+    ("answer",): AnswerSpec,
+    ("done",): DoneSpec,
+    ("temperature",): Temperature,
+}
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's first error as `field.path: what is wrong`."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError):
+        loc.append(cause.field)
+        message = str(cause)
+    elif isinstance(cause, ValueError):
+        message = str(cause)
+    elif first["type"] == "extra_forbidden":
+        model = _FIELDS_OF.get(tuple(loc[:-1]))
+        names = [f.alias or name for name, f in model.model_fields.items()] if model else []
+        message = "unknown field (a typo?)" + (f"; the fields here are {', '.join(names)}" if names else "")
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = first["msg"]
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{'.'.join(loc) or 'spec'}: {message}{more}"
+
+
+def _validate(data: Any) -> TaskSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: must be a mapping of fields (name, prompt, answer, ...), got {type(data).__name__}")
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc)) from exc
+
+
+def spec_from_data(data: dict[str, Any], *, literal: bool = False) -> TaskSpec:
+    """A checked spec from parsed YAML/JSON: fields, then templates (compiled and rendered on the initial state)."""
+    spec = _validate(data)
+    SpecTask(spec, literal=literal)  # compiles and renders step 0: template errors surface now, not mid-run
+    return spec
+
+
+def load_spec(path: Path | str, *, literal: bool = False) -> TaskSpec:
+    """Read a spec file (.json as JSON, anything else as YAML, which reads JSON too); errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the file ({exc.strerror})") from exc
+    data = _read_json(path, text) if path.suffix.lower() == ".json" else _read_yaml(path, text)
+    if not isinstance(data, dict):
+        got = "nothing (the file is empty)" if data is None else f"a {type(data).__name__}"
+        raise SpecError(f"{path}: a spec must be a mapping of fields (name, prompt, answer, ...), got {got}")
+    try:
+        return spec_from_data(data, literal=literal)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: JSON syntax error on line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except ValueError as exc:
+        raise SpecError(f"{path}: JSON error: {exc}") from exc
+
+
+def _read_yaml(path: Path, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" on line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpecError(f"{path}: YAML syntax error{where}: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: YAML error: {exc}") from exc
+
+
+def parser_for(answer: AnswerSpec) -> AnswerParser:
+    """The parser an answer spec describes (regex and schema compiled once, here)."""
+    if answer.format == "json":
+        return JsonAnswer(answer.schema_, answer.vote_on)
+    if answer.format == "regex":
+        assert answer.pattern is not None  # AnswerSpec requires it
+        return RegexAnswer(answer.pattern, answer.vote_on)
+    if answer.format == "text":
+        return TextAnswer(True if answer.normalize is None else answer.normalize)
+    return HanoiAnswer()
+
+
+# --- the sandbox ----------------------------------------------------------------------------------
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, which also refuses dunder names that do not exist (`f.__globals__` on a
+    builtin), so every escape attempt reads as a refusal rather than as a typo."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        value = super().getattr(obj, attribute)
+        if attribute.startswith("__") and isinstance(value, Undefined):
+            return self.unsafe_undefined(obj, attribute)
+        return value
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        value = super().getitem(obj, argument)
+        if isinstance(argument, str) and argument.startswith("__") and isinstance(value, Undefined):
+            return self.unsafe_undefined(obj, argument)
+        return value
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    # Jinja's own tojson HTML-escapes <>&' for embedding in HTML; a prompt or a next_state needs exact JSON.
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_ENV.filters["tojson"] = _tojson
+
+
+class _Renders(Protocol):
+    def render(self, *args: Any, **kwargs: Any) -> str: ...
+
+
+class _Plain:
+    """A prompt taken literally (`maker vote`): the user's `{{` is text, not a template."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        return self.text
+
+
+def _compile(field: str, source: str) -> Template:
+    try:
+        return _ENV.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise SpecError(f"{field}: template syntax error on line {exc.lineno}: {exc.message}") from exc
+
+
+def _failure(field: str, at: str, exc: Exception, what: str = "template") -> SpecError:
+    """A template or expression that failed while running, as one SpecError naming the field and the step."""
+    message = str(exc).rstrip(".")
+    if isinstance(exc, SecurityError) or (isinstance(exc, UndefinedError) and "object is unsafe" in message):
+        return SpecError(f"{field}: the {what} tries to reach outside the sandbox ({message}) {at}")
+    if isinstance(exc, UndefinedError):
+        return SpecError(f"{field}: undefined variable {at}: {message}")
+    return SpecError(f"{field}: the {what} failed {at}: {type(exc).__name__}: {message}")
+
+
+def _render(template: _Renders, field: str, at: str, variables: dict[str, Any]) -> str:
+    try:
+        return template.render(variables)
+    except Exception as exc:  # a template is the spec author's code: any failure of it is a spec error
+        raise _failure(field, at, exc) from exc
+
+
+# --- the task -------------------------------------------------------------------------------------
+
+
+class SpecTask:
+    """A `Task` defined by a TaskSpec. Templates, the regex and the schema are compiled once here, so build
+    one per run and reuse it for every sample. `literal=True` takes system and prompt as plain text."""
+
+    def __init__(self, spec: TaskSpec, *, literal: bool = False) -> None:
+        self.spec = spec
+        self.literal = literal
+        self.name = spec.name
+        self.max_output_tokens = spec.max_output_tokens
+        self.max_steps = spec.done.max_steps  # the run loop fails a `when` run that reaches it
+        self._parser = parser_for(spec.answer)
+        self._system: _Renders | None
+        if literal:
+            self._system = None if spec.system is None else _Plain(spec.system)
+            self._prompt: _Renders = _Plain(spec.prompt)
+        else:
+            self._system = None if spec.system is None else _compile("system", spec.system)
+            self._prompt = _compile("prompt", spec.prompt)
+        self._next_state = None if spec.next_state is None else _compile("next_state", spec.next_state)
+        self._when = None
+        if spec.done.when is not None:
+            try:
+                self._when = _ENV.compile_expression(spec.done.when, undefined_to_none=False)
+            except TemplateSyntaxError as exc:
+                raise SpecError(f"done.when: expression syntax error: {exc.message}") from exc
+        initial = spec.initial_state
+        self._messages(initial, 0, None, "at first render")
+        self._done(initial, 0, "at first render")
+
+    @classmethod
+    def from_definition(cls, definition: dict[str, JSON]) -> SpecTask:
+        """The task `definition()` describes, on any machine."""
+        if definition.get("kind") != "spec":
+            raise SpecError(f"not a spec task definition (kind {definition.get('kind')!r})")
+        return cls(_validate(definition.get("spec")), literal=bool(definition.get("literal", False)))
+
+    def definition(self) -> dict[str, JSON]:
+        spec = self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        spec["initial_state"] = self.spec.initial_state  # a null state is a state, not a missing field
+        return {"kind": "spec", "spec": spec, "literal": self.literal}
+
+    def initial_state(self) -> JSON:
+        return self.spec.initial_state
+
+    def total_steps(self) -> int | None:
+        return self.spec.done.steps
+
+    def messages(self, state: JSON, step: int, previous: JSON) -> list[dict[str, str]]:
+        return self._messages(state, step, previous, f"at step {step}")
+
+    def _messages(self, state: JSON, step: int, previous: JSON, at: str) -> list[dict[str, str]]:
+        variables = {"state": state, "step": step, "previous": previous}
+        out = []
+        if self._system is not None:
+            out.append({"role": "system", "content": _render(self._system, "system", at, variables)})
+        out.append({"role": "user", "content": _render(self._prompt, "prompt", at, variables)})
+        return out
+
+    def parse(self, text: str, state: JSON) -> Parsed:
+        return self._parser.parse(text, state)
+
+    def next_state(self, state: JSON, step: int, previous: JSON, answer: JSON) -> JSON:
+        if self._next_state is None:
+            return answer
+        variables = {"state": state, "step": step, "previous": previous, "answer": answer}
+        text = _render(self._next_state, "next_state", f"at step {step}", variables)
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise SpecError(
+                f"next_state: the output at step {step} is not JSON ({exc}): {text[:200]!r}; "
+                "build it with the tojson filter, e.g. {{ answer | tojson }}"
+            ) from exc
+
+    def done(self, state: JSON, step: int) -> bool:
+        return self._done(state, step, f"at step {step}")
+
+    def _done(self, state: JSON, step: int, at: str) -> bool:
+        if self._when is None:
+            assert self.spec.done.steps is not None  # DoneSpec requires one of the two
+            return step >= self.spec.done.steps
+        try:
+            return bool(self._when(state=state, step=step))
+        except Exception as exc:  # the expression is the spec author's code
+            raise _failure("done.when", at, exc, "expression") from exc
+
+    def input_hash(self, state: JSON, step: int, previous: JSON) -> str:
+        return digest(state, step, previous)

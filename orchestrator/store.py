@@ -1,0 +1,116 @@
+"""A run's persistence in Redis: its definition, checkpoint, answer log and counters.
+
+Beside the vote book (which owns the contests), this owns everything else a run keeps, so the run
+loop holds no state that a new orchestrator could not read back: resume needs Redis alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+
+from maker_workers import keys
+from maker_workers.domains.base import JSON, canonical
+from maker_workers.errors import ConfigError, StoreError, store_errors
+
+_COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
+
+
+class Checkpoint(BaseModel):
+    step: int  # the next step to decide
+    state: JSON
+    previous: JSON = None  # the winning answer of the step before
+
+
+class RunStore:
+    def __init__(self, client: redis.Redis, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._commit = client.register_script(_COMMIT)
+
+    def exists(self) -> bool:
+        with store_errors(f"looking up run {self.run_id}"):
+            return self.client.exists(keys.meta(self.run_id)) == 1
+
+    def start(self, task: dict[str, Any], config: dict[str, Any]) -> None:
+        """Record a new run, or check that a resumed one is the same task with the same k."""
+        with store_errors(f"starting run {self.run_id}"):
+            created = self.client.hsetnx(keys.meta(self.run_id), "task", canonical(task))
+            self.client.hdel(keys.meta(self.run_id), "ended", "failure")  # a resumed run goes again
+            if created:
+                self.client.hset(keys.meta(self.run_id), mapping={"config": json.dumps(config), "started": time.time()})
+                return
+            stored = self.client.hmget(keys.meta(self.run_id), ["task", "config"])
+        stored_task = json.loads(stored[0])
+        if stored_task != json.loads(canonical(task)):
+            raise ConfigError(
+                f"run {self.run_id} is a different task ({_describe(stored_task)}), not {_describe(task)}: "
+                "resume it with the same task and options it started with"
+            )
+        stored_k = json.loads(stored[1] or "{}").get("k")
+        if stored_k is not None and stored_k != config.get("k"):
+            raise ConfigError(
+                f"run {self.run_id} votes with k={stored_k}; resume it with --k {stored_k} "
+                "(a different k would change how its remaining steps are decided)"
+            )
+
+    def finish(self, failure: str | None) -> None:
+        """Mark the run ended (done, or failed with the reason), for anyone following it."""
+        with store_errors(f"finishing run {self.run_id}"):
+            self.client.hset(keys.meta(self.run_id), mapping={"ended": time.time(), "failure": failure or ""})
+
+    def finished(self) -> str | None:
+        """None while the run goes; once it ended, its failure ("" when it reached its done condition)."""
+        with store_errors(f"reading run {self.run_id}"):
+            ended, failure = self.client.hmget(keys.meta(self.run_id), ["ended", "failure"])
+        return None if ended is None else (failure or b"").decode()
+
+    def task(self) -> dict[str, Any] | None:
+        """The stored task definition (what workers read)."""
+        with store_errors(f"reading the task of run {self.run_id}"):
+            raw = self.client.hget(keys.meta(self.run_id), "task")
+        return None if raw is None else json.loads(raw)
+
+    def saved(self) -> Checkpoint | None:
+        """The last checkpoint, if the run has committed a step."""
+        with store_errors(f"reading the checkpoint of run {self.run_id}"):
+            raw = self.client.hgetall(keys.checkpoint(self.run_id))
+        if not raw:
+            return None
+        return Checkpoint(
+            step=int(raw[b"step"]), state=json.loads(raw[b"state"]), previous=json.loads(raw[b"previous"])
+        )
+
+    def commit(self, step: int, next_state: JSON, answer: JSON) -> None:
+        """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated."""
+        with store_errors(f"checkpointing step {step}"):
+            at = self._commit(
+                keys=[keys.checkpoint(self.run_id), keys.answers(self.run_id)],
+                args=[step, canonical(next_state), canonical(answer)],
+            )
+        if int(at) != step + 1:
+            raise StoreError(
+                f"run {self.run_id}'s checkpoint is at step {at}, not {step}: is another orchestrator driving it?"
+            )
+
+    def answers(self) -> list[JSON]:
+        """Every committed step's winning answer, in order (what a resumed run's scorer replays)."""
+        with store_errors(f"reading the answers of run {self.run_id}"):
+            return [json.loads(a) for a in self.client.lrange(keys.answers(self.run_id), 0, -1)]
+
+    def stats(self) -> dict[str, int]:
+        """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
+        with store_errors(f"reading the stats of run {self.run_id}"):
+            raw = self.client.hgetall(keys.stats(self.run_id))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _describe(task: dict[str, Any]) -> str:
+    if task.get("kind") == "hanoi":
+        return f"hanoi with {task.get('disks')} disks"
+    return f"{task.get('kind')} {task.get('spec', {}).get('name', '')!r}".strip()
