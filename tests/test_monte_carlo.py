@@ -135,3 +135,50 @@ def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, dict | None, str
         after = hanoi.apply_move(state, move)
         yield state, previous, hanoi.candidate(move, after)
         state, previous = after, hanoi.payload(move, after)
+
+
+def test_a_spec_task_fails_steps_at_rate_one_minus_p_sub_through_the_pipeline(client: redis.Redis) -> None:
+    """The same check on a task written as a spec (the sort example): the seam changes nothing statistically."""
+    from maker_workers.domains.spec import SpecTask, load_spec
+    from tests.conftest import ROOT
+
+    task = SpecTask(load_spec(ROOT / "examples" / "sort.yaml"))
+    error_rate, k = 0.3, 2
+    config = SimConfig(error_rate=error_rate, collision_share=1.0, corrupt_share=0.0, malformed_rate=0.02, seed=5)
+    server = SimServer("127.0.0.1", 0, config)
+    server.start_in_thread()
+    book, policy = VoteBook(client), SamplePolicy()
+    failures = steps = 0
+    try:
+        with httpx.Client() as http:
+            provider = OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
+            for trial in range(12):  # the right path through the sort, again and again, as separate runs
+                state, previous, step = task.initial_state(), None, 0
+                while not task.done(state, step):
+                    i = next(j for j in range(len(state) - 1) if state[j] > state[j + 1])
+                    right = [*state[:i], state[i + 1], state[i], *state[i + 2 :]]
+                    n = 0
+                    while True:
+                        request = SampleRequest(
+                            run_id=f"mc3-{trial}",
+                            step=step,
+                            input_hash=task.input_hash(state, step, previous),
+                            state=state,
+                            previous=previous,
+                            sample_id=str(n),
+                            temperature=0.0 if n == 0 else 0.1,
+                            k=k,
+                        )
+                        n += 1
+                        recorded = draw_sample(request, task, provider, book, policy)
+                        if recorded is not None and recorded.outcome is Outcome.DECIDED:
+                            break
+                    winner = book.snapshot(request.contest).leading_answer
+                    failures += winner["list"] != right
+                    steps += 1
+                    previous, state, step = winner, right, step + 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    q = 1 - p_sub(1 - error_rate, k)
+    assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps), (failures, steps, q)

@@ -1,0 +1,59 @@
+"""A run's persistence: resume checks, the once-only commit, progress as any machine reads it.
+
+fakeredis serves where only plain commands are used (no server to start, so these run in milliseconds);
+the commit is a Lua script, which fakeredis runs only with an extra interpreter, so it gets the real server.
+"""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import redis
+
+from maker_workers import keys
+from maker_workers.domains.hanoi import HanoiTask
+from maker_workers.errors import ConfigError, StoreError
+from orchestrator.api import progress
+from orchestrator.store import Checkpoint, RunStore
+
+HANOI_3 = HanoiTask(3).definition()
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_a_resumed_run_must_be_the_same_task_with_the_same_k(fake: fakeredis.FakeRedis) -> None:
+    RunStore(fake, "r").start(HANOI_3, {"k": 3})
+    RunStore(fake, "r").start(HANOI_3, {"k": 3, "speculate": 4})  # other options may change
+    with pytest.raises(ConfigError, match=r"hanoi with 3 disks.*not hanoi with 4 disks"):
+        RunStore(fake, "r").start(HanoiTask(4).definition(), {"k": 3})
+    with pytest.raises(ConfigError, match="resume it with --k 3"):
+        RunStore(fake, "r").start(HANOI_3, {"k": 4})
+
+
+def test_progress_reads_a_run_from_redis_alone(fake: fakeredis.FakeRedis) -> None:
+    store = RunStore(fake, "r")
+    store.start(HANOI_3, {"k": 3})
+    fake.hset(keys.checkpoint("r"), mapping={"step": 4, "state": "[[3],[2],[1]]", "previous": "null"})
+    fake.hset(keys.stats("r"), mapping={"samples": 14, "votes": 13, "red_flags": 1})
+    now = progress(fake, "r")
+    assert (now.task, now.steps_done, now.total_steps, now.samples, now.finished) == ("hanoi", 4, 7, 14, False)
+    assert store.saved() == Checkpoint(step=4, state=[[3], [2], [1]], previous=None)
+    store.finish("step 4 failed: cap")
+    assert progress(fake, "r").failure == "step 4 failed: cap"
+    store.start(HANOI_3, {"k": 3})  # resumed: it goes again
+    assert not progress(fake, "r").finished
+
+
+def test_a_commit_sent_twice_logs_the_step_once(client: redis.Redis) -> None:
+    """What redis-py does when the reply to a commit is lost: it sends the same commit again."""
+    store = RunStore(client, "r")
+    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]})
+    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]})
+    store.commit(1, [[3], [2], [1]], {"move": [2, 0, 1]})
+    assert store.answers() == [{"move": [1, 0, 2]}, {"move": [2, 0, 1]}]
+    assert store.saved() == Checkpoint(step=2, state=[[3], [2], [1]], previous={"move": [2, 0, 1]})
+    with pytest.raises(StoreError, match="checkpoint is at step 2, not 5"):
+        store.commit(5, [], {})
