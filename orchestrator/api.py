@@ -11,6 +11,8 @@ the embedded default (private Redis, simulated LLM, Celery workers) for the call
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -110,6 +112,10 @@ def _drive(
             runner.run(on_commit)
         except (StepFailed, ClusterFailed) as exc:  # the run ends; its report still says how far it got
             failure = str(exc)
+        except MakerError as exc:  # ends it too, for anyone following; a Ctrl-C leaves it to be resumed
+            with contextlib.suppress(MakerError):
+                runner.store.finish(str(exc))
+            raise
         wall = time.perf_counter() - started
         runner.store.finish(failure)
         return _Outcome(runner.run_id, failure is None, failure, runner.store.stats(), wall, finish(runner))
@@ -150,6 +156,8 @@ def run_spec(
     """Carry out a spec task to its done condition (or a failed step); `run_id` resumes that run."""
     task = spec_task(spec)
     voting = voting or voting_for(task.spec)
+    if voting.max_steps is None and task.spec.done.max_steps is not None:  # the task's own bound always holds
+        voting = voting.model_copy(update={"max_steps": task.spec.done.max_steps})
     log = StepLog(task.initial_state())
     out = _drive(task, log, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
     return TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
@@ -223,18 +231,17 @@ def vote(
     voting = voting or VotingConfig()
     log = StepLog(None)
     decided: list[CommittedStep] = []
-    hooks = hooks or Hooks()
-    on_step = hooks.on_step
+    given = hooks or Hooks()
 
     def keep(step: CommittedStep) -> None:
         decided.append(step)
-        on_step(step)
+        given.on_step(step)
 
     def tally(runner: Runner) -> dict[str, Any]:
         contest = Contest(run_id=runner.run_id, step=0, input_hash=task.input_hash(None, 0, None), k=voting.k)
         return {"tally": VoteBook(runner.client).tally(contest)}
 
-    hooks.on_step = keep
+    hooks = dataclasses.replace(given, on_step=keep)
     out = _drive(task, log, voting, cluster or ClusterOptions(), None, hooks, finish=tally)
     won = decided[0] if decided else None
     by_reason = {n.removeprefix("red_flag:"): v for n, v in out.stats.items() if n.startswith("red_flag:")}
@@ -278,7 +285,8 @@ def progress(client: Any, run_id: str) -> RunProgress:
     if definition is None:
         raise MakerError(f"no run {run_id} in this Redis: check the run id and the Redis URL")
     task = load_task(definition)
-    saved, stats, ended = store.saved(), store.stats(), store.finished()
+    ended = store.finished()  # read first: once the run has ended, what follows is its final figures
+    saved, stats = store.saved(), store.stats()
     return RunProgress(
         run_id=run_id,
         task=task.name,

@@ -345,6 +345,8 @@ def vote(
             prompt = prompt_file.read_text()
         except OSError as exc:
             fail(f"--prompt-file: cannot read {prompt_file}: {exc.strerror}")
+        except UnicodeDecodeError:
+            fail(f"--prompt-file: {prompt_file} is not UTF-8 text")
     assert prompt is not None
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags)

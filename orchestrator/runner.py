@@ -88,12 +88,15 @@ class _Open:
             return self.known.winner
         return self.known.leader if self.known.margin > 0 else None
 
-    def absorb(self, notice: Notice) -> None:
+    def absorb(self, notice: Notice) -> bool:
+        """Take the notice's snapshot; False when it is older than the view (re-read the contest then)."""
         self.in_flight.pop(notice.sample_id, None)
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
-        if notice.snapshot.samples >= self.known.samples:  # never step back to an older snapshot
-            self.known = notice.snapshot
+        if notice.snapshot.samples < self.known.samples:  # an old notice, or the contest's keys expired
+            return False
+        self.known = notice.snapshot
+        return True
 
     def committed(self, task: Task) -> CommittedStep:
         known = self.known
@@ -164,6 +167,8 @@ class Runner:
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
                 window.pop(0)
+                if window and window[0].contest.input_hash != self.task.input_hash(state, step, previous):
+                    window.clear()  # the guess was built on another input; it must never be committed
                 continue
             self._check_caps(front)
             self._speculate(window)
@@ -177,8 +182,10 @@ class Runner:
                 checked_at = now
             if notice is not None:
                 heard_at, warned = now, False
-                self._route(window, notice)
+                if not self._route(window, notice):
+                    self._reread(window)
                 continue
+            self._reread(window)  # a lost notice must cost a re-read, never a hang
             silent = now - heard_at
             if silent >= self.config.stall_warning_s and not warned:
                 warned = True  # once per silence: the caller decides whether to go on waiting
@@ -214,27 +221,38 @@ class Runner:
             answer = last.known.leading_answer
             try:
                 state = self.task.next_state(last.state, last.step, last.previous, answer)
+                if self.task.done(state, last.step + 1):
+                    return
             except MakerError:  # a guess the task cannot even build on is not worth voting ahead of
-                return
-            if self.task.done(state, last.step + 1):
                 return
             window.append(self._open(last.step + 1, state, answer))
 
     @staticmethod
-    def _route(window: list[_Open], notice: Notice) -> None:
+    def _route(window: list[_Open], notice: Notice) -> bool:
+        """Apply a notice to its open contest; False when it was stale and the view needs a re-read."""
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
                 guess = contest.guess
-                contest.absorb(notice)
+                fresh = contest.absorb(notice)
                 if contest.guess != guess:
                     del window[i + 1 :]  # the guesses built on the old leader are off the path now
+                return fresh
+        return True  # a late outcome of a committed step or of a dropped guess
+
+    def _reread(self, window: list[_Open]) -> None:
+        """Replace every open contest's view with what Redis holds now."""
+        for i, contest in enumerate(window):
+            guess = contest.guess
+            contest.known = self.book.snapshot(contest.contest)
+            if contest.guess != guess:
+                del window[i + 1 :]
                 return
-        # otherwise: a late outcome of a committed step or of a dropped guess
 
     def _top_up(self, contest: _Open) -> None:
-        if contest.decided:
-            return
         cfg = self.config
+        known = contest.known
+        if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
+            return  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
         needed = to_enqueue(cfg.k, contest.known.margin, len(contest.in_flight))
         # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
         needed = min(needed, max(0, cfg.max_samples - contest.known.samples - len(contest.in_flight)))

@@ -39,13 +39,17 @@ class RunStore:
 
     def start(self, task: dict[str, Any], config: dict[str, Any]) -> None:
         """Record a new run, or check that a resumed one is the same task with the same k."""
+        meta = keys.meta(self.run_id)
+        with store_errors(f"starting run {self.run_id}"), self.client.pipeline(transaction=True) as pipe:
+            # One transaction: a run never exists with its task but without the k it votes with.
+            pipe.hsetnx(meta, "task", canonical(task)).hsetnx(meta, "config", json.dumps(config))
+            pipe.hsetnx(meta, "started", time.time()).hmget(meta, ["task", "config"])
+            stored = pipe.execute()[-1]
+        self._check_same(task, config, stored)
         with store_errors(f"starting run {self.run_id}"):
-            created = self.client.hsetnx(keys.meta(self.run_id), "task", canonical(task))
-            self.client.hdel(keys.meta(self.run_id), "ended", "failure")  # a resumed run goes again
-            if created:
-                self.client.hset(keys.meta(self.run_id), mapping={"config": json.dumps(config), "started": time.time()})
-                return
-            stored = self.client.hmget(keys.meta(self.run_id), ["task", "config"])
+            self.client.hdel(meta, "ended", "failure")  # a resumed run goes again
+
+    def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])
         if stored_task != json.loads(canonical(task)):
             raise ConfigError(

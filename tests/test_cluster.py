@@ -204,3 +204,24 @@ def test_silence_from_every_worker_is_reported(redis_url: str) -> None:
     with pytest.raises(Reported) as reported:
         runner.run()
     assert reported.value.args[0] >= 0.3
+
+
+def test_a_decision_whose_notice_was_lost_is_read_back_not_waited_for(redis_url: str) -> None:
+    """The contest is decided in Redis but no notice ever comes (lost reply, expired keys): a re-read finds it."""
+    import threading
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    task = hanoi.HanoiTask(1)
+    engine = Runner(client, make_app(redis_url), VotingConfig(k=1, wait_s=0.2), task)
+    finished: list[object] = []
+    thread = threading.Thread(target=lambda: finished.append(engine.run()), daemon=True)
+    thread.start()
+    while not client.llen("maker"):  # the sample is queued (no worker will take it): the contest is open
+        client.blpop(["never"], timeout=0.05)
+    winner = hanoi.candidate((1, 0, 2), [[], [], [1]])
+    status = keys.step(engine.run_id, 0, task.input_hash(task.initial_state(), 0, None)).status
+    client.hset(status, mapping={"decided": 1, "winner": winner, "leader": winner, "leader_votes": 1, "samples": 1})
+    thread.join(30)
+    assert finished == [[[], [], [1]]]
+    assert engine.store.answers() == [{"move": [1, 0, 2], "next_state": [[], [], [1]]}]

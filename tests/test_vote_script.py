@@ -216,3 +216,10 @@ def test_a_payload_that_is_not_its_key_is_kept_once_and_handed_to_the_winner(
     assert json.loads(snapshot["leader_payload"]) == {"n": 1, "why": "first"}
     assert book.snapshot(c).leading_answer == {"n": 1, "why": "first"}
     assert book.tally(c) == {'{"n":1}': 2}
+
+
+def test_the_winner_hands_on_its_first_votes_payload_even_when_that_was_the_key(book: VoteBook) -> None:
+    c = contest(k=2)
+    book.record(c, "a", "vote", '{"n":1}')  # payload == key: nothing stored
+    book.record(c, "b", "vote", '{"n":1}', payload='{"n":1,"why":"later"}')
+    assert book.snapshot(c).decided and book.snapshot(c).leading_answer == {"n": 1}

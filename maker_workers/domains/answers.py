@@ -192,6 +192,8 @@ class HanoiAnswer:
     """The Towers of Hanoi strict parser; `state` is the current pegs, which give the number of disks."""
 
     def parse(self, text: str, state: JSON) -> Parsed:
-        move, next_state = hanoi.parse(text, hanoi.disks_of(state))
+        # Without a state (a one-off `maker vote`), the answer's own next_state says how many disks there are.
+        disks = hanoi.disks_of(state) if state is not None else hanoi.disks_in(text)
+        move, next_state = hanoi.parse(text, disks)
         payload = {"move": list(move), "next_state": next_state}
         return Parsed(canonical(payload), payload)

@@ -149,6 +149,15 @@ def parse(text: str, n: int) -> tuple[Move, State]:
     return move, state
 
 
+def disks_in(text: str) -> int:
+    """The number of disks the last `next_state =` in a response holds (0 when there is none to read)."""
+    try:
+        state_m = _last_value(_STATE_KEY, _STATE_VALUE, text, "next_state")
+    except RedFlag:
+        return 0
+    return sum(len(group.split(",")) for group in state_m.groups() if group.strip())
+
+
 def candidate(move: Move, next_state: State) -> str:
     """The canonical vote: two answers are the same vote iff they parse to the same pair."""
     return json.dumps({"move": list(move), "next_state": next_state}, separators=(",", ":"))

@@ -8,7 +8,7 @@
 -- KEYS[2] tally    HASH  vote key -> counted votes
 -- KEYS[3] status   HASH  the snapshot: decided, leader, leader_votes, runner_up_votes, winner,
 --                        samples, votes, red_flags, errors, late
--- KEYS[4] payloads HASH  vote key -> payload, for keys whose payload is not the key itself (first one kept)
+-- KEYS[4] payloads HASH  vote key -> its first vote's payload, when that is not the key itself
 -- KEYS[5] notify   LIST  the orchestrator BLPOPs one JSON notice per recorded sample
 -- KEYS[6] events   STREAM every vote, red flag, error, late vote and decision of the run
 -- KEYS[7] stats    HASH  run-wide counters
@@ -74,7 +74,8 @@ elseif decided then
   event({'kind', 'late', 'candidate', value})
 else
   local votes = redis.call('HINCRBY', KEYS[2], value, 1)
-  if payload ~= '' then redis.call('HSETNX', KEYS[4], value, payload) end
+  -- A key's payload is its first vote's: stored only when that one differs from the key.
+  if votes == 1 and payload ~= '' then redis.call('HSET', KEYS[4], value, payload) end
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
   redis.call('HINCRBY', KEYS[7], 'votes', 1)
   -- The leader is the one with most votes; the runner-up count is the most any other has. A new vote
