@@ -28,8 +28,8 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec, spec_from_data
 from maker_workers.errors import ClusterFailed, MakerError, StepFailed, store_errors
 from maker_workers.votes import Contest, VoteBook
-from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
-from orchestrator.report import RunReport, Scorer, StepLog, TaskReport
+from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect
+from orchestrator.report import RunCounts, RunReport, Scorer, StepLog, TaskReport
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import Checkpoint, RunStore
 
@@ -131,8 +131,6 @@ def voting_for(spec: TaskSpec, **given: Any) -> VotingConfig:
     if spec.temperature is not None:
         from_spec["first_temperature"] = spec.temperature.first
         from_spec["later_temperature"] = spec.temperature.later
-    if spec.done.max_steps is not None:
-        from_spec["max_steps"] = spec.done.max_steps
     return VotingConfig(**{**from_spec, **{k: v for k, v in given.items() if v is not None}})
 
 
@@ -156,8 +154,6 @@ def run_spec(
     """Carry out a spec task to its done condition (or a failed step); `run_id` resumes that run."""
     task = spec_task(spec)
     voting = voting or voting_for(task.spec)
-    if voting.max_steps is None and task.spec.done.max_steps is not None:  # the task's own bound always holds
-        voting = voting.model_copy(update={"max_steps": task.spec.done.max_steps})
     log = StepLog(task.initial_state())
     out = _drive(task, log, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
     return TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
@@ -178,10 +174,15 @@ def run_hanoi(
     return RunReport.build(out.run_id, voting.k, scorer, out.stats, out.wall_s, out.failure)
 
 
+def _question(prompt: str, answer: dict[str, Any], **optional: Any) -> TaskSpec:
+    """A one-step task asking `prompt` literally: what `vote` runs, and how `answer_spec` checks a format."""
+    data = {"name": "vote", "initial_state": None, "prompt": prompt, "answer": answer, "done": {"steps": 1}}
+    return spec_from_data(data | {name: v for name, v in optional.items() if v is not None}, literal=True)
+
+
 def answer_spec(given: dict[str, Any]) -> AnswerSpec:
     """An answer format checked as a spec's `answer` is; a problem raises SpecError naming `answer.<field>`."""
-    probe = {"name": "vote", "initial_state": None, "prompt": "-", "answer": given, "done": {"steps": 1}}
-    return spec_from_data(probe, literal=True).answer
+    return _question("-", given).answer
 
 
 class VoteResult(BaseModel):
@@ -215,18 +216,8 @@ def vote(
     hooks: Hooks | None = None,
 ) -> VoteResult:
     """Ask the cluster one question and vote on the answers, ahead-by-k; never a plurality guess."""
-    spec = spec_from_data(
-        {
-            "name": "vote",
-            "initial_state": None,
-            "prompt": prompt,
-            **({"system": system} if system else {}),
-            "answer": (answer or AnswerSpec(format="text")).model_dump(by_alias=True, exclude_none=True),
-            "done": {"steps": 1},
-            **({"max_output_tokens": max_output_tokens} if max_output_tokens else {}),
-        },
-        literal=True,
-    )
+    answer_given = (answer or AnswerSpec(format="text")).model_dump(by_alias=True, exclude_none=True)
+    spec = _question(prompt, answer_given, system=system or None, max_output_tokens=max_output_tokens)
     task = SpecTask(spec, literal=True)
     voting = voting or VotingConfig()
     log = StepLog(None)
@@ -244,7 +235,6 @@ def vote(
     hooks = dataclasses.replace(given, on_step=keep)
     out = _drive(task, log, voting, cluster or ClusterOptions(), None, hooks, finish=tally)
     won = decided[0] if decided else None
-    by_reason = {n.removeprefix("red_flag:"): v for n, v in out.stats.items() if n.startswith("red_flag:")}
     return VoteResult(
         run_id=out.run_id,
         decided=won is not None,
@@ -256,7 +246,7 @@ def vote(
         samples=out.stats.get("samples", 0),
         votes=out.stats.get("votes", 0),
         red_flags=out.stats.get("red_flags", 0),
-        red_flags_by_reason=by_reason,
+        red_flags_by_reason=RunCounts.by_reason(out.stats),
         input_tokens=out.stats.get("input_tokens", 0),
         output_tokens=out.stats.get("output_tokens", 0),
         wall_s=round(out.wall_s, 3),
@@ -302,8 +292,6 @@ def progress(client: Any, run_id: str) -> RunProgress:
 
 def follow(run_id: str, redis_url: str, *, wake_s: float = 1.0) -> Iterator[RunProgress]:
     """Yield a run's progress whenever its event stream moves (at least every `wake_s`), until it ends."""
-    from orchestrator.cluster import connect
-
     client = connect(redis_url)
     last_id = "$"
     try:

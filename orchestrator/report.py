@@ -78,6 +78,11 @@ class RunCounts(BaseModel):
     failure: str | None = None
 
     @staticmethod
+    def by_reason(stats: dict[str, int]) -> dict[str, int]:
+        """Red flags by reason, from the vote script's `red_flag:<reason>` counters."""
+        return {name.removeprefix("red_flag:"): n for name, n in stats.items() if name.startswith("red_flag:")}
+
+    @staticmethod
     def fields_from(
         run_id: str, k: int, log: StepLog, stats: dict[str, int], wall_s: float, failure: str | None
     ) -> dict[str, Any]:
@@ -88,9 +93,7 @@ class RunCounts(BaseModel):
             "samples": stats.get("samples", 0),
             "votes": stats.get("votes", 0),
             "red_flags": stats.get("red_flags", 0),
-            "red_flags_by_reason": {
-                name.removeprefix("red_flag:"): n for name, n in stats.items() if name.startswith("red_flag:")
-            },
+            "red_flags_by_reason": RunCounts.by_reason(stats),
             "provider_errors": stats.get("errors", 0),
             "late_votes": stats.get("late_votes", 0),
             "duplicates": stats.get("duplicates", 0),

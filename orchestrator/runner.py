@@ -41,7 +41,6 @@ class VotingConfig(BaseModel):
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
     speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
-    max_steps: int | None = Field(None, ge=1, description="a run not done after this many steps FAILS")
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -88,15 +87,11 @@ class _Open:
             return self.known.winner
         return self.known.leader if self.known.margin > 0 else None
 
-    def absorb(self, notice: Notice) -> bool:
-        """Take the notice's snapshot; False when it is older than the view (re-read the contest then)."""
+    def hear(self, notice: Notice) -> None:
+        """What a notice says of the sample itself; its snapshot is taken by `Runner._see`."""
         self.in_flight.pop(notice.sample_id, None)
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
-        if notice.snapshot.samples < self.known.samples:  # an old notice, or the contest's keys expired
-            return False
-        self.known = notice.snapshot
-        return True
 
     def committed(self, task: Task) -> CommittedStep:
         known = self.known
@@ -157,8 +152,8 @@ class Runner:
         heard_at = checked_at = time.monotonic()
         warned = False
         while not self.task.done(state, step):
-            if self.config.max_steps is not None and step >= self.config.max_steps:
-                raise StepFailed(step, f"the task is not done after {step} steps (max_steps {self.config.max_steps})")
+            if self.task.max_steps is not None and step >= self.task.max_steps:
+                raise StepFailed(step, f"the task is not done after {step} steps (max_steps {self.task.max_steps})")
             if not window:
                 window.append(self._open(step, state, previous))
             front = window[0]
@@ -228,34 +223,39 @@ class Runner:
             window.append(self._open(last.step + 1, state, answer))
 
     @staticmethod
-    def _route(window: list[_Open], notice: Notice) -> bool:
+    def _see(window: list[_Open], i: int, known: Snapshot) -> None:
+        """Replace window[i]'s view; the guesses built on its old leader are off the path if that changed."""
+        contest = window[i]
+        guess = contest.guess
+        contest.known = known
+        if contest.guess != guess:
+            del window[i + 1 :]
+
+    def _route(self, window: list[_Open], notice: Notice) -> bool:
         """Apply a notice to its open contest; False when it was stale and the view needs a re-read."""
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
-                guess = contest.guess
-                fresh = contest.absorb(notice)
-                if contest.guess != guess:
-                    del window[i + 1 :]  # the guesses built on the old leader are off the path now
-                return fresh
+                contest.hear(notice)
+                if notice.snapshot.samples < contest.known.samples:  # an old notice, or the keys expired
+                    return False
+                self._see(window, i, notice.snapshot)
+                return True
         return True  # a late outcome of a committed step or of a dropped guess
 
     def _reread(self, window: list[_Open]) -> None:
         """Replace every open contest's view with what Redis holds now."""
-        for i, contest in enumerate(window):
-            guess = contest.guess
-            contest.known = self.book.snapshot(contest.contest)
-            if contest.guess != guess:
-                del window[i + 1 :]
-                return
+        i = 0
+        while i < len(window):  # a changed leader drops the guesses after it
+            self._see(window, i, self.book.snapshot(window[i].contest))
+            i += 1
 
     def _top_up(self, contest: _Open) -> None:
-        cfg = self.config
-        known = contest.known
+        cfg, known = self.config, contest.known
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
             return  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
-        needed = to_enqueue(cfg.k, contest.known.margin, len(contest.in_flight))
+        needed = to_enqueue(cfg.k, known.margin, len(contest.in_flight))
         # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
-        needed = min(needed, max(0, cfg.max_samples - contest.known.samples - len(contest.in_flight)))
+        needed = min(needed, max(0, cfg.max_samples - known.samples - len(contest.in_flight)))
         if needed:
             contest.rounds += 1
             for _ in range(needed):

@@ -50,6 +50,7 @@ class Task(Protocol):
 
     name: str
     max_output_tokens: int | None  # None: the worker's own red-flag limit applies
+    max_steps: int | None  # a run not done after this many steps fails (a bound for open-ended tasks)
 
     def definition(self) -> dict[str, JSON]:
         """A JSON object that `domains.load_task` turns back into this task (stored with the run)."""

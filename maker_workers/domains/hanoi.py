@@ -234,6 +234,7 @@ class HanoiTask:
 
     name = "hanoi"
     max_output_tokens: int | None = None
+    max_steps: int | None = None  # done after exactly 2^n - 1 steps
 
     def __init__(self, disks: int) -> None:
         initial_state(disks)  # validates
