@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import VoteBook
 from orchestrator.embedded import Embedded, free_port, start_redis
+from orchestrator.runner import CommittedStep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,20 @@ def started_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
             if "embedded cluster up" in line:
                 break
         yield proc
+
+
+class OrchestratorDied(Exception):
+    """Raised from a commit hook: the orchestrator dies right after that step is checkpointed."""
+
+
+def dies_after(step: int) -> Callable[[CommittedStep], None]:
+    """A commit hook under which the orchestrator dies once step `step` is committed."""
+
+    def on_commit(committed: CommittedStep) -> None:
+        if committed.step == step:
+            raise OrchestratorDied
+
+    return on_commit
 
 
 # A loaded 2-core CI machine must not turn a slow example into a failure.

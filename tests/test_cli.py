@@ -13,8 +13,8 @@ import redis
 from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
 from orchestrator.embedded import Embedded, free_port
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from tests.conftest import children_of, run_cli, started_cli
+from orchestrator.runner import Runner, VotingConfig
+from tests.conftest import OrchestratorDied, children_of, dies_after, run_cli, started_cli
 
 REPORT_FIELDS = {
     "run_id",
@@ -103,17 +103,10 @@ def test_bench_prints_its_figures() -> None:
 
 
 def test_a_run_resumes_from_the_command_line(cluster: Embedded) -> None:
-    class OrchestratorDied(Exception):
-        pass
-
-    def die_at_step_12(step: CommittedStep) -> None:
-        if step.step == 12:
-            raise OrchestratorDied
-
     client = redis.Redis.from_url(cluster.redis_url)
     first = Runner(client, make_app(cluster.redis_url), VotingConfig(), hanoi.HanoiTask(5))
     with pytest.raises(OrchestratorDied):
-        first.run(die_at_step_12)
+        first.run(dies_after(12))
     result = run_cli("hanoi", "--disks", "5", "--redis-url", cluster.redis_url, "--resume", first.run_id, "--json")
     assert result.returncode == 0, result.stderr
     assert "resuming at step 13" in result.stderr

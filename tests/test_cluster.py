@@ -21,6 +21,7 @@ from maker_workers.votes import Contest
 from orchestrator.embedded import Embedded
 from orchestrator.report import Scorer
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from tests.conftest import OrchestratorDied, dies_after
 
 
 @pytest.fixture
@@ -89,16 +90,9 @@ def test_a_step_that_cannot_reach_the_margin_fails_loudly(cluster: Embedded, clu
 
 
 def test_a_run_resumes_from_redis_after_the_orchestrator_dies(cluster: Embedded, cluster_client: redis.Redis) -> None:
-    class OrchestratorDied(Exception):
-        pass
-
-    def die_at_step_9(step: CommittedStep) -> None:
-        if step.step == 9:
-            raise OrchestratorDied
-
     first = runner(cluster, cluster_client)
     with pytest.raises(OrchestratorDied):
-        first.run(die_at_step_9)
+        first.run(dies_after(9))
     resumed: list[int] = []
     second = Runner(
         cluster_client, make_app(cluster.redis_url), VotingConfig(), hanoi.HanoiTask(5), run_id=first.run_id
@@ -151,9 +145,6 @@ def test_speculation_commits_only_steps_decided_on_their_exact_input() -> None:
 
 
 def test_a_run_resumes_after_the_orchestrator_and_every_worker_die() -> None:
-    class OrchestratorDied(Exception):
-        pass
-
     with Embedded(workers=2, concurrency=2, sim=SimConfig(seed=3)) as cluster:
         client = redis.Redis.from_url(cluster.redis_url)
         first = Runner(client, make_app(cluster.redis_url), VotingConfig(k=3, speculate=2), hanoi.HanoiTask(5))

@@ -3,9 +3,11 @@ and the simulated LLM's error rate vs what it was told."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,12 +15,15 @@ import redis
 
 from maker_workers import keys
 from maker_workers.domains import hanoi
+from maker_workers.domains.base import Task
+from maker_workers.domains.spec import SpecTask, load_spec
 from maker_workers.providers.openai_compat import OpenAICompatible
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.model import SimConfig, SimModel
 from maker_workers.simllm.server import SimServer
-from maker_workers.votes import Contest, Outcome, VoteBook
+from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
 from orchestrator.method import expected_votes, p_sub
+from tests.conftest import ROOT
 
 RIGHT, WRONG = "right", "wrong"
 
@@ -94,39 +99,50 @@ def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.R
     config = SimConfig(
         error_rate=error_rate, collision_share=1.0, corrupt_share=0.0, malformed_rate=0.02, too_long_rate=0.01, seed=21
     )
-    server = SimServer("127.0.0.1", 0, config)
-    server.start_in_thread()
-    book, policy, task = VoteBook(client), SamplePolicy(), hanoi.HanoiTask(10)
+    book, task = VoteBook(client), hanoi.HanoiTask(10)
     states = list(_states_of_a_run(10))
     failures = 0
-    try:
-        with httpx.Client() as http:
-            provider = OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
-            for step, (state, previous, right) in enumerate(states):
-                n = 0
-                while True:
-                    request = SampleRequest(
-                        run_id="mc2",
-                        step=step,
-                        input_hash=task.input_hash(state, step, previous),
-                        state=state,
-                        previous=previous,
-                        sample_id=str(n),
-                        temperature=0.0 if n == 0 else 0.1,
-                        k=k,
-                    )
-                    n += 1
-                    recorded = draw_sample(request, task, provider, book, policy)
-                    if recorded is not None and recorded.outcome is Outcome.DECIDED:
-                        break
-                winner = client.hget(keys.step("mc2", step, request.contest.input_hash).status, "winner")
-                failures += winner.decode() != right
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _sim_provider(config) as provider:
+        for step, (state, previous, right) in enumerate(states):
+            failures += _decide("mc2", task, step, state, previous, k, provider, book).winner != right
     q = 1 - p_sub(1 - error_rate, k)
     steps = len(states)
     assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps)
+
+
+@contextlib.contextmanager
+def _sim_provider(config: SimConfig) -> Iterator[OpenAICompatible]:
+    """The simulated LLM over HTTP on loopback, and a provider speaking to it."""
+    server = SimServer("127.0.0.1", 0, config)
+    server.start_in_thread()
+    try:
+        with httpx.Client() as http:
+            yield OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _decide(
+    run_id: str, task: Task, step: int, state: Any, previous: Any, k: int, provider: OpenAICompatible, book: VoteBook
+) -> Snapshot:
+    """Draw samples for one step through the worker pipeline, as a run would, until the script decides it."""
+    contest_hash, n = task.input_hash(state, step, previous), 0
+    while True:
+        request = SampleRequest(
+            run_id=run_id,
+            step=step,
+            input_hash=contest_hash,
+            state=state,
+            previous=previous,
+            sample_id=str(n),
+            temperature=0.0 if n == 0 else 0.1,
+            k=k,
+        )
+        n += 1
+        recorded = draw_sample(request, task, provider, book, SamplePolicy())
+        if recorded is not None and recorded.outcome is Outcome.DECIDED:
+            return book.snapshot(request.contest)
 
 
 def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, dict | None, str]]:
@@ -139,46 +155,20 @@ def _states_of_a_run(disks: int) -> Iterator[tuple[hanoi.State, dict | None, str
 
 def test_a_spec_task_fails_steps_at_rate_one_minus_p_sub_through_the_pipeline(client: redis.Redis) -> None:
     """The same check on a task written as a spec (the sort example): the seam changes nothing statistically."""
-    from maker_workers.domains.spec import SpecTask, load_spec
-    from tests.conftest import ROOT
-
     task = SpecTask(load_spec(ROOT / "examples" / "sort.yaml"))
     error_rate, k = 0.3, 2
     config = SimConfig(error_rate=error_rate, collision_share=1.0, corrupt_share=0.0, malformed_rate=0.02, seed=5)
-    server = SimServer("127.0.0.1", 0, config)
-    server.start_in_thread()
-    book, policy = VoteBook(client), SamplePolicy()
+    book = VoteBook(client)
     failures = steps = 0
-    try:
-        with httpx.Client() as http:
-            provider = OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
-            for trial in range(12):  # the right path through the sort, again and again, as separate runs
-                state, previous, step = task.initial_state(), None, 0
-                while not task.done(state, step):
-                    i = next(j for j in range(len(state) - 1) if state[j] > state[j + 1])
-                    right = [*state[:i], state[i + 1], state[i], *state[i + 2 :]]
-                    n = 0
-                    while True:
-                        request = SampleRequest(
-                            run_id=f"mc3-{trial}",
-                            step=step,
-                            input_hash=task.input_hash(state, step, previous),
-                            state=state,
-                            previous=previous,
-                            sample_id=str(n),
-                            temperature=0.0 if n == 0 else 0.1,
-                            k=k,
-                        )
-                        n += 1
-                        recorded = draw_sample(request, task, provider, book, policy)
-                        if recorded is not None and recorded.outcome is Outcome.DECIDED:
-                            break
-                    winner = book.snapshot(request.contest).leading_answer
-                    failures += winner["list"] != right
-                    steps += 1
-                    previous, state, step = winner, right, step + 1
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _sim_provider(config) as provider:
+        for trial in range(12):  # the right path through the sort, again and again, as separate runs
+            state, previous, step = task.initial_state(), None, 0
+            while not task.done(state, step):
+                i = next(j for j in range(len(state) - 1) if state[j] > state[j + 1])
+                right = [*state[:i], state[i + 1], state[i], *state[i + 2 :]]
+                winner = _decide(f"mc3-{trial}", task, step, state, previous, k, provider, book).leading_answer
+                failures += winner["list"] != right
+                steps += 1
+                previous, state, step = winner, right, step + 1
     q = 1 - p_sub(1 - error_rate, k)
     assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps), (failures, steps, q)

@@ -1,13 +1,11 @@
 """The simulated model's oracles, driven through the example specs in `examples/`.
 
-The spec module is not used here: prompts are rendered and answers parsed the way a spec task does it
-(sandboxed Jinja2 with StrictUndefined; json: the last JSON object, checked by its schema; regex: the last
-match's named groups), so the examples and the simulator are checked against the spec format itself.
+Prompts are rendered and answers parsed by the spec engine itself (`SpecTask`), as a run does it, so the
+examples and the simulator are checked against the format the workers enforce.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
@@ -22,22 +20,20 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jsonschema import exceptions as schema_exceptions
-from jsonschema import validators as schema_validators
-from jsonschema.protocols import Validator
 
+from maker_workers.domains import answers
+from maker_workers.domains.base import RedFlag
+from maker_workers.domains.spec import SpecTask, spec_from_data
 from maker_workers.simllm.model import SimConfig, SimModel, count_tokens
 from maker_workers.simllm.oracles import arithmetic, read_prompt
 from maker_workers.simllm.server import SimServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
-ENV.filters["tojson"] = json.dumps
 EXACT = SimConfig(error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
 ARITHMETIC = {
     "name": "arithmetic",
+    "initial_state": "12 * (3 + 4) - -5",
+    "done": {"steps": 1},
     "prompt": 'Compute: {{ state }}\nEnd with the JSON object {"answer": <integer>} on a line of its own.',
     "answer": {
         "format": "json",
@@ -46,83 +42,45 @@ ARITHMETIC = {
 }
 
 
-class Malformed(Exception):
-    pass
-
-
 def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
 
 
-def render(template: str, **context: Any) -> str:
-    return ENV.from_string(template).render(**context)
+_TASKS: dict[str, SpecTask] = {}
 
 
-def last_json_object(text: str) -> Any:
-    decoder, found, pos = json.JSONDecoder(), [], text.find("{")
-    while pos != -1:
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except ValueError:
-            pos = text.find("{", pos + 1)
-            continue
-        found.append(obj)
-        pos = text.find("{", end)
-    if not found:
-        raise Malformed("no JSON object")
-    return found[-1]
-
-
-@functools.cache
-def validator(schema: str) -> Validator:
-    """Built once per schema: `jsonschema.validate` checks the schema itself on every call."""
-    loaded = json.loads(schema)
-    return schema_validators.validator_for(loaded)(loaded)
+def task_of(spec: dict[str, Any]) -> SpecTask:
+    """The spec as the engine runs it (sandboxed templates, strict parsers), built once per example."""
+    if spec["name"] not in _TASKS:
+        _TASKS[spec["name"]] = SpecTask(spec_from_data(spec))
+    return _TASKS[spec["name"]]
 
 
 def parse(spec: dict[str, Any], text: str) -> Any:
-    """The answer payload, strictly: Malformed for anything a spec task would red-flag."""
-    answer = spec["answer"]
-    if answer["format"] == "json":
-        payload = last_json_object(text)
-        error = schema_exceptions.best_match(validator(json.dumps(answer["schema"])).iter_errors(payload))
-        if error is not None:
-            raise Malformed(error.message)
-        return payload
-    matches = list(re.finditer(answer["pattern"], text))
-    if not matches:
-        raise Malformed("no match")
-    return matches[-1].groupdict()
+    """The answer payload, strictly: a RedFlag for anything a spec task discards."""
+    return task_of(spec).parse(text, None).payload
 
 
 def prompt_of(spec: dict[str, Any], state: Any, step: int = 0, previous: Any = None) -> str:
-    return render(spec["prompt"], state=state, step=step, previous=previous)
-
-
-def is_done(spec: dict[str, Any], state: Any, step: int) -> bool:
-    done = spec["done"]
-    if "steps" in done:
-        return step >= done["steps"]
-    return bool(ENV.compile_expression(done["when"])(state=state, step=step))
+    return task_of(spec).messages(state, step, previous)[-1]["content"]
 
 
 def drive(spec: dict[str, Any], model: SimModel, max_steps: int = 1000) -> list[Any]:
     """The states from initial_state until done (or `max_steps`), one committed answer a step, as a spec run goes."""
-    states, previous = [spec["initial_state"]], None
-    while not is_done(spec, states[-1], len(states) - 1) and len(states) <= max_steps:
+    task = task_of(spec)
+    states, previous = [task.initial_state()], None
+    while not task.done(states[-1], len(states) - 1) and len(states) <= max_steps:
         state, step = states[-1], len(states) - 1
-        assert render(spec["system"], state=state, step=step, previous=previous).strip()
+        assert task.messages(state, step, previous)[0]["content"].strip()  # the system message
         answer = parse(spec, model.answer(prompt_of(spec, state, step, previous), 0.0, 750).text)
-        template = spec.get("next_state")
-        context = {"state": state, "step": step, "previous": previous, "answer": answer}
-        states.append(json.loads(render(template, **context)) if template else answer)
+        states.append(task.next_state(state, step, previous, answer))
         previous = answer
     return states
 
 
 def finished(spec: dict[str, Any]) -> list[Any]:
     states = drive(spec, SimModel(EXACT))
-    assert is_done(spec, states[-1], len(states) - 1), "the example did not finish in 1000 steps"
+    assert task_of(spec).done(states[-1], len(states) - 1), "the example did not finish in 1000 steps"
     return states
 
 
@@ -219,7 +177,7 @@ def test_malformed_answers_fail_strict_parsing(name: str) -> None:
     texts = {model.answer(prompt, 0.1, 750).text for _ in range(200)}
     assert len(texts) >= 4  # every kind of breakage shows up
     for text in texts:
-        with pytest.raises(Malformed):
+        with pytest.raises(RedFlag):
             parse(spec, text)
 
 
@@ -255,7 +213,7 @@ def test_temperature_zero_is_a_function_of_seed_and_prompt(name: str) -> None:
 
 def test_arithmetic_answers_parse_as_json_regex_and_text() -> None:
     text = SimModel(EXACT).answer("Compute: 12 * (3 + 4) - -5", 0.0, None).text
-    assert last_json_object(text) == {"answer": 89}
+    assert answers.last_json_object(text) == {"answer": 89}
     assert re.findall(r'"answer":\s*(?P<answer>-?\d+)', text)[-1] == "89"
     assert text.strip().splitlines()[-1] == '{"answer": 89}'
 
@@ -293,8 +251,7 @@ def test_an_example_step_is_answered_over_http(sim_server: SimServer, http: http
     response = post(
         http,
         sim_server.url,
-        {"role": "system", "content": render(spec["system"], state=state, step=0, previous=None)},
-        {"role": "user", "content": prompt_of(spec, state)},
+        *task_of(spec).messages(state, 0, None),
     )
     response.raise_for_status()
     payload = parse(spec, response.json()["choices"][0]["message"]["content"])

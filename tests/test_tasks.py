@@ -18,8 +18,8 @@ from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.method import k_min
 from orchestrator.report import TaskReport
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from tests.conftest import ROOT, run_cli
+from orchestrator.runner import Runner, VotingConfig
+from tests.conftest import ROOT, OrchestratorDied, dies_after, run_cli
 
 EXAMPLES = ROOT / "examples"
 
@@ -155,18 +155,11 @@ def test_bad_vote_and_run_input_gets_one_clear_message(tmp_path: Path) -> None:
 
 
 def test_a_spec_run_resumes_and_refuses_another_task_or_k(cluster: Embedded, tmp_path: Path) -> None:
-    class OrchestratorDied(Exception):
-        pass
-
-    def die_at_step_20(step: CommittedStep) -> None:
-        if step.step == 20:
-            raise OrchestratorDied
-
     client = redis.Redis.from_url(cluster.redis_url)
     task = api.spec_task(EXAMPLES / "sort.yaml")
     first = Runner(client, make_app(cluster.redis_url), api.voting_for(task.spec), task, health_check=cluster.check)
     with pytest.raises(OrchestratorDied):
-        first.run(die_at_step_20)
+        first.run(dies_after(20))
     url = cluster.redis_url
     other_k = run_cli("run", str(EXAMPLES / "sort.yaml"), "--redis-url", url, "--resume", first.run_id, "--k", "4")
     assert other_k.returncode == 2 and "--k 3" in other_k.stderr
