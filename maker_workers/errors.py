@@ -3,8 +3,10 @@
 MakerError
 ├── ConfigError        bad settings, flags or inputs; the message says how to fix them
 ├── ProviderError      an LLM provider refused the request or answered in a way we cannot use
-│   ├── RateLimited    the provider said slow down (HTTP 429); retried
-│   └── Unavailable    connection failure, timeout or 5xx; retried
+│   ├── RateLimited    the provider said slow down (HTTP 429); retried, after its Retry-After if given
+│   ├── Unavailable    connection failure, timeout or 5xx; retried
+│   └── Rejected       an answer no retry can change (401, 403, 404, a bad request, an exhausted
+│                      account): the run ends at once with this message
 ├── StoreError         Redis refused or was unreachable
 ├── ClusterFailed      a process of the embedded cluster died
 └── StepFailed         a step hit a cap (samples, red flags, errors); it is failed, never guessed
@@ -30,12 +32,25 @@ class ProviderError(MakerError):
     pass
 
 
-class RateLimited(ProviderError):
+class Retryable(ProviderError):
+    """A failure worth another try; `retry_after` is the provider's own Retry-After, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(Retryable):
     pass
 
 
-class Unavailable(ProviderError):
+class Unavailable(Retryable):
     pass
+
+
+class Rejected(ProviderError):
+    """The provider refused in a way retrying cannot fix; the message names the provider, the status
+    and what to do."""
 
 
 class StoreError(MakerError):

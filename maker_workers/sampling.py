@@ -93,7 +93,7 @@ def draw_sample(
     """Returns what the vote script recorded, or None when the step was already decided."""
     contest = request.contest
     if request.may_be_decided and book.is_decided(contest):
-        book.event(contest, request.sample_id, "skipped")
+        book.skip(contest, request.sample_id)
         return None
 
     def on_event(kind: str, detail: str) -> None:

@@ -27,6 +27,8 @@ class Outcome(StrEnum):
     DECIDED = "decided"
     RED_FLAG = "red_flag"
     ERROR = "error"
+    FATAL = "fatal"  # the provider refused in a way no retry fixes: the run ends
+    SKIPPED = "skipped"  # the worker found the step decided and did not call the model
 
 
 class Recorded(BaseModel):
@@ -141,6 +143,22 @@ class VoteBook:
         entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
         with store_errors(f"writing a {kind} event"):
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
+
+    def skip(self, contest: Contest, sample_id: str) -> None:
+        """A sample not drawn because its step was decided: an event, and a notice so the orchestrator
+        stops waiting for it."""
+        notice = Notice(
+            sample_id=sample_id,
+            step=contest.step,
+            input_hash=contest.input_hash,
+            outcome=Outcome.SKIPPED,
+            snapshot=Snapshot(),
+        )
+        entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": "skipped"}
+        with store_errors("noting a skipped sample"), self._client.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
+            pipe.rpush(keys.notify(contest.run_id), notice.model_dump_json())
+            pipe.execute()
 
     def note_temperature_omitted(self, contest: Contest, sample_id: str) -> None:
         """The run's report says when samples were drawn at the model's own temperature."""
