@@ -3,12 +3,14 @@
 MakerError
 ├── ConfigError        bad settings, flags or inputs; the message says how to fix them
 ├── ProviderError      an LLM provider refused the request or answered in a way we cannot use
-│   ├── RateLimited    the provider said slow down (HTTP 429); retried, after its Retry-After if given
-│   ├── Unavailable    connection failure, timeout or 5xx; retried
+│   ├── Retryable      worth another try
+│   │   ├── RateLimited    the provider said slow down (HTTP 429); retried, after its Retry-After if given
+│   │   └── Unavailable    connection failure, timeout or 5xx; retried
 │   └── Rejected       an answer no retry can change (401, 403, 404, a bad request, an exhausted
 │                      account): the run ends at once with this message
 ├── StoreError         Redis refused or was unreachable
 ├── ClusterFailed      a process of the embedded cluster died
+├── BudgetSpent        the run's spend reached --max-cost-usd; it can be resumed with a larger budget
 └── StepFailed         a step hit a cap (samples, red flags, errors); it is failed, never guessed
 """
 
@@ -59,6 +61,14 @@ class StoreError(MakerError):
 
 class ClusterFailed(MakerError):
     pass
+
+
+class BudgetSpent(MakerError):
+    def __init__(self, spent_usd: float, budget_usd: float) -> None:
+        super().__init__(
+            f"spent ${spent_usd:.4f} of the ${budget_usd:.4f} budget (--max-cost-usd); no new samples were sent. "
+            "Resume the run (--resume RUN_ID) with a larger --max-cost-usd to go on"
+        )
 
 
 class StepFailed(MakerError):

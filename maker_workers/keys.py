@@ -48,6 +48,7 @@ class StepKeys:
     tally: str
     status: str
     payloads: str
+    voters: str  # ensembles only: votes by model
 
 
 def step_status_pattern(run_id: str) -> str:
@@ -57,7 +58,13 @@ def step_status_pattern(run_id: str) -> str:
 
 def step(run_id: str, index: int, input_hash: str) -> StepKeys:
     base = f"{_run(run_id)}:step:{index}:{input_hash}"
-    return StepKeys(seen=f"{base}:seen", tally=f"{base}:tally", status=f"{base}:status", payloads=f"{base}:payloads")
+    return StepKeys(
+        seen=f"{base}:seen",
+        tally=f"{base}:tally",
+        status=f"{base}:status",
+        payloads=f"{base}:payloads",
+        voters=f"{base}:voters",
+    )
 
 
 def bench_done(bench_id: str) -> str:
@@ -73,3 +80,8 @@ def answers(run_id: str) -> str:
 def rate_limit(provider: str, model: str) -> str:
     """The shared rate of one provider and model: it spans runs, like the account's quota does."""
     return f"{PREFIX}:ratelimit:{{{provider}:{model}}}"
+
+
+def rate_limit_tokens(provider: str, model: str) -> str:
+    """The shared token rate of one provider and model, in the same slot as its request rate."""
+    return f"{rate_limit(provider, model)}:tokens"

@@ -6,15 +6,18 @@ Kept apart from Celery so it can be driven directly in tests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Literal
 
 from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from maker_workers.domains.base import JSON, RedFlag, Task, canonical
-from maker_workers.errors import ProviderError, RateLimited, Unavailable
+from maker_workers.errors import ProviderError, RateLimited, Rejected, Retryable
+from maker_workers.members import Member
 from maker_workers.providers import Completion, Provider
-from maker_workers.ratelimit import RateLimiter
-from maker_workers.votes import Contest, Recorded, VoteBook
+from maker_workers.ratelimit import RateLimiter, estimated_tokens
+from maker_workers.votes import Contest, Drawer, Recorded, VoteBook
 
 
 class SampleRequest(BaseModel):
@@ -32,6 +35,9 @@ class SampleRequest(BaseModel):
     # the worker skips asking Redis first. Were it decided after all (a guess reopened while its old
     # samples still ran), the cost is one wasted call: the vote is recorded late, never counted.
     may_be_decided: bool = True
+    # Which model of an ensemble draws it (the worker takes it modulo the ensemble's size): the run
+    # loop counts up per contest, so each step's samples rotate among the models.
+    member: int = 0
 
     @property
     def contest(self) -> Contest:
@@ -44,75 +50,130 @@ class SamplePolicy(BaseModel):
     retry_max_wait_s: float = 30.0
 
 
+def _retry_wait(policy: SamplePolicy) -> Callable[[RetryCallState], float]:
+    """The provider's Retry-After when it gave one (at most `retry_max_wait_s`), else random backoff."""
+    backoff = wait_random_exponential(multiplier=0.2, max=policy.retry_max_wait_s)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Retryable) and exc.retry_after is not None:
+            return min(max(exc.retry_after, backoff(state)), policy.retry_max_wait_s)
+        return backoff(state)
+
+    return wait
+
+
 def _call(
     provider: Provider,
     messages: list[dict[str, str]],
     request: SampleRequest,
     policy: SamplePolicy,
     limiter: RateLimiter | None,
-    on_event: Callable[[str, str], None],
+    on_wait: Callable[[str, float, str], None],
+    wanted: Callable[[], bool],
     max_tokens: int,
-) -> Completion:
+) -> Completion | None:
+    """The completion, or None when `wanted` turned False while the shared limits kept the sample waiting."""
+    # One token past the limit lets us tell "exactly at the limit" from "over it".
+    ask = partial(provider.complete, messages, temperature=request.temperature, max_tokens=max_tokens + 1)
+    estimate = estimated_tokens(messages, max_tokens + 1)
+
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         kind = "rate_limit_wait" if isinstance(exc, RateLimited) else "retry"
-        on_event(kind, f"attempt {state.attempt_number}: {exc}")
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        on_wait(kind, sleep, f"attempt {state.attempt_number}: {exc}")
+
+    def on_limit(wait: float, booked: bool) -> None:
+        why = "booked" if booked else "fully booked, asking again"
+        on_wait("rate_limit_wait", wait, f"{wait:.3f} s for the shared rate ({why})")
 
     for attempt in Retrying(
-        retry=retry_if_exception_type((RateLimited, Unavailable)),
+        retry=retry_if_exception_type(Retryable),
         stop=stop_after_attempt(policy.retries + 1),
-        wait=wait_random_exponential(multiplier=0.2, max=policy.retry_max_wait_s),
+        wait=_retry_wait(policy),
         before_sleep=before_sleep,
         reraise=True,
     ):
         with attempt:
-            if limiter is not None:
-                limiter.acquire(lambda wait: on_event("rate_limit_wait", f"{wait:.3f} s for the shared rate"))
-            return provider.complete(
-                messages,
-                temperature=request.temperature,
-                # One token past the limit lets us tell "exactly at the limit" from "over it".
-                max_tokens=max_tokens + 1,
-            )
+            if limiter is None:
+                return ask()
+            if not limiter.acquire(estimate, on_limit, wanted):
+                return None
+            try:
+                completion = ask()
+            except Exception:
+                limiter.settle(estimate, 0)  # a failed call served nothing
+                raise
+            # A provider that reports no usage is taken to have served the estimate.
+            limiter.settle(estimate, completion.input_tokens + completion.output_tokens or estimate)
+            return completion
     raise AssertionError("unreachable: tenacity reraises")
 
 
-def record_failure(book: VoteBook, request: SampleRequest, exc: Exception) -> Recorded:
-    """A sample that could not be drawn is recorded as an error: the orchestrator hears of every sample."""
-    return book.record(request.contest, request.sample_id, "error", f"{type(exc).__name__}: {exc}"[:300])
+def record_failure(book: VoteBook, request: SampleRequest, exc: Exception, drawn_by: Drawer | None = None) -> Recorded:
+    """A sample that could not be drawn is recorded as an error: the orchestrator hears of every sample.
+    A refusal no retry can fix is `fatal`: its message (provider, status, what to do) ends the run."""
+    if isinstance(exc, Rejected):
+        return book.record(request.contest, request.sample_id, "fatal", str(exc)[:500], drawn_by=drawn_by)
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    return book.record(request.contest, request.sample_id, "error", reason, drawn_by=drawn_by)
 
 
 def draw_sample(
     request: SampleRequest,
     task: Task,
-    provider: Provider,
+    member: Member,
     book: VoteBook,
     policy: SamplePolicy,
-    limiter: RateLimiter | None = None,
+    *,
+    by_model: bool = False,
 ) -> Recorded | None:
-    """Returns what the vote script recorded, or None when the step was already decided."""
+    """Returns what the vote script recorded, or None when the step was decided before the model was
+    called. `by_model` counts the vote by model too (an ensemble)."""
     contest = request.contest
     if request.may_be_decided and book.is_decided(contest):
         book.skip(contest, request.sample_id)
         return None
 
-    def on_event(kind: str, detail: str) -> None:
-        book.event(contest, request.sample_id, kind, detail=detail)
+    def on_wait(kind: str, wait_s: float, detail: str) -> None:
+        book.event(contest, request.sample_id, kind, wait_s=f"{wait_s:.3f}", detail=detail)
+
+    def wanted() -> bool:  # asked after every wait: a wait costs far more than this look-up
+        return not book.is_decided(contest)
 
     max_tokens = task.max_output_tokens or policy.max_output_tokens
     messages = task.messages(request.state, request.step, request.previous)
+    unpaid = Drawer(model=member.label, cost_nusd=0, by_model=by_model)  # a failed call served nothing
     try:
-        completion = _call(provider, messages, request, policy, limiter, on_event, max_tokens)
+        completion = _call(member.provider, messages, request, policy, member.limiter, on_wait, wanted, max_tokens)
     except ProviderError as exc:
-        return record_failure(book, request, exc)
+        return record_failure(book, request, exc, unpaid)
+    if completion is None:  # decided while it waited for the shared rate
+        book.skip(contest, request.sample_id)
+        return None
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
-    tokens = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
+    cost = member.cost_nusd(completion.input_tokens, completion.output_tokens)
+    drawn_by = unpaid.model_copy(update={"cost_nusd": cost})
+
+    def record(kind: Literal["vote", "red_flag"], value: str, payload: str = "") -> Recorded:
+        return book.record(
+            contest,
+            request.sample_id,
+            kind,
+            value,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            payload=payload,
+            drawn_by=drawn_by,
+        )
+
     if completion.truncated or completion.output_tokens > max_tokens:
-        return book.record(contest, request.sample_id, "red_flag", "too_long", **tokens)
+        return record("red_flag", "too_long")
     try:
         key, answer = task.parse(completion.text, request.state)
     except RedFlag as flag:
-        return book.record(contest, request.sample_id, "red_flag", flag.reason, **tokens)
+        return record("red_flag", flag.reason)
     payload = canonical(answer)
-    return book.record(contest, request.sample_id, "vote", key, payload="" if payload == key else payload, **tokens)
+    return record("vote", key, "" if payload == key else payload)

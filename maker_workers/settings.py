@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maker_workers.errors import ConfigError
+from maker_workers.ratelimit import ProviderLimits
 
 
 class WorkerSettings(BaseSettings):
@@ -15,10 +17,26 @@ class WorkerSettings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding tallies and events")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url")
-    provider: str = Field("sim", description="LLM provider name: sim, openai, anthropic")
+    provider: str = Field("sim", description="LLM provider name: sim, openai, anthropic, ollama")
     model: str = Field("sim-hanoi", description="model name sent to the provider")
     base_url: str | None = Field(None, description="the provider's base URL; each provider has a default")
+    sim_url: str | None = Field(None, description="the simulated LLM's base URL, for `sim` models without base_url")
     api_key: str | None = Field(None, repr=False, description="provider API key (never logged)")
+    # The providers' own variables, unprefixed as their SDKs read them; MAKER_API_KEY wins over both.
+    openai_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY"), repr=False, description="never logged"
+    )
+    anthropic_api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("anthropic_api_key", "ANTHROPIC_API_KEY"),
+        repr=False,
+        description="never logged",
+    )
+    ensemble: str | None = Field(
+        None, description="several models that take turns: provider:model,provider:model (overrides provider/model)"
+    )
+    price_in: float | None = Field(None, ge=0, description="$ per million input tokens (overrides the price table)")
+    price_out: float | None = Field(None, ge=0, description="$ per million output tokens (with price_in)")
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
     request_timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(4, ge=0, description="retries of a failed provider call before it counts as an error")
@@ -29,18 +47,41 @@ class WorkerSettings(BaseSettings):
         None, gt=0, description="requests a minute to this provider and model, shared by every worker"
     )
     rate_limit_burst: int = Field(10, ge=1, description="requests that may go at once after a quiet spell")
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="tokens a minute (prompt and answer) to this provider and model, shared likewise"
+    )
+    rate_limit_max_ahead_s: float = Field(
+        10.0, gt=0, description="no request is booked further ahead than this; later ones wait unbooked"
+    )
     task_events: bool = Field(False, description="send Celery task events (turn on for Flower)")
 
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
 
+    @property
+    def provider_limits(self) -> ProviderLimits | None:
+        """The shared limits, or None when neither requests nor tokens a minute is set."""
+        if self.rate_limit_per_minute is None and self.tokens_per_minute is None:
+            return None
+        return ProviderLimits(
+            requests_per_minute=self.rate_limit_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            burst=self.rate_limit_burst,
+            max_ahead_s=self.rate_limit_max_ahead_s,
+        )
+
 
 @lru_cache(maxsize=1)
 def settings() -> WorkerSettings:
     """The settings from the environment; a bad value is a ConfigError naming its variable."""
+    return load_settings()
+
+
+def load_settings(**given: Any) -> WorkerSettings:
+    """The environment's settings with `given` values laid over them; a bad value is a ConfigError."""
     try:
-        return WorkerSettings()
+        return WorkerSettings(**given)
     except ValidationError as exc:
         problems = "; ".join(f"MAKER_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"bad worker setting: {problems}") from None

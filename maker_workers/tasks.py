@@ -15,8 +15,7 @@ from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
-from maker_workers.providers import Provider, make_provider
-from maker_workers.ratelimit import RateLimiter
+from maker_workers.members import Member, members_from
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
 from maker_workers.settings import settings
 from maker_workers.votes import VoteBook
@@ -30,9 +29,8 @@ class WorkerResources:
 
     redis: redis.Redis
     book: VoteBook
-    provider: Provider
+    members: list[Member]  # the model, or an ensemble's models taking turns
     policy: SamplePolicy
-    limiter: RateLimiter | None
 
 
 @lru_cache(maxsize=1)
@@ -46,13 +44,8 @@ def resources() -> WorkerResources:
     return WorkerResources(
         redis=client,
         book=VoteBook(client, events_maxlen=cfg.events_maxlen, contest_ttl_s=cfg.contest_ttl_s),
-        provider=make_provider(cfg, http),
+        members=members_from(cfg, client, http),
         policy=SamplePolicy(max_output_tokens=cfg.max_output_tokens, retries=cfg.retries),
-        limiter=None
-        if cfg.rate_limit_per_minute is None
-        else RateLimiter(
-            client, keys.rate_limit(cfg.provider, cfg.model), cfg.rate_limit_per_minute, cfg.rate_limit_burst
-        ),
     )
 
 
@@ -70,8 +63,10 @@ def task_of(run_id: str) -> Task:
 def sample(request: dict) -> None:
     res = resources()
     parsed = SampleRequest.model_validate(request)
+    members = res.members
+    member = members[parsed.member % len(members)]
     try:
-        draw_sample(parsed, task_of(parsed.run_id), res.provider, res.book, res.policy, res.limiter)
+        draw_sample(parsed, task_of(parsed.run_id), member, res.book, res.policy, by_model=len(members) > 1)
     except Exception as exc:
         # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
         record_failure(res.book, parsed, exc)

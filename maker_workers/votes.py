@@ -73,6 +73,17 @@ class Notice(BaseModel):
     outcome: Outcome
     reason: str | None = None
     snapshot: Snapshot
+    spent_nusd: int | None = None  # the run's spend after this sample, in nano-dollars
+    cost_unknown: str | None = None  # set (to the model, if known) when this sample's price is unknown
+
+
+class Drawer(BaseModel):
+    """Who drew a sample: the model ("provider:model"), what the call cost (None: price unknown), and
+    whether votes are counted by model (an ensemble)."""
+
+    model: str = ""
+    cost_nusd: int | None = 0
+    by_model: bool = False
 
 
 class Contest(BaseModel):
@@ -101,13 +112,16 @@ class VoteBook:
         self,
         contest: Contest,
         sample_id: str,
-        kind: Literal["vote", "red_flag", "error"],
+        kind: Literal["vote", "red_flag", "error", "fatal"],
         value: str,
         input_tokens: int = 0,
         output_tokens: int = 0,
         payload: str = "",
+        drawn_by: Drawer | None = None,
     ) -> Recorded:
-        """`value` is the vote key (or the reason); `payload` the answer when it differs from the key."""
+        """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
+        `drawn_by` the model that drew it and what it cost."""
+        drawn_by = drawn_by or Drawer()
         step = contest.keys
         run = contest.run_id
         with store_errors(f"recording sample {sample_id}"):
@@ -120,6 +134,7 @@ class VoteBook:
                     keys.notify(run),
                     keys.events(run),
                     keys.stats(run),
+                    step.voters,
                 ],
                 args=[
                     sample_id,
@@ -133,6 +148,9 @@ class VoteBook:
                     output_tokens,
                     self._events_maxlen,
                     self._contest_ttl_s,
+                    drawn_by.model,
+                    -1 if drawn_by.cost_nusd is None else drawn_by.cost_nusd,
+                    "1" if drawn_by.by_model else "0",
                 ],
             )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome

@@ -26,10 +26,10 @@ from maker_workers.domains import load_task
 from maker_workers.domains.base import JSON, Task
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec, spec_from_data
-from maker_workers.errors import ClusterFailed, MakerError, StepFailed, store_errors
+from maker_workers.errors import BudgetSpent, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
 from maker_workers.votes import Contest, VoteBook
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect
-from orchestrator.report import RunCounts, RunReport, Scorer, StepLog, TaskReport
+from orchestrator.report import ModelCounts, RunCounts, RunReport, Scorer, StepLog, TaskReport, cost_usd
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import Checkpoint, RunStore
 
@@ -71,6 +71,7 @@ class _Outcome:
     stats: dict[str, int]
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    failure_detail: str | None = None
 
 
 def _drive(
@@ -107,10 +108,12 @@ def _drive(
             hooks.on_step(step)
 
         started = time.perf_counter()
-        failure = None
+        failure = detail = None
         try:
             runner.run(on_commit)
-        except (StepFailed, ClusterFailed) as exc:  # the run ends; its report still says how far it got
+        except BudgetSpent as exc:  # stopped cleanly: the report says so, and the run can be resumed
+            failure, detail = "budget", str(exc)
+        except (StepFailed, ClusterFailed, Rejected) as exc:  # the run ends; its report says how far it got
             failure = str(exc)
         except MakerError as exc:  # ends it too, for anyone following; a Ctrl-C leaves it to be resumed
             with contextlib.suppress(MakerError):
@@ -118,7 +121,8 @@ def _drive(
             raise
         wall = time.perf_counter() - started
         runner.store.finish(failure)
-        return _Outcome(runner.run_id, failure is None, failure, runner.store.stats(), wall, finish(runner))
+        stats = runner.store.stats()
+        return _Outcome(runner.run_id, failure is None, failure, stats, wall, finish(runner), detail)
 
 
 def voting_for(spec: TaskSpec, **given: Any) -> VotingConfig:
@@ -156,7 +160,9 @@ def run_spec(
     voting = voting or voting_for(task.spec)
     log = StepLog(task.initial_state())
     out = _drive(task, log, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
-    return TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
+    report = TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
+    report.failure_detail = out.failure_detail
+    return report
 
 
 def run_hanoi(
@@ -171,7 +177,9 @@ def run_hanoi(
     voting = voting or VotingConfig()
     scorer = Scorer(disks)
     out = _drive(HanoiTask(disks), scorer, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
-    return RunReport.build(out.run_id, voting.k, scorer, out.stats, out.wall_s, out.failure)
+    report = RunReport.build(out.run_id, voting.k, scorer, out.stats, out.wall_s, out.failure)
+    report.failure_detail = out.failure_detail
+    return report
 
 
 def _question(prompt: str, answer: dict[str, Any], **optional: Any) -> TaskSpec:
@@ -201,8 +209,11 @@ class VoteResult(BaseModel):
     red_flags_by_reason: dict[str, int]
     input_tokens: int
     output_tokens: int
+    cost_usd: float | None = 0.0
+    models: dict[str, ModelCounts] = {}
     wall_s: float
     failure: str | None = None
+    failure_detail: str | None = None
 
 
 def vote(
@@ -249,8 +260,11 @@ def vote(
         red_flags_by_reason=RunCounts.by_reason(out.stats),
         input_tokens=out.stats.get("input_tokens", 0),
         output_tokens=out.stats.get("output_tokens", 0),
+        cost_usd=cost_usd(out.stats),
+        models=ModelCounts.from_stats(out.stats),
         wall_s=round(out.wall_s, 3),
         failure=out.failure,
+        failure_detail=out.failure_detail,
     )
 
 

@@ -21,6 +21,7 @@ from orchestrator import api
 from orchestrator.api import Hooks
 from orchestrator.cluster import Cluster, ClusterOptions
 from orchestrator.embedded import SIM_READY
+from orchestrator.model_options import ModelOptions
 from orchestrator.progress import StepProgress
 from orchestrator.report import RunCounts
 from orchestrator.runner import CommittedStep, VotingConfig
@@ -47,7 +48,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def sim_config(**given: float | int | None) -> SimConfig:
+def sim_config(**given: float | int | str | None) -> SimConfig:
     """The simulated LLM's config from the flags the user gave; unknown values keep their defaults."""
     try:
         return SimConfig(**{name: value for name, value in given.items() if value is not None})
@@ -67,6 +68,24 @@ BrokerUrl = Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="
 Speculate = Annotated[int, typer.Option(min=0, help="also vote this many steps ahead, on the leading answer")]
 JsonOut = Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")]
 Trace = Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")]
+ProviderName = Annotated[
+    str | None, typer.Option("--provider", help="sim, openai (any OpenAI-compatible server), anthropic or ollama [sim]")
+]
+ModelName = Annotated[
+    str | None, typer.Option("--model", help="the model to call; several, comma-separated, take turns [sim-hanoi]")
+]
+BaseUrl = Annotated[str | None, typer.Option("--base-url", help="the provider's base URL (vLLM, LM Studio, ...)")]
+Rpm = Annotated[float | None, typer.Option("--rpm", help="requests a minute to each model, shared by all workers")]
+Tpm = Annotated[float | None, typer.Option("--tpm", help="tokens a minute to each model, shared by all workers")]
+Ensemble = Annotated[
+    str | None,
+    typer.Option(help="models that take turns, pooling votes: openai:gpt-4.1-mini,anthropic:claude-haiku-4-5"),
+]
+PriceIn = Annotated[float | None, typer.Option(help="$ per million input tokens (instead of the price table)")]
+PriceOut = Annotated[float | None, typer.Option(help="$ per million output tokens (with --price-in)")]
+MaxCost = Annotated[
+    float | None, typer.Option("--max-cost-usd", help="stop sending samples once the run has spent this much")
+]
 Resume = Annotated[
     str | None, typer.Option(metavar="RUN_ID", help="go on with this run from its checkpoint (needs --redis-url)")
 ]
@@ -78,23 +97,69 @@ def cluster_options(
     workers: int,
     concurrency: int,
     sim_flags: dict[str, float | int | None],
+    models: ModelOptions,
     resume: str | None = None,
+    max_cost_usd: float | None = None,
 ) -> ClusterOptions:
-    """The cluster from the flags; flags that cannot apply to the chosen cluster are refused."""
-    if redis_url and any(v is not None for v in sim_flags.values()):
+    """The cluster from the flags; flags that cannot apply to the chosen cluster are refused, and the
+    embedded workers' models are checked (provider, model, API key, price) before anything starts."""
+    sim_given = any(v is not None for v in sim_flags.values())
+    if redis_url and sim_given:
         fail(
             "--sim-* and --seed configure the embedded simulated LLM; with --redis-url the cluster's workers "
             "use their own provider (set MAKER_BASE_URL on the workers and flags on their sim-llm server)"
         )
+    if redis_url and models.given():
+        fail(
+            f"{', '.join(models.given())}: with --redis-url the cluster's workers call the model their own "
+            "settings name; set MAKER_PROVIDER, MAKER_MODEL, MAKER_BASE_URL, MAKER_ENSEMBLE, "
+            "MAKER_RATE_LIMIT_PER_MINUTE, MAKER_TOKENS_PER_MINUTE, MAKER_PRICE_IN/OUT on the workers"
+        )
     if resume and not redis_url:
         fail("--resume needs --redis-url: the embedded Redis lives only as long as its run")
+    if not redis_url:
+        if sim_given and not models.needs_sim:
+            fail("--sim-* and --seed configure the simulated LLM, which this run does not call")
+        members = guarded(models.check)
+        unpriced = [m.label for m in members if m.price is None]
+        if max_cost_usd is not None and unpriced:
+            fail(
+                f"--max-cost-usd needs prices, and {', '.join(unpriced)} is not in the price table: "
+                "give --price-in and --price-out"
+            )
     return ClusterOptions(
         redis_url=redis_url,
         broker_url=broker_url,
         workers=workers,
         concurrency=concurrency,
         sim=sim_config(**sim_flags),
+        models=models,
     )
+
+
+def model_options(
+    provider: str | None,
+    model: str | None,
+    base_url: str | None,
+    rpm: float | None,
+    tpm: float | None,
+    ensemble: str | None,
+    price_in: float | None,
+    price_out: float | None,
+) -> ModelOptions:
+    try:
+        return ModelOptions(
+            provider=provider,
+            model=model,
+            base_url=base_url,
+            rpm=rpm,
+            tpm=tpm,
+            ensemble=ensemble,
+            price_in=price_in,
+            price_out=price_out,
+        )
+    except ValidationError as exc:
+        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
 
 
 def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
@@ -118,10 +183,17 @@ class Display:
     def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
         def on_cluster(cluster: Cluster) -> None:
             self.broker = cluster.broker_url
-            if cluster.embedded is not None:
+            embedded = cluster.embedded
+            if embedded is not None:
+                models = embedded.models
+                calls = (
+                    f"sim-llm {embedded.sim_url}"
+                    if embedded.sim_url
+                    else f"model {models.ensemble or f'{models.provider}:{models.model}'}"
+                )
                 err.print(
-                    f"embedded cluster up: redis {cluster.redis_url}, sim-llm {cluster.embedded.sim_url}, "
-                    f"{cluster.embedded.workers} workers x {cluster.embedded.concurrency} threads",
+                    f"embedded cluster up: redis {cluster.redis_url}, {calls}, "
+                    f"{embedded.workers} workers x {embedded.concurrency} threads",
                     highlight=False,
                 )
 
@@ -216,6 +288,15 @@ def hanoi(
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    ensemble: Ensemble = None,
+    price_in: PriceIn = None,
+    price_out: PriceOut = None,
+    max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
@@ -226,8 +307,14 @@ def hanoi(
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
-    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, resume)
-    caps = {"max_samples": max_samples, "max_red_flags": max_red_flags, "max_errors": max_errors}
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
+    caps = {
+        "max_samples": max_samples,
+        "max_red_flags": max_red_flags,
+        "max_errors": max_errors,
+        "max_cost_usd": max_cost_usd,
+    }
     voting = voting_config(
         lambda: VotingConfig(k=k, speculate=speculate, **{name: v for name, v in caps.items() if v is not None})
     )
@@ -271,6 +358,15 @@ def run(
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    ensemble: Ensemble = None,
+    price_in: PriceIn = None,
+    price_out: PriceOut = None,
+    max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
@@ -281,7 +377,8 @@ def run(
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
-    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, resume)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     task = guarded(lambda: api.spec_task(spec))
     voting = voting_config(
         lambda: api.voting_for(
@@ -291,6 +388,7 @@ def run(
             max_red_flags=max_red_flags,
             max_errors=max_errors,
             speculate=speculate,
+            max_cost_usd=max_cost_usd,
         )
     )
 
@@ -335,6 +433,15 @@ def vote(
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    ensemble: Ensemble = None,
+    price_in: PriceIn = None,
+    price_out: PriceOut = None,
+    max_cost_usd: MaxCost = None,
     json_out: JsonOut = False,
 ) -> None:
     """One error-corrected decision: sample the question until one answer leads by k. Exit 0 only if decided."""
@@ -349,9 +456,15 @@ def vote(
             fail(f"--prompt-file: {prompt_file} is not UTF-8 text")
     assert prompt is not None
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
-    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
     answer = _answer_spec(answer_format, schema, pattern, vote_on)
-    caps = {"max_samples": max_samples, "max_red_flags": max_red_flags, "max_errors": max_errors}
+    caps = {
+        "max_samples": max_samples,
+        "max_red_flags": max_red_flags,
+        "max_errors": max_errors,
+        "max_cost_usd": max_cost_usd,
+    }
     voting = voting_config(lambda: VotingConfig(k=k, **{name: v for name, v in caps.items() if v is not None}))
     result = _with_display(
         1,
@@ -381,7 +494,8 @@ def vote(
             print(f"  {votes:4d}  {key}")
         print(
             f"k={result.k}, samples {result.samples}, votes {result.votes}, red flags {result.red_flags} "
-            f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}"
+            f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}, "
+            f"cost {_dollars(result.cost_usd)}"
         )
     raise typer.Exit(0 if result.decided else 1)
 
@@ -410,8 +524,16 @@ def _answer_spec(answer_format: str, schema: str | None, pattern: str | None, vo
 def _print_failure(report: RunCounts) -> None:
     if report.failure:
         err.print(f"[bold red]run failed:[/] {report.failure}", highlight=False)
+    if report.failure_detail:
+        err.print(report.failure_detail, highlight=False)
     if report.temperature_omitted:
         err.print("note: the model refused a temperature parameter; its samples used the model's default")
+
+
+def _dollars(cost: float | None) -> str:
+    return (
+        "unknown (a model's price is not in the table: give --price-in/--price-out)" if cost is None else f"${cost:.4f}"
+    )
 
 
 def _print_counts(report: RunCounts) -> None:
@@ -420,9 +542,25 @@ def _print_counts(report: RunCounts) -> None:
         f"late votes {report.late_votes}, max rounds {report.max_rounds}"
     )
     print(
-        f"tokens in/out {report.input_tokens}/{report.output_tokens}, {report.wall_s:.1f} s, "
+        f"tokens in/out {report.input_tokens}/{report.output_tokens}, cost {_dollars(report.cost_usd)}, "
+        f"{report.wall_s:.1f} s, "
         f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}"
     )
+    if len(report.models) > 1:
+        for label, counts in report.models.items():
+            print(
+                f"  {label}: samples {counts.samples}, red flags {counts.red_flags}, "
+                f"share of winning votes {counts.winning_share}, cost {_dollars(counts.cost_usd)}"
+            )
+
+
+SimRate = Annotated[float | None, typer.Option(help="share of requests it happens to [0]")]
+SimApiKey = Annotated[
+    str | None, typer.Option(help="answer 401 to requests without this key (Bearer or x-api-key); None: no key [None]")
+]
+SimQuota = Annotated[
+    str | None, typer.Option(metavar="BOOL", help="answer every request 429 insufficient_quota (true/false) [false]")
+]
 
 
 @sim_app.command("serve")
@@ -435,9 +573,21 @@ def sim_serve(
     sim_too_long_rate: SimTooLong = None,
     sim_collision_share: Annotated[float | None, typer.Option(help="of wrong answers: the plausible one [0.8]")] = None,
     sim_corrupt_share: Annotated[float | None, typer.Option(help="of wrong answers: corrupt next_state [0.1]")] = None,
+    sim_rate_429: SimRate = None,
+    sim_retry_after_s: Annotated[float | None, typer.Option(help="the Retry-After of those 429s, seconds [1]")] = None,
+    sim_rate_500: SimRate = None,
+    sim_rate_timeout: SimRate = None,
+    sim_timeout_hold_s: Annotated[float | None, typer.Option(help="hold a timed-out request this long [30]")] = None,
+    sim_rate_refusal: SimRate = None,
+    sim_api_key: SimApiKey = None,
+    sim_quota_exhausted: SimQuota = None,
     seed: Seed = None,
 ) -> None:
-    """Serve the simulated LLM: POST /v1/chat/completions, GET /health."""
+    """Serve the simulated LLM: POST .../chat/completions, .../messages or .../api/chat; GET /health, /stats.
+
+    Every option takes a value, `str(value)` of its SimConfig field included, so a config passes through
+    as flags unchanged.
+    """
     config = sim_config(
         error_rate=sim_error_rate,
         latency_ms=sim_latency_ms,
@@ -446,6 +596,14 @@ def sim_serve(
         too_long_rate=sim_too_long_rate,
         collision_share=sim_collision_share,
         corrupt_share=sim_corrupt_share,
+        rate_429=sim_rate_429,
+        retry_after_s=sim_retry_after_s,
+        rate_500=sim_rate_500,
+        rate_timeout=sim_rate_timeout,
+        timeout_hold_s=sim_timeout_hold_s,
+        rate_refusal=sim_rate_refusal,
+        api_key=None if sim_api_key in ("", "None") else sim_api_key,
+        quota_exhausted=sim_quota_exhausted,  # "true", "False", ...: pydantic reads it
     )
     try:
         server = SimServer(host, port, config)

@@ -17,6 +17,7 @@ from maker_workers.celery_app import make_app
 from maker_workers.errors import MakerError
 from maker_workers.simllm.model import SimConfig
 from orchestrator.embedded import Embedded
+from orchestrator.model_options import ModelOptions
 
 
 class ClusterOptions(BaseModel):
@@ -27,6 +28,7 @@ class ClusterOptions(BaseModel):
     workers: int = Field(2, ge=1, description="embedded Celery worker processes")
     concurrency: int = Field(8, ge=1, description="threads per embedded worker")
     sim: SimConfig = Field(default_factory=SimConfig, description="the embedded simulated LLM")
+    models: ModelOptions = Field(default_factory=ModelOptions, description="the model(s) the embedded workers call")
 
 
 @dataclass
@@ -56,7 +58,9 @@ def cluster_for_run(options: ClusterOptions) -> Iterator[Cluster]:
         redis_url = options.redis_url
         if redis_url is None:
             embedded = stack.enter_context(
-                Embedded(workers=options.workers, concurrency=options.concurrency, sim=options.sim)
+                Embedded(
+                    workers=options.workers, concurrency=options.concurrency, sim=options.sim, models=options.models
+                )
             )
             redis_url = embedded.redis_url
         client = connect(redis_url)

@@ -23,6 +23,7 @@ from maker_workers.errors import ClusterFailed, ConfigError, MakerError
 from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
 from maker_workers.tasks import READY_LINE
+from orchestrator.model_options import ModelOptions
 
 SIM_READY = "sim-llm listening on"
 
@@ -49,7 +50,8 @@ def redis_server_binary() -> str:
 class Process:
     """A child process whose output is drained by a thread, kept in a log and scanned for a ready line."""
 
-    def __init__(self, name: str, argv: list[str], ready_text: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], ready_text: str, env: dict[str, str | None] | None = None) -> None:
+        """`env` is laid over this process's environment; a None value removes that variable."""
         self.name = name
         self._ready_text = ready_text
         self._ready = threading.Event()
@@ -59,7 +61,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={name: value for name, value in {**os.environ, **(env or {})}.items() if value is not None},
             text=True,
             start_new_session=True,
         )
@@ -119,13 +121,19 @@ class Embedded:
     """Context manager owning the private cluster. `redis_url` is valid inside the `with`."""
 
     def __init__(
-        self, workers: int = 2, concurrency: int = 8, sim: SimConfig | None = None, start_timeout_s: float = 60.0
+        self,
+        workers: int = 2,
+        concurrency: int = 8,
+        sim: SimConfig | None = None,
+        start_timeout_s: float = 60.0,
+        models: ModelOptions | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
         self.concurrency = concurrency
         self.sim = sim or SimConfig()
+        self.models = models or ModelOptions()
         self.start_timeout_s = start_timeout_s
         self.processes: list[Process] = []
         self.redis_url = ""
@@ -147,26 +155,30 @@ class Embedded:
 
     def _start(self) -> None:
         settings()  # the workers inherit this environment: a bad MAKER_ variable is reported here, once
-        redis_port, sim_port = free_port(), free_port()
+        redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
+        if self.models.needs_sim:
+            self._start_sim()
+        self.start_workers(self.workers)
+
+    def _start_sim(self) -> None:
+        sim_port = free_port()
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
         sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
         for name, value in self.sim.model_dump().items():
             flag = "--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}"
             sim_argv += [flag, str(value)]
-        self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
         sim = Process("sim-llm", sim_argv, SIM_READY)
         self.processes.append(sim)
         sim.wait_ready(self.start_timeout_s)
-        self.start_workers(self.workers)
 
     def start_workers(self, count: int) -> list[Process]:
         """Start `count` more Celery worker processes on this cluster and wait until they are ready."""
         env = {
             "MAKER_REDIS_URL": self.redis_url,
             "MAKER_BROKER_URL": self.redis_url,
-            "MAKER_PROVIDER": "sim",
-            "MAKER_BASE_URL": self.sim_url,
+            **self.models.worker_env(self.sim_url or None),
         }
         first = sum(p.name.startswith("worker-") for p in self.processes)
         workers = [

@@ -20,14 +20,14 @@ class StepProgress:
             MofNCompleteColumn(),
             TextColumn(
                 "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
-                "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}"
+                "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}  {task.fields[cost]}"
             ),
             TimeRemainingColumn(),
             console=console,
             refresh_per_second=4,
         )
         self._task = self._progress.add_task(
-            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0
+            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0, cost=""
         )
         self._samples = self._red_flags = self._rounds = self._done = 0
         self._started = time.perf_counter()
@@ -48,5 +48,11 @@ class StepProgress:
         self._rounds = max(self._rounds, step.rounds)
         rate = self._done / max(time.perf_counter() - self._started, 1e-9)
         self._progress.update(
-            self._task, advance=1, rate=rate, samples=self._samples, red_flags=self._red_flags, rounds=self._rounds
+            self._task,
+            advance=1,
+            rate=rate,
+            samples=self._samples,
+            red_flags=self._red_flags,
+            rounds=self._rounds,
+            cost="cost unknown" if step.spent_usd is None else f"${step.spent_usd:.4f}",
         )

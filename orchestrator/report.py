@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from maker_workers.domains import hanoi
 from maker_workers.domains.base import JSON
+from maker_workers.pricing import usd
 from orchestrator.runner import CommittedStep
 
 
@@ -56,6 +57,47 @@ class Scorer(StepLog):
         return self.last_state == hanoi.goal_state(self.disks)
 
 
+def cost_usd(counters: dict[str, int]) -> float | None:
+    """What the counted samples cost (a run's or one model's counters); None when a price is unknown."""
+    return None if counters.get("cost_unknown") else usd(counters.get("cost_nusd", 0))
+
+
+class ModelCounts(BaseModel):
+    """One model's part in a run (an ensemble has several)."""
+
+    samples: int = 0
+    votes: int = 0
+    red_flags: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0  # None when its price is unknown
+    winning_votes: int | None = None  # counted for ensembles: votes for the committed winners
+    winning_share: float | None = None  # its share of all winning votes
+
+    @staticmethod
+    def from_stats(stats: dict[str, int]) -> dict[str, ModelCounts]:
+        """Each model's counters, from the vote script's `model:<provider:model>:<counter>` fields."""
+        raw: dict[str, dict[str, int]] = {}
+        for name, value in stats.items():
+            if name.startswith("model:"):
+                label, counter = name.removeprefix("model:").rsplit(":", 1)
+                raw.setdefault(label, {})[counter] = value
+        won = sum(fields.get("winning_votes", 0) for fields in raw.values())
+        models = {}
+        for label, fields in sorted(raw.items()):
+            winning = fields.get("winning_votes", 0) if won else None
+            models[label] = ModelCounts(
+                **{name: fields.get(name, 0) for name in ("samples", "votes", "red_flags", "errors")},
+                input_tokens=fields.get("input_tokens", 0),
+                output_tokens=fields.get("output_tokens", 0),
+                cost_usd=cost_usd(fields),
+                winning_votes=winning,
+                winning_share=round(winning / won, 4) if winning is not None else (1.0 if len(raw) == 1 else None),
+            )
+        return models
+
+
 class RunCounts(BaseModel):
     """The figures every run reports, from its committed steps and the vote script's counters."""
 
@@ -75,7 +117,10 @@ class RunCounts(BaseModel):
     output_tokens: int
     wall_s: float
     temperature_omitted: bool = False
+    cost_usd: float | None = 0.0  # what the samples cost; None when a model's price is unknown
+    models: dict[str, ModelCounts] = {}  # "provider:model" -> its samples, red flags, share of winning votes
     failure: str | None = None
+    failure_detail: str | None = None  # what happened and what to do, when `failure` is a bare reason
 
     @staticmethod
     def by_reason(stats: dict[str, int]) -> dict[str, int]:
@@ -103,6 +148,8 @@ class RunCounts(BaseModel):
             "output_tokens": stats.get("output_tokens", 0),
             "wall_s": round(wall_s, 3),
             "temperature_omitted": bool(stats.get("temperature_omitted")),
+            "cost_usd": cost_usd(stats),
+            "models": ModelCounts.from_stats(stats),
             "failure": failure,
         }
 

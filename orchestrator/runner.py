@@ -23,7 +23,16 @@ from pydantic import BaseModel, Field, model_validator
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains.base import JSON, Task
-from maker_workers.errors import ConfigError, MakerError, StepFailed, StoreError, store_errors
+from maker_workers.errors import (
+    BudgetSpent,
+    ConfigError,
+    MakerError,
+    Rejected,
+    StepFailed,
+    StoreError,
+    store_errors,
+)
+from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
 from orchestrator.method import to_enqueue
@@ -41,6 +50,10 @@ class VotingConfig(BaseModel):
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
     speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
+    max_cost_usd: float | None = Field(None, gt=0, description="no new samples once the run has spent this much")
+    drain_s: float = Field(
+        30.0, ge=0, description="at the end, how long to wait for samples in flight, so the report counts them"
+    )
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -60,6 +73,7 @@ class CommittedStep(BaseModel):
     runner_up_votes: int
     red_flags: int
     rounds: int
+    spent_usd: float | None = None  # the run's spend when the step was committed; None when unknown
 
 
 @dataclass
@@ -136,14 +150,32 @@ class Runner:
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
+        self._outstanding: set[str] = set()  # every sample sent and not yet heard of, guesses' included
+        self.spent_nusd = 0
+        self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
 
     def run(self, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> JSON:
         """Carry the task out step by step until it is done; returns the last committed state.
 
         A run id that has a checkpoint is resumed from it: Redis alone holds everything needed.
-        Raises StepFailed when the committed step hits a cap: it is failed, never guessed.
+        Raises StepFailed when the committed step hits a cap: it is failed, never guessed; BudgetSpent
+        when the spend reaches the budget; Rejected when the provider refuses the run.
+        Samples still in flight at the end are waited for (up to `drain_s`), so the run's counters
+        (tokens, cost) include everything the provider served.
         """
+        try:
+            state = self._run(on_commit)
+        except (StepFailed, BudgetSpent):
+            self._drain()
+            raise
+        self._drain()
+        return state
+
+    def _run(self, on_commit: Callable[[CommittedStep], None]) -> JSON:
         saved = self.start()
+        stats = self.store.stats()
+        self.spent_nusd = stats.get("cost_nusd", 0)
+        self._check_budget()
         if saved is None:
             step, state, previous = 0, self.task.initial_state(), None
         else:
@@ -199,8 +231,39 @@ class Runner:
             committed = front.committed(self.task)
         except ConfigError as exc:  # the task cannot build the next state from the winning answer
             raise StepFailed(front.step, str(exc)) from exc
-        self.store.commit(committed.step, committed.next_state, committed.answer)
+        assert front.known.winner is not None  # committed() checked
+        self.store.commit(
+            committed.step, committed.next_state, committed.answer, front.contest.keys, front.known.winner
+        )
+        committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         return committed
+
+    def _hear_cost(self, notice: Notice) -> None:
+        if notice.spent_nusd is not None:
+            self.spent_nusd = max(self.spent_nusd, notice.spent_nusd)
+        if notice.cost_unknown is not None and self.cost_unknown is None:
+            self.cost_unknown = notice.cost_unknown or "the workers' model"
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        budget = self.config.max_cost_usd
+        if budget is None:
+            return
+        if self.cost_unknown is not None:
+            raise ConfigError(
+                f"the price of {self.cost_unknown} is unknown, so --max-cost-usd cannot be kept: give the "
+                "workers its price (--price-in/--price-out, or MAKER_PRICE_IN/MAKER_PRICE_OUT)"
+            )
+        if self.spent_nusd >= round(budget * 1e9):
+            raise BudgetSpent(usd(self.spent_nusd), budget)
+
+    def _drain(self) -> None:
+        """Wait (a bounded time) for every sample sent to land, so the counters include what it cost."""
+        deadline = time.monotonic() + self.config.drain_s
+        while self._outstanding and time.monotonic() < deadline:
+            notice = self._next_notice()
+            if notice is not None:
+                self._outstanding.discard(notice.sample_id)
 
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
@@ -233,6 +296,10 @@ class Runner:
 
     def _route(self, window: list[_Open], notice: Notice) -> bool:
         """Apply a notice to its open contest; False when it was stale and the view needs a re-read."""
+        self._outstanding.discard(notice.sample_id)
+        if notice.outcome is Outcome.FATAL:
+            raise Rejected(notice.reason or "the provider refused the run")
+        self._hear_cost(notice)
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
                 contest.hear(notice)
@@ -298,6 +365,7 @@ class Runner:
             temperature=temperature,
             k=self.config.k,
             may_be_decided=contest.sent >= self.config.k or contest.known.samples > 0,
+            member=contest.step + contest.sent,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
         self.broker.send_task(
@@ -306,6 +374,7 @@ class Runner:
             task_id=sample_id,
             argsrepr=f"run={self.run_id} step={contest.step}",
         )
+        self._outstanding.add(sample_id)
         return sample_id
 
     def _next_notice(self) -> Notice | None:
@@ -321,3 +390,4 @@ class Runner:
         deadline = time.monotonic() - self.config.sample_timeout_s
         for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
             del in_flight[sample_id]
+            self._outstanding.discard(sample_id)

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from maker_workers import keys
 from maker_workers.domains.base import JSON, canonical
 from maker_workers.errors import ConfigError, StoreError, store_errors
+from maker_workers.keys import StepKeys
 
 _COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
 
@@ -90,12 +91,13 @@ class RunStore:
             step=int(raw[b"step"]), state=json.loads(raw[b"state"]), previous=json.loads(raw[b"previous"])
         )
 
-    def commit(self, step: int, next_state: JSON, answer: JSON) -> None:
-        """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated."""
+    def commit(self, step: int, next_state: JSON, answer: JSON, contest: StepKeys, winner: str) -> None:
+        """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated;
+        the winner's votes are credited to the models that cast them."""
         with store_errors(f"checkpointing step {step}"):
             at = self._commit(
-                keys=[keys.checkpoint(self.run_id), keys.answers(self.run_id)],
-                args=[step, canonical(next_state), canonical(answer)],
+                keys=[keys.checkpoint(self.run_id), keys.answers(self.run_id), contest.voters, keys.stats(self.run_id)],
+                args=[step, canonical(next_state), canonical(answer), winner],
             )
         if int(at) != step + 1:
             raise StoreError(
@@ -111,7 +113,7 @@ class RunStore:
         """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""
         with store_errors(f"reading the stats of run {self.run_id}"):
             raw = self.client.hgetall(keys.stats(self.run_id))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {k.decode(): int(v) for k, v in raw.items() if k != b"fatal"}
 
 
 def _describe(task: dict[str, Any]) -> str:

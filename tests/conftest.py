@@ -14,6 +14,10 @@ import pytest
 import redis
 from hypothesis import settings
 
+from maker_workers.members import Member
+from maker_workers.pricing import Price
+from maker_workers.providers import Provider
+from maker_workers.ratelimit import RateLimiter
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import VoteBook
@@ -132,3 +136,8 @@ def children_of(pid: int) -> list[int]:
             if f"\nPPid:\t{pid}\n" in status:
                 found.append(int(entry.name))
     return found
+
+
+def member(provider: Provider, limiter: RateLimiter | None = None) -> Member:
+    """A worker's one model, for driving draw_sample directly (priced at nothing, as the sim is)."""
+    return Member("sim:test", provider, limiter, Price(input=0, output=0))

@@ -23,7 +23,7 @@ from maker_workers.simllm.model import SimConfig, SimModel
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
 from orchestrator.method import expected_votes, p_sub
-from tests.conftest import ROOT
+from tests.conftest import ROOT, member
 
 RIGHT, WRONG = "right", "wrong"
 
@@ -140,7 +140,7 @@ def _decide(
             k=k,
         )
         n += 1
-        recorded = draw_sample(request, task, provider, book, SamplePolicy())
+        recorded = draw_sample(request, task, member(provider), book, SamplePolicy())
         if recorded is not None and recorded.outcome is Outcome.DECIDED:
             return book.snapshot(request.contest)
 

@@ -1,16 +1,18 @@
-"""Providers through httpx's transport seam: one contract, every provider."""
+"""Providers through httpx's transport seam: one contract, every provider, and every failure in its class."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
-from maker_workers.errors import ConfigError, ProviderError, RateLimited, Unavailable
-from maker_workers.providers import NAMES, Provider, make_provider
+from maker_workers.errors import ConfigError, ProviderError, RateLimited, Rejected, Unavailable
+from maker_workers.providers import NAMES, Provider, api_key_for, make_provider, provider_for
 from maker_workers.settings import WorkerSettings
 
 KEY = "sk-test-secret"
@@ -35,41 +37,77 @@ def anthropic_answer(text: str, truncated: bool = False) -> dict[str, Any]:
     }
 
 
-# What a server of each kind expects and answers: its path, how it carries the key, its answer's shape.
-SERVERS: dict[str, tuple[str, Callable[[httpx.Request], str | None], Callable[..., dict[str, Any]]]] = {
-    "sim": ("/v1/chat/completions", lambda r: r.headers.get("authorization"), openai_answer),
-    "openai": ("/v1/chat/completions", lambda r: r.headers.get("authorization"), openai_answer),
-    "anthropic": ("/v1/messages", lambda r: r.headers.get("x-api-key"), anthropic_answer),
+def ollama_answer(text: str, truncated: bool = False) -> dict[str, Any]:
+    return {
+        "message": {"role": "assistant", "content": text},
+        "done": True,
+        "done_reason": "length" if truncated else "stop",
+        "prompt_eval_count": 12,
+        "eval_count": 7,
+    }
+
+
+class Server(NamedTuple):
+    """What a server of one kind expects and answers."""
+
+    path: str
+    key_of: Callable[[httpx.Request], str | None]
+    answer: Callable[..., dict[str, Any]]
+    sampling: Callable[[dict[str, Any]], dict[str, Any]]  # where the body carries temperature and max tokens
+
+
+def top_level(body: dict[str, Any]) -> dict[str, Any]:
+    return {"temperature": body.get("temperature"), "max_tokens": body.get("max_tokens")}
+
+
+def in_options(body: dict[str, Any]) -> dict[str, Any]:
+    return {"temperature": body["options"].get("temperature"), "max_tokens": body["options"]["num_predict"]}
+
+
+SERVERS = {
+    "sim": Server("/v1/chat/completions", lambda r: r.headers.get("authorization"), openai_answer, top_level),
+    "openai": Server("/v1/chat/completions", lambda r: r.headers.get("authorization"), openai_answer, top_level),
+    "anthropic": Server("/v1/messages", lambda r: r.headers.get("x-api-key"), anthropic_answer, top_level),
+    "ollama": Server("/api/chat", lambda r: r.headers.get("authorization"), ollama_answer, in_options),
 }
 
 
 def provider_with(name: str, handler: Callable[[httpx.Request], httpx.Response]) -> Provider:
-    cfg = WorkerSettings(provider=name, api_key=KEY, base_url="http://llm.test/v1", model="m1")
+    base_url = "http://llm.test" if name == "ollama" else "http://llm.test/v1"
+    cfg = WorkerSettings(provider=name, api_key=KEY, base_url=base_url, model="m1")
     return make_provider(cfg, httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+def failure(name: str, response: httpx.Response, temperature: float | None = 0.0) -> ProviderError:
+    provider = provider_with(name, lambda _: response)
+    with pytest.raises(ProviderError) as caught:
+        provider.complete(MESSAGES, temperature=temperature, max_tokens=5)
+    assert KEY not in str(caught.value)
+    return caught.value
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name: str) -> None:
-    path, key_of, answer = SERVERS[name]
+    server = SERVERS[name]
     seen: list[httpx.Request] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=answer("move = [1, 0, 2]"))
+        return httpx.Response(200, json=server.answer("move = [1, 0, 2]"))
 
     provider = provider_with(name, handle)
     completion = provider.complete(MESSAGES, temperature=0.1, max_tokens=751)
     assert (completion.text, completion.input_tokens, completion.output_tokens) == ("move = [1, 0, 2]", 12, 7)
     assert not completion.truncated
     body = json.loads(seen[0].content)
-    assert body["max_tokens"] == 751 and body["temperature"] == 0.1 and body["model"] == "m1"
-    assert seen[0].url.path == path
+    assert server.sampling(body) == {"temperature": 0.1, "max_tokens": 751} and body["model"] == "m1"
+    assert seen[0].url.path == server.path
     if name == "sim":
-        assert key_of(seen[0]) is None  # the simulated LLM never gets the key
+        assert server.key_of(seen[0]) is None  # the simulated LLM never gets the key
     else:
-        assert KEY in key_of(seen[0])
+        assert KEY in (server.key_of(seen[0]) or "")
     provider.complete(MESSAGES, temperature=None, max_tokens=5)
-    assert "temperature" not in json.loads(seen[1].content)
+    assert server.sampling(json.loads(seen[1].content))["temperature"] is None
 
 
 def test_anthropic_gets_the_system_prompt_apart() -> None:
@@ -85,9 +123,38 @@ def test_anthropic_gets_the_system_prompt_apart() -> None:
     assert bodies[0]["messages"] == [{"role": "user", "content": "state"}]
 
 
+def test_ollama_asks_for_one_whole_answer() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=ollama_answer("ok"))
+
+    provider_with("ollama", handle).complete(MESSAGES, temperature=None, max_tokens=5)
+    assert bodies[0]["stream"] is False and bodies[0]["options"] == {"num_predict": 5}
+    assert bodies[0]["messages"] == MESSAGES
+
+
+def test_an_ollama_answer_without_a_prompt_count_costs_no_input_tokens() -> None:
+    answer = {k: v for k, v in ollama_answer("ok").items() if k != "prompt_eval_count"}
+    completion = provider_with("ollama", lambda _: httpx.Response(200, json=answer)).complete(
+        MESSAGES, temperature=0, max_tokens=5
+    )
+    assert (completion.input_tokens, completion.output_tokens) == (0, 7)
+
+
+def test_an_openai_refusal_is_an_empty_answer() -> None:
+    refused = openai_answer("")
+    refused["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    completion = provider_with("openai", lambda _: httpx.Response(200, json=refused)).complete(
+        MESSAGES, temperature=0, max_tokens=5
+    )
+    assert completion.text == ""
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_truncation_is_reported(name: str) -> None:
-    answer = SERVERS[name][2]("move = [1", truncated=True)
+    answer = SERVERS[name].answer("move = [1", truncated=True)
     provider = provider_with(name, lambda _: httpx.Response(200, json=answer))
     assert provider.complete(MESSAGES, temperature=0, max_tokens=5).truncated
 
@@ -101,7 +168,13 @@ def test_truncation_is_reported(name: str) -> None:
             (httpx.Response(429, json={}), RateLimited),
             (httpx.Response(503, text="overloaded"), Unavailable),
             (httpx.Response(529, text="overloaded"), Unavailable),
-            (httpx.Response(400, text="bad model"), ProviderError),
+            (httpx.Response(408, text="slow"), Unavailable),
+            (httpx.Response(401, json={"error": {"message": "invalid x-api-key"}}), Rejected),
+            (httpx.Response(403, json={"error": {"message": "no access"}}), Rejected),
+            (httpx.Response(404, json={"error": "model 'm1' not found"}), Rejected),
+            (httpx.Response(402, text="payment required"), Rejected),
+            (httpx.Response(422, text="bad field"), Rejected),
+            (httpx.Response(400, text="bad model"), Rejected),
             (httpx.Response(200, json={"nothing": 1}), ProviderError),
             (httpx.Response(200, text="not json"), ProviderError),
             (httpx.Response(200, json=[1, 2]), ProviderError),
@@ -109,10 +182,86 @@ def test_truncation_is_reported(name: str) -> None:
     ],
 )
 def test_errors_map_to_our_tree(name: str, response: httpx.Response, error: type[Exception]) -> None:
-    provider = provider_with(name, lambda _: response)
-    with pytest.raises(error) as caught:
-        provider.complete(MESSAGES, temperature=0, max_tokens=5)
-    assert KEY not in str(caught.value)
+    caught = failure(name, response)
+    assert type(caught) is error
+    assert name in str(caught) and "http://llm.test" in str(caught)
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (401, "check OPENAI_API_KEY / MAKER_API_KEY"),
+        (403, "check that the key in OPENAI_API_KEY / MAKER_API_KEY may use this model"),
+        (404, "check --model and --base-url"),
+        (402, "add credit to the account"),
+    ],
+)
+def test_a_rejection_says_what_to_do(status: int, advice: str) -> None:
+    message = str(failure("openai", httpx.Response(status, json={"error": {"message": "no"}})))
+    assert message.startswith(f"openai at http://llm.test/v1/chat/completions answered {status} ")
+    assert message.endswith(advice)
+
+
+def test_an_anthropic_key_problem_names_its_variable() -> None:
+    message = str(failure("anthropic", httpx.Response(401, json={"error": {"message": "invalid x-api-key"}})))
+    assert "(invalid x-api-key)" in message and "ANTHROPIC_API_KEY / MAKER_API_KEY" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "response"),
+    [
+        ("openai", httpx.Response(429, json={"error": {"message": "quota", "type": "insufficient_quota"}})),
+        ("openai", httpx.Response(429, json={"error": {"message": "quota", "code": "insufficient_quota"}})),
+        (
+            "anthropic",
+            httpx.Response(
+                400,
+                json={
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "Your credit balance is too low to access"},
+                },
+            ),
+        ),
+    ],
+)
+def test_an_exhausted_account_is_rejected_not_retried(name: str, response: httpx.Response) -> None:
+    caught = failure(name, response)
+    assert isinstance(caught, Rejected) and str(caught).endswith("add credit to the account")
+
+
+def test_a_key_the_server_echoes_is_not_repeated() -> None:
+    echoed = {"error": {"message": "Incorrect API key provided: sk-test-****cret. Find yours at ...", "code": "x"}}
+    message = str(failure("openai", httpx.Response(401, json=echoed)))
+    assert "sk-test" not in message and "Incorrect API key provided: <key>" in message
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after-ms": "250", "retry-after": "1"}, 0.25),
+        ({"retry-after": "3600"}, 120.0),  # capped
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_rate_limits_carry_the_servers_wait(headers: dict[str, str], wait: float | None) -> None:
+    caught = failure("openai", httpx.Response(429, headers=headers, json={}))
+    assert isinstance(caught, RateLimited) and caught.retry_after == wait
+
+
+def test_a_retry_after_may_be_an_http_date() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    caught = failure("anthropic", httpx.Response(429, headers={"retry-after": when}, json={}))
+    assert isinstance(caught, RateLimited) and caught.retry_after is not None and 25 < caught.retry_after <= 30
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert failure("anthropic", httpx.Response(429, headers={"retry-after": past}, json={})).retry_after == 0.0
+
+
+def test_an_overloaded_server_may_say_when_to_come_back() -> None:
+    caught = failure("openai", httpx.Response(503, headers={"retry-after": "4"}, text="overloaded"))
+    assert isinstance(caught, Unavailable) and caught.retry_after == 4.0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -125,6 +274,21 @@ def test_connection_failures_are_unavailable(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_timeouts_are_unavailable(name: str) -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(Unavailable, match="did not answer in time"):
+        provider_with(name, hang).complete(MESSAGES, temperature=0, max_tokens=5)
+
+
+def test_a_base_url_without_a_scheme_is_rejected() -> None:
+    provider = provider_for("openai", "m1", "llm.test/v1", KEY, httpx.Client())
+    with pytest.raises(Rejected, match="check --base-url"):
+        provider.complete(MESSAGES, temperature=0, max_tokens=5)
+
+
+@pytest.mark.parametrize("name", ["sim", "openai", "anthropic"])
 def test_a_model_that_refuses_temperature_is_asked_without_it(name: str) -> None:
     bodies: list[dict[str, Any]] = []
 
@@ -133,7 +297,7 @@ def test_a_model_that_refuses_temperature_is_asked_without_it(name: str) -> None
         bodies.append(body)
         if "temperature" in body:
             return httpx.Response(400, json={"error": {"message": "Unsupported parameter: 'temperature'"}})
-        return httpx.Response(200, json=SERVERS[name][2]("ok"))
+        return httpx.Response(200, json=SERVERS[name].answer("ok"))
 
     provider = provider_with(name, handle)
     first = provider.complete(MESSAGES, temperature=0.1, max_tokens=5)
@@ -144,19 +308,38 @@ def test_a_model_that_refuses_temperature_is_asked_without_it(name: str) -> None
 
 
 def test_other_refusals_are_not_mistaken_for_temperature() -> None:
-    refused = httpx.Response(400, json={"error": {"message": "model not found"}})
-    provider = provider_with("sim", lambda _: refused)
-    with pytest.raises(ProviderError, match="model not found"):
-        provider.complete(MESSAGES, temperature=0.1, max_tokens=5)
+    caught = failure("sim", httpx.Response(400, json={"error": {"message": "model not found"}}), temperature=0.1)
+    assert isinstance(caught, Rejected) and "model not found" in str(caught)
 
 
-def test_unknown_provider_and_missing_key_are_clear_errors() -> None:
+def test_a_temperature_complaint_without_a_temperature_is_rejected() -> None:
+    about = httpx.Response(400, json={"error": {"message": "temperature must be set"}})
+    assert isinstance(failure("openai", about, temperature=None), Rejected)
+
+
+def test_unknown_provider_and_missing_key_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("MAKER_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match="MAKER_PROVIDER"):
         make_provider(WorkerSettings(provider="nope"), httpx.Client())
-    for name in ("openai", "anthropic"):
-        with pytest.raises(ConfigError, match="MAKER_API_KEY"):
+    with pytest.raises(ConfigError, match=r"unknown provider 'nope': use one of sim, openai, anthropic, ollama"):
+        provider_for("nope", "m1", None, None, httpx.Client())
+    for name, own in (("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")):
+        with pytest.raises(ConfigError, match=rf"provider '{name}' needs an API key: set {own} \(or MAKER_API_KEY\)"):
             make_provider(WorkerSettings(provider=name, api_key=None), httpx.Client())
+    make_provider(WorkerSettings(provider="ollama"), httpx.Client())  # a local Ollama needs no key
+
+
+def test_the_providers_own_key_variables_are_read_and_maker_api_key_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAKER_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-anthropic")
+    own = WorkerSettings()
+    assert [api_key_for(n, own) for n in NAMES] == [None, "sk-openai", "sk-anthropic", None]
+    monkeypatch.setenv("MAKER_API_KEY", KEY)
+    assert [api_key_for(n, WorkerSettings()) for n in NAMES] == [None, KEY, KEY, KEY]
 
 
 def test_settings_never_show_the_key() -> None:
-    assert KEY not in repr(WorkerSettings(api_key=KEY))
+    shown = repr(WorkerSettings(api_key=KEY, openai_api_key=KEY, anthropic_api_key=KEY))
+    assert KEY not in shown

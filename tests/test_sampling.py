@@ -12,6 +12,7 @@ from maker_workers.providers.openai_compat import OpenAICompatible
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Outcome, VoteBook
+from tests.conftest import member
 
 STATE = hanoi.initial_state(3)
 FAST = SamplePolicy(max_output_tokens=750, retries=3, retry_max_wait_s=0.01)
@@ -62,14 +63,14 @@ def event_kinds(client: redis.Redis) -> list[str]:
 def test_a_sample_from_the_real_sim_over_http_is_a_vote(sim_server: SimServer, book: VoteBook) -> None:
     with httpx.Client() as http:
         provider = OpenAICompatible(http, base_url=sim_server.url, model="sim", api_key=None)
-        recorded = draw_sample(request(), TASK, provider, book, FAST)
+        recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
 
 
 def test_a_wrong_well_formed_answer_is_still_a_vote(book: VoteBook, client: redis.Redis) -> None:
     # the engine never consults ground truth: an illegal move wins if the votes say so
     provider, _ = answering(completion("move = [3, 0, 1]\nnext_state = [[2, 1], [3], []]"))
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
     winner = client.hget(keys.step("r", 0, hanoi.input_hash(STATE, None)).status, "winner").decode()
     assert hanoi.from_candidate(winner) == ((3, 0, 1), [[2, 1], [3], []])
@@ -88,7 +89,7 @@ def test_red_flags_are_discarded_and_counted_by_reason(
     book: VoteBook, client: redis.Redis, response: httpx.Response, reason: str
 ) -> None:
     provider, _ = answering(response)
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.RED_FLAG
     assert client.hget(keys.stats("r"), f"red_flag:{reason}") == b"1"
     assert client.hlen(keys.step("r", 0, hanoi.input_hash(STATE, None)).tally) == 0
@@ -96,7 +97,7 @@ def test_red_flags_are_discarded_and_counted_by_reason(
 
 def test_exactly_at_the_token_limit_is_not_a_red_flag(book: VoteBook) -> None:
     provider, _ = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=750))
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
 
 
@@ -104,7 +105,7 @@ def test_rate_limits_are_waited_out_and_logged(book: VoteBook, client: redis.Red
     provider, calls = answering(
         httpx.Response(429), httpx.Response(503), completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]")
     )
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.DECIDED
     assert len(calls) == 3
     assert event_kinds(client)[:2] == ["rate_limit_wait", "retry"]
@@ -112,37 +113,38 @@ def test_rate_limits_are_waited_out_and_logged(book: VoteBook, client: redis.Red
 
 def test_a_provider_that_stays_down_gives_an_error_not_a_vote(book: VoteBook, client: redis.Redis) -> None:
     provider, calls = answering(httpx.Response(503, text="down"))
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
     assert recorded is not None and recorded.outcome is Outcome.ERROR
     assert len(calls) == FAST.retries + 1
     assert event_kinds(client) == ["retry"] * FAST.retries + ["error"]
 
 
-def test_a_refused_request_is_not_retried(book: VoteBook) -> None:
+def test_a_refused_request_is_not_retried_and_ends_the_run(book: VoteBook, client: redis.Redis) -> None:
     provider, calls = answering(httpx.Response(400, text="bad"))
-    recorded = draw_sample(request(), TASK, provider, book, FAST)
-    assert recorded is not None and recorded.outcome is Outcome.ERROR and len(calls) == 1
+    recorded = draw_sample(request(), TASK, member(provider), book, FAST)
+    assert recorded is not None and recorded.outcome is Outcome.FATAL and len(calls) == 1
+    assert b"400" in client.hget(keys.stats("r"), "fatal")
 
 
 def test_a_decided_step_is_skipped_without_calling_the_provider(book: VoteBook, client: redis.Redis) -> None:
     provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
-    draw_sample(request("first"), TASK, provider, book, FAST)
-    assert draw_sample(request("second"), TASK, provider, book, FAST) is None
+    draw_sample(request("first"), TASK, member(provider), book, FAST)
+    assert draw_sample(request("second"), TASK, member(provider), book, FAST) is None
     assert len(calls) == 1
     assert event_kinds(client)[-1] == "skipped"
 
 
 def test_the_token_limit_is_sent_one_past_the_red_flag(book: VoteBook) -> None:
     provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
-    draw_sample(request(), TASK, provider, book, FAST)
+    draw_sample(request(), TASK, member(provider), book, FAST)
     assert b'"max_tokens":751' in calls[0].content.replace(b" ", b"")
 
 
 def test_an_omitted_temperature_is_reported_on_the_run(book: VoteBook, client: redis.Redis) -> None:
     refuse = httpx.Response(400, json={"error": {"message": "temperature is not supported with this model"}})
     provider, calls = answering(refuse, completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
-    draw_sample(request("a", k=2), TASK, provider, book, FAST)
-    draw_sample(request("b", k=2), TASK, provider, book, FAST)
+    draw_sample(request("a", k=2), TASK, member(provider), book, FAST)
+    draw_sample(request("b", k=2), TASK, member(provider), book, FAST)
     assert len(calls) == 3
     assert client.hget(keys.stats("r"), "temperature_omitted") == b"1"
     assert event_kinds(client).count("temperature_omitted") == 1
@@ -150,8 +152,8 @@ def test_an_omitted_temperature_is_reported_on_the_run(book: VoteBook, client: r
 
 def test_the_first_samples_of_a_contest_skip_the_decided_check(book: VoteBook, client: redis.Redis) -> None:
     provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
-    draw_sample(request("first"), TASK, provider, book, FAST)  # k = 1: decided
+    draw_sample(request("first"), TASK, member(provider), book, FAST)  # k = 1: decided
     unchecked = request("second").model_copy(update={"may_be_decided": False})
-    recorded = draw_sample(unchecked, TASK, provider, book, FAST)
+    recorded = draw_sample(unchecked, TASK, member(provider), book, FAST)
     assert len(calls) == 2  # no skip without the check...
     assert recorded is not None and recorded.outcome is Outcome.LATE  # ...and still never counted

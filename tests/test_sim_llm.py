@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import httpx
 import pytest
 
 from maker_workers.domains import hanoi
+from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def chat(http: httpx.Client, url: str, state: hanoi.State, previous: hanoi.Move | None, **extra: object) -> dict:
@@ -29,8 +36,6 @@ def test_answers_like_an_openai_server(sim_server: SimServer, http: httpx.Client
 
 
 def test_temperature_zero_is_deterministic(http: httpx.Client) -> None:
-    from maker_workers.simllm.model import SimConfig
-
     server = SimServer("127.0.0.1", 0, SimConfig(error_rate=0.45, seed=11))
     server.start_in_thread()
     try:
@@ -51,8 +56,6 @@ def test_temperature_zero_is_deterministic(http: httpx.Client) -> None:
 
 
 def test_over_long_answers_stop_at_max_tokens(http: httpx.Client) -> None:
-    from maker_workers.simllm.model import SimConfig
-
     server = SimServer("127.0.0.1", 0, SimConfig(too_long_rate=0.999, malformed_rate=0.0))
     server.start_in_thread()
     try:
@@ -88,3 +91,129 @@ def test_a_broken_puzzle_still_gets_an_answer(sim_server: SimServer, http: httpx
         body = chat(http, sim_server.url, state, previous, temperature=0.1)
         move, next_state = hanoi.parse(body["choices"][0]["message"]["content"], 3)
         assert move in hanoi.legal_moves(state) and next_state == hanoi.apply_move(state, move)
+
+
+@pytest.fixture
+def faulty() -> Iterator[Callable[..., SimServer]]:
+    """Start simulated LLMs with the config given; all stop after the test."""
+    servers: list[SimServer] = []
+
+    def start(**config: Any) -> SimServer:
+        server = SimServer("127.0.0.1", 0, SimConfig(**config))
+        server.start_in_thread()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_answers_like_an_anthropic_server(sim_server: SimServer, http: httpx.Client) -> None:
+    system, user = hanoi.messages(hanoi.initial_state(3), None)
+    response = http.post(
+        f"{sim_server.url}/messages",
+        json={
+            "model": "claude-sim",
+            "max_tokens": 100,
+            "system": system["content"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": user["content"]}]}],
+        },
+    )
+    body = response.json()
+    assert body["type"] == "message" and body["stop_reason"] == "end_turn" and body["model"] == "claude-sim"
+    assert hanoi.parse(body["content"][0]["text"], 3) == ((1, 0, 2), [[3, 2], [], [1]])
+    as_openai = chat(http, sim_server.url, hanoi.initial_state(3), None, temperature=0)
+    assert body["usage"]["input_tokens"] == as_openai["usage"]["prompt_tokens"]  # the system prompt counts
+    assert body["usage"]["output_tokens"] == as_openai["usage"]["completion_tokens"]
+
+
+def test_answers_like_ollama(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = faulty(too_long_rate=0.999, malformed_rate=0.0)
+    root = server.url.removesuffix("/v1")
+    request = {"model": "llama-sim", "messages": hanoi.messages(hanoi.initial_state(3), None), "stream": False}
+    body = http.post(f"{root}/api/chat", json=request | {"options": {"temperature": 0.1, "num_predict": 40}}).json()
+    assert body["done"] is True and body["done_reason"] == "length" and body["eval_count"] == 40
+    assert body["message"]["role"] == "assistant" and body["prompt_eval_count"] > 100
+    unlimited = http.post(f"{root}/api/chat", json=request | {"options": {"num_predict": -1}}).json()
+    assert unlimited["done_reason"] == "stop" and unlimited["eval_count"] > 40
+
+
+def test_faults_leave_the_answers_as_they_were(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    state, previous = [[4, 3], [1], [2]], (2, 0, 2)
+    plain, flaky = faulty(error_rate=0.4, seed=5), faulty(error_rate=0.4, seed=5, rate_500=0.3, rate_429=0.2)
+    expected = [
+        chat(http, plain.url, state, previous, temperature=0.5)["choices"][0]["message"]["content"] for _ in range(20)
+    ]
+    answered: list[str] = []
+    while len(answered) < 20:
+        request = {"model": "sim", "messages": hanoi.messages(state, previous), "temperature": 0.5}
+        response = http.post(f"{flaky.url}/chat/completions", json=request)
+        if response.status_code == 200:
+            answered.append(response.json()["choices"][0]["message"]["content"])
+    assert answered == expected
+    assert len(set(expected)) > 1
+
+
+def test_a_429_says_when_to_come_back(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = faulty(rate_429=1.0, retry_after_s=0.25)
+    request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
+    response = http.post(f"{server.url}/chat/completions", json=request)
+    assert response.status_code == 429 and response.headers["retry-after"] == "0.25"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_key_is_checked_only_when_one_is_set(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = faulty(api_key="sim-key", error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
+    request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
+    wrong = http.post(f"{server.url}/chat/completions", json=request, headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert "nope" not in wrong.text
+    for headers in ({"authorization": "Bearer sim-key"}, {"x-api-key": "sim-key"}):
+        assert http.post(f"{server.url}/chat/completions", json=request, headers=headers).status_code == 200
+
+
+def test_an_exhausted_account_answers_every_request_429(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = faulty(quota_exhausted=True)
+    request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
+    for _ in range(3):
+        response = http.post(f"{server.url}/chat/completions", json=request)
+        assert response.status_code == 429 and response.json()["error"]["type"] == "insufficient_quota"
+
+
+def test_a_request_picked_to_time_out_is_hung_up_on(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = faulty(rate_timeout=1.0, timeout_hold_s=0.05)
+    request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(f"{server.url}/chat/completions", json=request)
+    assert http.get(f"{server.url}/stats").json()["by_status"] == {"timeout": 1}
+
+
+def test_stats_say_what_was_served(sim_server: SimServer, http: httpx.Client) -> None:
+    first = chat(http, sim_server.url, hanoi.initial_state(3), None, temperature=0)
+    http.post(f"{sim_server.url}/chat/completions", json={"model": "sim"})  # 400: asked, not served
+    root = sim_server.url.removesuffix("/v1")
+    stats = http.get(f"{root}/stats").json()
+    assert stats == http.get(f"{sim_server.url}/stats").json()  # reading them is not a request
+    tokens = {"input_tokens": first["usage"]["prompt_tokens"], "output_tokens": first["usage"]["completion_tokens"]}
+    assert stats["requests"] == 2 and stats["by_status"] == {"200": 1, "400": 1}
+    assert stats["served"] == tokens and stats["by_model"] == {"sim": {"requests": 1, **tokens}}
+    assert len(stats["arrivals"]) == 2 and stats["arrivals"][0] <= stats["arrivals"][1] <= time.monotonic()
+
+
+@pytest.mark.parametrize(
+    "config", [SimConfig(), SimConfig(seed=4, rate_429=0.1, timeout_hold_s=2, api_key="k", quota_exhausted=True)]
+)
+def test_the_cli_takes_every_config_field_as_the_embedded_cluster_passes_it(config: SimConfig) -> None:
+    argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", "0"]
+    for name, value in config.model_dump().items():  # as orchestrator.embedded builds them: None, False too
+        argv += ["--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}", str(value)]
+    with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[-1]
+            served = httpx.get(f"{url}/health").json()["config"]
+        finally:
+            proc.terminate()
+    assert served == config.model_dump()

@@ -50,10 +50,14 @@ def test_progress_reads_a_run_from_redis_alone(fake: fakeredis.FakeRedis) -> Non
 def test_a_commit_sent_twice_logs_the_step_once(client: redis.Redis) -> None:
     """What redis-py does when the reply to a commit is lost: it sends the same commit again."""
     store = RunStore(client, "r")
-    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]})
-    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]})
-    store.commit(1, [[3], [2], [1]], {"move": [2, 0, 1]})
+    first, second = keys.step("r", 0, "h0"), keys.step("r", 1, "h1")
+    # An ensemble's votes by model: the winner's are credited to their models at commit, once.
+    client.hset(first.voters, mapping={"sim:a [1,0,2]": 3, "sim:b [1,0,2]": 1, "sim:b [2,0,1]": 1})
+    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]}, first, "[1,0,2]")
+    store.commit(0, [[3, 2], [], [1]], {"move": [1, 0, 2]}, first, "[1,0,2]")
+    store.commit(1, [[3], [2], [1]], {"move": [2, 0, 1]}, second, "[2,0,1]")
     assert store.answers() == [{"move": [1, 0, 2]}, {"move": [2, 0, 1]}]
     assert store.saved() == Checkpoint(step=2, state=[[3], [2], [1]], previous={"move": [2, 0, 1]})
+    assert store.stats() == {"model:sim:a:winning_votes": 3, "model:sim:b:winning_votes": 1}
     with pytest.raises(StoreError, match="checkpoint is at step 2, not 5"):
-        store.commit(5, [], {})
+        store.commit(5, [], {}, first, "")

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from maker_workers import keys
-from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
+from maker_workers.votes import Contest, Drawer, Outcome, Snapshot, VoteBook
+from orchestrator.store import RunStore
 
 
 def contest(k: int = 3, step: int = 0, run_id: str = "r1") -> Contest:
@@ -223,3 +224,36 @@ def test_the_winner_hands_on_its_first_votes_payload_even_when_that_was_the_key(
     book.record(c, "a", "vote", '{"n":1}')  # payload == key: nothing stored
     book.record(c, "b", "vote", '{"n":1}', payload='{"n":1,"why":"later"}')
     assert book.snapshot(c).decided and book.snapshot(c).leading_answer == {"n": 1}
+
+
+def test_cost_and_tokens_are_counted_per_model_and_each_notice_carries_the_spend(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    c = contest(k=5)
+    a, b = Drawer(model="sim:a", cost_nusd=1500, by_model=True), Drawer(model="sim:b", cost_nusd=700, by_model=True)
+    book.record(c, "s1", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=a)
+    book.record(c, "s2", "red_flag", "too_long", input_tokens=10, output_tokens=9, drawn_by=b)
+    book.record(c, "s3", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=b)
+    book.record(c, "s3", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=b)  # redelivered: not paid twice
+    assert [n["spent_nusd"] for n in notices(client)] == [1500, 2200, 2900]
+    stats = RunStore(client, "r1").stats()
+    assert stats["cost_nusd"] == 2900 and stats["input_tokens"] == 30
+    assert (stats["model:sim:a:samples"], stats["model:sim:b:samples"], stats["model:sim:b:red_flags"]) == (1, 2, 1)
+    assert (stats["model:sim:b:cost_nusd"], stats["model:sim:b:output_tokens"]) == (1400, 14)
+    assert client.hgetall(c.keys.voters) == {b"sim:a A": b"1", b"sim:b A": b"1"}
+    assert [e["cost_usd"] for e in events(client)] == ["0.000001500", "0.000000700", "0.000000700", "0.000000700"]
+
+
+def test_a_sample_of_unknown_price_makes_the_runs_cost_unknown(book: VoteBook, client: redis.Redis) -> None:
+    book.record(contest(), "s1", "vote", "A", drawn_by=Drawer(model="openai:new-model", cost_nusd=None))
+    assert notices(client)[-1]["cost_unknown"] == "openai:new-model"
+    assert RunStore(client, "r1").stats()["cost_unknown"] == 1
+    assert "cost_usd" not in events(client)[-1]
+
+
+def test_a_fatal_refusal_is_an_error_kept_with_the_run(book: VoteBook, client: redis.Redis) -> None:
+    book.record(contest(), "s1", "fatal", "openai answered 401: check OPENAI_API_KEY")
+    book.record(contest(), "s2", "fatal", "a second one")
+    assert [n["outcome"] for n in notices(client)] == ["fatal", "fatal"]
+    assert client.hget(keys.stats("r1"), "fatal") == b"openai answered 401: check OPENAI_API_KEY"
+    assert book.snapshot(contest()).errors == 2 and not book.is_decided(contest())

@@ -5,8 +5,11 @@
 --
 -- KEYS[1] checkpoint HASH  step (the next step to decide), state (JSON), previous (JSON answer)
 -- KEYS[2] answers    LIST  every committed step's winning answer, in order
+-- KEYS[3] voters     HASH  the committed contest's votes by model ("<model> <vote key>"; ensembles only)
+-- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
 --
 -- ARGV[1] the step being committed   ARGV[2] the state it produced   ARGV[3] its winning answer
+-- ARGV[4] the winning vote key
 --
 -- Returns the checkpoint's step after the call: ARGV[1] + 1 when committed now or before;
 -- anything else means the checkpoint is elsewhere (another orchestrator drives this run).
@@ -16,4 +19,11 @@ local at = tonumber(redis.call('HGET', KEYS[1], 'step') or 0)
 if at ~= step then return at end
 redis.call('HSET', KEYS[1], 'step', step + 1, 'state', ARGV[2], 'previous', ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[3])
+local voters = redis.call('HGETALL', KEYS[3])
+for i = 1, #voters, 2 do
+  local at = string.find(voters[i], ' ', 1, true)
+  if string.sub(voters[i], at + 1) == ARGV[4] then
+    redis.call('HINCRBY', KEYS[4], 'model:' .. string.sub(voters[i], 1, at - 1) .. ':winning_votes', voters[i + 1])
+  end
+end
 return step + 1

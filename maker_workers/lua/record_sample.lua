@@ -11,7 +11,8 @@
 -- KEYS[4] payloads HASH  vote key -> its first vote's payload, when that is not the key itself
 -- KEYS[5] notify   LIST  the orchestrator BLPOPs one JSON notice per recorded sample
 -- KEYS[6] events   STREAM every vote, red flag, error, late vote and decision of the run
--- KEYS[7] stats    HASH  run-wide counters
+-- KEYS[7] stats    HASH  run-wide counters, and per model (`model:<label>:<counter>`)
+-- KEYS[8] voters   HASH  "<model label> <vote key>" -> counted votes (ensembles only): which model voted for what
 --
 -- ARGV[1] sample id
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
@@ -23,20 +24,41 @@
 -- ARGV[10] events stream max length (approximate)
 -- ARGV[11] seconds a contest's keys live after its first sample; all of them expire together, so no
 --          key of the contest (the seen set above all) can outlive the others
+-- ARGV[12] the model that drew the sample ("provider:model"), "" when unknown
+-- ARGV[13] what the call cost, in nano-dollars; -1 when the model's price is unknown
+-- ARGV[14] "1" to count votes by model in KEYS[8] (an ensemble: the report gives each model's share)
+--
+-- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
+-- run's stats as `fatal`, so anyone can see why the run ended.
 --
 -- Returns {outcome, leader_votes, runner_up_votes} where outcome is one of
--- "duplicate", "late", "vote", "decided", "red_flag", "error".
+-- "duplicate", "late", "vote", "decided", "red_flag", "error", "fatal".
 
 local sample_id, kind, value, payload = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = tonumber(ARGV[5])
 local step, input_hash = tonumber(ARGV[6]), ARGV[7]
 local input_tokens, output_tokens = tonumber(ARGV[8]), tonumber(ARGV[9])
 local maxlen, ttl = ARGV[10], tonumber(ARGV[11])
+local model, cost, by_model = ARGV[12], tonumber(ARGV[13]), ARGV[14] == '1'
 
 local function event(fields)
   local args = {KEYS[6], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
   for _, f in ipairs(fields) do table.insert(args, f) end
+  if model ~= '' then
+    table.insert(args, 'model')
+    table.insert(args, model)
+  end
+  if cost >= 0 then
+    table.insert(args, 'cost_usd')
+    table.insert(args, string.format('%.9f', cost / 1e9))
+  end
   redis.call('XADD', unpack(args))
+end
+
+-- A run-wide counter, and the same counter of the model that drew the sample.
+local function count(name, by)
+  redis.call('HINCRBY', KEYS[7], name, by)
+  if model ~= '' then redis.call('HINCRBY', KEYS[7], 'model:' .. model .. ':' .. name, by) end
 end
 
 if redis.call('SADD', KEYS[1], sample_id) == 0 then
@@ -45,9 +67,16 @@ if redis.call('SADD', KEYS[1], sample_id) == 0 then
   return {'duplicate', 0, 0}
 end
 
-redis.call('HINCRBY', KEYS[7], 'samples', 1)
-redis.call('HINCRBY', KEYS[7], 'input_tokens', input_tokens)
-redis.call('HINCRBY', KEYS[7], 'output_tokens', output_tokens)
+count('samples', 1)
+count('input_tokens', input_tokens)
+count('output_tokens', output_tokens)
+local spent
+if cost >= 0 then
+  count('cost_nusd', cost)
+  spent = tonumber(redis.call('HGET', KEYS[7], 'cost_nusd'))
+else
+  count('cost_unknown', 1)
+end
 redis.call('HINCRBY', KEYS[3], 'samples', 1)
 
 local current = redis.call('HMGET', KEYS[3], 'decided', 'leader', 'leader_votes', 'runner_up_votes')
@@ -59,14 +88,15 @@ local outcome
 if kind == 'red_flag' then
   outcome = 'red_flag'
   redis.call('HINCRBY', KEYS[3], 'red_flags', 1)
-  redis.call('HINCRBY', KEYS[7], 'red_flags', 1)
+  count('red_flags', 1)
   redis.call('HINCRBY', KEYS[7], 'red_flag:' .. value, 1)
   event({'kind', 'red_flag', 'reason', value})
-elseif kind == 'error' then
-  outcome = 'error'
+elseif kind == 'error' or kind == 'fatal' then
+  outcome = kind
   redis.call('HINCRBY', KEYS[3], 'errors', 1)
-  redis.call('HINCRBY', KEYS[7], 'errors', 1)
-  event({'kind', 'error', 'reason', value})
+  count('errors', 1)
+  if kind == 'fatal' then redis.call('HSETNX', KEYS[7], 'fatal', value) end
+  event({'kind', kind, 'reason', value})
 elseif decided then
   outcome = 'late'
   redis.call('HINCRBY', KEYS[3], 'late', 1)
@@ -77,7 +107,8 @@ else
   -- A key's payload is its first vote's: stored only when that one differs from the key.
   if votes == 1 and payload ~= '' then redis.call('HSET', KEYS[4], value, payload) end
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
-  redis.call('HINCRBY', KEYS[7], 'votes', 1)
+  count('votes', 1)
+  if by_model then redis.call('HINCRBY', KEYS[8], model .. ' ' .. value, 1) end
   -- The leader is the one with most votes; the runner-up count is the most any other has. A new vote
   -- changes only its own candidate's count, so the ranking updates without reading the tally.
   if value == leader then
@@ -104,7 +135,7 @@ if left < 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
   left = ttl
 end
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[8]}) do
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, left) end
 end
 
@@ -126,6 +157,7 @@ if snapshot.leader then
 end
 local notice = {sample_id = sample_id, step = step, input_hash = input_hash, outcome = outcome,
   snapshot = snapshot}
-if outcome == 'red_flag' or outcome == 'error' then notice.reason = value end
+if outcome == 'red_flag' or outcome == 'error' or outcome == 'fatal' then notice.reason = value end
+if spent then notice.spent_nusd = spent else notice.cost_unknown = model end
 redis.call('RPUSH', KEYS[5], cjson.encode(notice))
 return {outcome, leader_votes, runner_up_votes}

@@ -7,31 +7,56 @@ import httpx
 from maker_workers.errors import ConfigError
 from maker_workers.providers.anthropic import Anthropic
 from maker_workers.providers.base import Completion, Provider
+from maker_workers.providers.http import key_variables
+from maker_workers.providers.ollama import Ollama
 from maker_workers.providers.openai_compat import OpenAICompatible
 from maker_workers.settings import WorkerSettings
 
-__all__ = ["Completion", "Provider", "make_provider"]
+__all__ = ["Completion", "Provider", "api_key_for", "make_provider", "provider_for"]
 
-# Where each provider is reached unless MAKER_BASE_URL says otherwise.
+# Where each provider is reached unless a base URL says otherwise.
 DEFAULT_URLS = {
     "sim": "http://127.0.0.1:8765/v1",
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com/v1",
+    "ollama": "http://127.0.0.1:11434",
 }
 NAMES = tuple(DEFAULT_URLS)
 
 
-def make_provider(settings: WorkerSettings, client: httpx.Client) -> Provider:
-    """The provider the settings name. `sim` is the simulated LLM, spoken to like any OpenAI server;
-    `openai` is any OpenAI-compatible server (OpenAI, vLLM, Ollama's /v1) given its MAKER_BASE_URL."""
-    name = settings.provider
-    if name not in DEFAULT_URLS:
-        raise ConfigError(f"unknown provider {name!r}: set MAKER_PROVIDER to one of {', '.join(NAMES)}")
-    base_url = settings.base_url or DEFAULT_URLS[name]
+def api_key_for(name: str, settings: WorkerSettings) -> str | None:
+    """The key to send provider `name`: MAKER_API_KEY wins, else the provider's own variable
+    (OPENAI_API_KEY, ANTHROPIC_API_KEY). The simulated LLM gets none, so a real key stays home."""
     if name == "sim":
-        return OpenAICompatible(client, base_url=base_url, model=settings.model, api_key=None)
-    if not settings.api_key:
-        raise ConfigError(f"provider {name!r} needs an API key: set MAKER_API_KEY in the environment")
+        return None
+    own = {"openai": settings.openai_api_key, "anthropic": settings.anthropic_api_key}.get(name)
+    return settings.api_key or own
+
+
+def provider_for(name: str, model: str, base_url: str | None, api_key: str | None, client: httpx.Client) -> Provider:
+    """Provider `name` serving `model` at `base_url` (None: the provider's default).
+
+    `sim` is the simulated LLM, spoken to like any OpenAI server; `openai` is any OpenAI-compatible
+    server (OpenAI, vLLM, Ollama's /v1); `ollama` is Ollama's native API. openai and anthropic need a key.
+    """
+    if name not in DEFAULT_URLS:
+        raise ConfigError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
+    url = base_url or DEFAULT_URLS[name]
+    if name == "ollama":
+        return Ollama(client, base_url=url, model=model, api_key=api_key)
+    if name == "sim":
+        return OpenAICompatible(client, base_url=url, model=model, api_key=api_key, name=name)
+    if not api_key:
+        own, *others = key_variables(name)
+        raise ConfigError(f"provider {name!r} needs an API key: set {own} (or {' or '.join(others)})")
     if name == "anthropic":
-        return Anthropic(client, base_url=base_url, model=settings.model, api_key=settings.api_key)
-    return OpenAICompatible(client, base_url=base_url, model=settings.model, api_key=settings.api_key)
+        return Anthropic(client, base_url=url, model=model, api_key=api_key)
+    return OpenAICompatible(client, base_url=url, model=model, api_key=api_key, name=name)
+
+
+def make_provider(settings: WorkerSettings, client: httpx.Client) -> Provider:
+    """The provider the worker settings name (MAKER_PROVIDER, MAKER_MODEL, MAKER_BASE_URL and a key)."""
+    if settings.provider not in DEFAULT_URLS:
+        raise ConfigError(f"unknown provider {settings.provider!r}: set MAKER_PROVIDER to one of {', '.join(NAMES)}")
+    key = api_key_for(settings.provider, settings)
+    return provider_for(settings.provider, settings.model, settings.base_url, key, client)

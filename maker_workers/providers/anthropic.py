@@ -32,7 +32,7 @@ class Anthropic(HttpProvider):
             body["system"] = system
         if temperature is not None:
             body["temperature"] = temperature
-        data = post_json(self._client, self._url, body, self._headers)
+        data = post_json(self._client, self._url, body, self._headers, provider="anthropic")
         try:
             text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
             usage = data.get("usage") or {}
@@ -43,4 +43,4 @@ class Anthropic(HttpProvider):
                 truncated=data.get("stop_reason") == "max_tokens",
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise ProviderError(f"{self._url}: answer is not a message: {exc!r}") from exc
+            raise ProviderError(f"anthropic at {self._url}: answer is not a message: {exc!r}") from exc

@@ -30,6 +30,16 @@ class SimConfig(BaseModel):
     too_long_rate: float = Field(0.005, ge=0.0, lt=1.0)
     latency_ms: float = Field(0.0, ge=0.0, description="mean of the exponential response latency")
     seed: int = 0
+    # Faults on demand, for the provider layer and the engine's retries. One draw per request picks at
+    # most one of the rate_ faults, in this order; where they add up past 1, the later ones get the rest.
+    rate_429: float = Field(0.0, ge=0.0, le=1.0, description="share of requests answered 429 with a Retry-After")
+    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After of those 429s")
+    rate_500: float = Field(0.0, ge=0.0, le=1.0, description="share of requests answered 500")
+    rate_timeout: float = Field(0.0, ge=0.0, le=1.0, description="share held timeout_hold_s, then hung up on")
+    timeout_hold_s: float = Field(30.0, ge=0.0, description="how long a request picked to time out is held")
+    rate_refusal: float = Field(0.0, ge=0.0, le=1.0, description="share answered 200 with a polite refusal")
+    api_key: str | None = Field(None, description="when set, a request with any other key gets 401")
+    quota_exhausted: bool = Field(False, description="every request gets 429 insufficient_quota")
 
 
 class Answer(BaseModel):
