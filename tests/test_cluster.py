@@ -204,7 +204,7 @@ def test_a_decision_whose_notice_was_lost_is_read_back_not_waited_for(redis_url:
     client = redis.Redis.from_url(redis_url)
     client.flushall()
     task = hanoi.HanoiTask(1)
-    engine = Runner(client, make_app(redis_url), VotingConfig(k=1, wait_s=0.2), task)
+    engine = Runner(client, make_app(redis_url), VotingConfig(k=1, wait_s=0.2, drain_s=0), task)
     finished: list[object] = []
     thread = threading.Thread(target=lambda: finished.append(engine.run()), daemon=True)
     thread.start()

@@ -6,8 +6,19 @@ each provider's own API shape.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
 import pytest
 
+from maker_workers.simllm.model import SimConfig
+from maker_workers.simllm.server import SimServer
+from orchestrator.embedded import Embedded
+from orchestrator.model_options import ModelOptions
 from tests.conftest import run_cli
 
 
@@ -38,3 +49,157 @@ def test_a_model_that_cannot_be_called_is_named_before_anything_starts(
     assert result.returncode == 2, result.stderr
     assert mention in result.stderr and "Traceback" not in result.stderr
     assert "embedded cluster up" not in result.stderr  # nothing was started
+
+
+@contextlib.contextmanager
+def unreliable_sim(**faults: Any) -> Iterator[SimServer]:
+    """The simulated LLM, speaking every provider's API, with faults injected on demand."""
+    server = SimServer("127.0.0.1", 0, SimConfig(seed=11, **faults))
+    server.start_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def served(url: str) -> dict[str, Any]:
+    """What the simulated LLM at `url` says it served."""
+    return httpx.get(url.removesuffix("/v1") + "/stats").json()
+
+
+KEYS = {"OPENAI_API_KEY": "sk-test-openai-7c1f", "ANTHROPIC_API_KEY": "sk-ant-test-91d2"}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+def test_each_provider_solves_hanoi_through_429s_and_500s_with_the_servers_token_count(provider: str) -> None:
+    with unreliable_sim(rate_429=0.08, rate_500=0.03, retry_after_s=0.2) as sim:
+        result = run_cli(
+            "hanoi",
+            "--disks",
+            "6",
+            "--provider",
+            provider,
+            "--model",
+            "sim-hanoi",
+            "--base-url",
+            sim.url,
+            "--price-in",
+            "1",
+            "--price-out",
+            "5",
+            "--json",
+            **KEYS,
+        )
+        stats = served(sim.url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert (report["solved"], report["errors"], report["steps"]) == (True, 0, 63)
+    assert stats["by_status"].get("429", 0) > 0 and stats["by_status"].get("500", 0) > 0  # the faults happened
+    assert (report["input_tokens"], report["output_tokens"]) == (
+        stats["served"]["input_tokens"],
+        stats["served"]["output_tokens"],
+    )
+    expected = (stats["served"]["input_tokens"] * 1 + stats["served"]["output_tokens"] * 5) / 1e6
+    assert report["cost_usd"] == pytest.approx(expected, abs=1e-9)
+    assert report["models"][f"{provider}:sim-hanoi"]["samples"] == report["samples"]
+    for secret in KEYS.values():
+        assert secret not in result.stdout + result.stderr
+
+
+def test_a_wrong_key_ends_the_run_at_once_with_what_to_do() -> None:
+    with unreliable_sim(api_key="sk-the-right-one") as sim:
+        started = time.monotonic()
+        result = run_cli(
+            "hanoi",
+            "--disks",
+            "8",
+            "--provider",
+            "openai",
+            "--model",
+            "sim-hanoi",
+            "--base-url",
+            sim.url,
+            "--json",
+            OPENAI_API_KEY="sk-a-wrong-one-5e3a",
+        )
+        elapsed = time.monotonic() - started
+        requests = served(sim.url)["requests"]
+    assert result.returncode == 1
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert "401" in report["failure"] and "openai" in report["failure"] and "OPENAI_API_KEY" in report["failure"]
+    assert report["steps"] == 0 and report["provider_errors"] >= 1
+    assert "sk-a-wrong-one-5e3a" not in result.stdout + result.stderr
+    assert requests <= 2 * 3  # no retries: the first k samples' calls and nothing after
+    assert elapsed < 30  # the embedded cluster's start-up included; the run itself ends on the first refusal
+
+
+def test_an_ensemble_pools_votes_across_models_and_reports_each_ones_share() -> None:
+    with unreliable_sim() as sim:
+        result = run_cli(
+            "hanoi",
+            "--disks",
+            "5",
+            "--ensemble",
+            "openai:sim-a,anthropic:sim-b,ollama:sim-c",
+            "--base-url",
+            sim.url,
+            "--json",
+            **KEYS,
+        )
+        by_model = served(sim.url)["by_model"]
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["solved"] and report["errors"] == 0
+    models = report["models"]
+    assert set(models) == {"openai:sim-a", "anthropic:sim-b", "ollama:sim-c"}
+    assert sum(m["samples"] for m in models.values()) == report["samples"]
+    for label, counts in models.items():
+        assert counts["samples"] >= report["samples"] // 4  # they take turns
+        assert counts["input_tokens"] == by_model[label.split(":")[1]]["input_tokens"]
+    assert sum(m["winning_share"] for m in models.values()) == pytest.approx(1.0, abs=1e-3)
+    assert all(m["winning_votes"] > 0 for m in models.values())
+
+
+def test_a_budget_stops_the_run_cleanly_and_a_larger_one_finishes_it() -> None:
+    priced = ModelOptions(price_in=1.0, price_out=5.0)  # the cluster's workers price the sim like a small model
+    sim = SimConfig(seed=5, latency_ms=30)  # so that samples are still in flight when the budget is reached
+    with Embedded(workers=1, concurrency=4, sim=sim, models=priced) as cluster:
+        stopped = run_cli(
+            "hanoi",
+            "--disks",
+            "6",
+            "--redis-url",
+            cluster.redis_url,
+            "--max-cost-usd",
+            "0.02",
+            "--speculate",
+            "2",
+            "--json",
+        )
+        assert stopped.returncode == 1, stopped.stderr
+        report = json.loads(stopped.stdout.splitlines()[-1])
+        assert report["failure"] == "budget" and 0 < report["steps"] < 63
+        # The samples in flight at the stop were waited for: the report counts all the model served.
+        assert report["output_tokens"] == served(cluster.sim_url)["served"]["output_tokens"]
+        per_sample = report["cost_usd"] / report["samples"]
+        in_flight = 4  # at most the worker's threads were drawing when the budget was reached
+        assert 0.02 <= report["cost_usd"] <= 0.02 + in_flight * 2 * per_sample
+        assert "--max-cost-usd" in stopped.stderr and "resume" in stopped.stderr.lower()
+
+        resumed = run_cli(
+            "hanoi",
+            "--disks",
+            "6",
+            "--redis-url",
+            cluster.redis_url,
+            "--resume",
+            report["run_id"],
+            "--max-cost-usd",
+            "1",
+            "--json",
+        )
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(resumed.stdout.splitlines()[-1])
+    assert (final["solved"], final["errors"], final["steps"]) == (True, 0, 63)
+    assert final["cost_usd"] > report["cost_usd"]  # the whole run's spend, both parts
