@@ -573,6 +573,9 @@ def sim_serve(
     sim_too_long_rate: SimTooLong = None,
     sim_collision_share: Annotated[float | None, typer.Option(help="of wrong answers: the plausible one [0.8]")] = None,
     sim_corrupt_share: Annotated[float | None, typer.Option(help="of wrong answers: corrupt next_state [0.1]")] = None,
+    sim_revised_rate: Annotated[
+        float | None, typer.Option(help="share of answers given after a wrong draft; the last counts [0]")
+    ] = None,
     sim_rate_429: SimRate = None,
     sim_retry_after_s: Annotated[float | None, typer.Option(help="the Retry-After of those 429s, seconds [1]")] = None,
     sim_rate_500: SimRate = None,
@@ -596,6 +599,7 @@ def sim_serve(
         too_long_rate=sim_too_long_rate,
         collision_share=sim_collision_share,
         corrupt_share=sim_corrupt_share,
+        revised_rate=sim_revised_rate,
         rate_429=sim_rate_429,
         retry_after_s=sim_retry_after_s,
         rate_500=sim_rate_500,

@@ -73,7 +73,9 @@ KEYS = {"OPENAI_API_KEY": "sk-test-openai-7c1f", "ANTHROPIC_API_KEY": "sk-ant-te
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
 def test_each_provider_solves_hanoi_through_429s_and_500s_with_the_servers_token_count(provider: str) -> None:
-    with unreliable_sim(rate_429=0.08, rate_500=0.03, retry_after_s=0.2) as sim:
+    # Beside the faults, the sim's usual unreliability: colliding wrong answers, malformed and over-long
+    # text, and answers revised after a wrong draft (several `move =` lines; the last counts).
+    with unreliable_sim(rate_429=0.08, rate_500=0.03, retry_after_s=0.2, revised_rate=0.05) as sim:
         result = run_cli(
             "hanoi",
             "--disks",
@@ -203,3 +205,47 @@ def test_a_budget_stops_the_run_cleanly_and_a_larger_one_finishes_it() -> None:
     final = json.loads(resumed.stdout.splitlines()[-1])
     assert (final["solved"], final["errors"], final["steps"]) == (True, 0, 63)
     assert final["cost_usd"] > report["cost_usd"]  # the whole run's spend, both parts
+
+
+def test_run_and_vote_take_the_same_provider_options() -> None:
+    with unreliable_sim(rate_429=0.05) as sim:
+        ran = run_cli(
+            "run",
+            "examples/multiply.yaml",
+            "--provider",
+            "ollama",
+            "--model",
+            "sim-any",
+            "--base-url",
+            sim.url,
+            "--price-in",
+            "0.5",
+            "--price-out",
+            "1.5",
+            "--json",
+        )
+        voted = run_cli(
+            "vote",
+            "--prompt",
+            "Compute: 6 * 7",
+            "--format",
+            "json",
+            "--provider",
+            "anthropic",
+            "--model",
+            "claude-haiku-4-5",
+            "--base-url",
+            sim.url,
+            "--json",
+            **KEYS,
+        )
+        by_model = served(sim.url)["by_model"]
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout.splitlines()[-1])
+    assert report["done"] and report["cost_usd"] > 0 and list(report["models"]) == ["ollama:sim-any"]
+    assert report["input_tokens"] == by_model["sim-any"]["input_tokens"]
+    assert voted.returncode == 0, voted.stderr
+    decision = json.loads(voted.stdout.splitlines()[-1])
+    assert decision["winner"] == {"answer": 42}
+    tokens = by_model["claude-haiku-4-5"]  # priced from the table: $1 in, $5 out per million
+    assert decision["cost_usd"] == pytest.approx((tokens["input_tokens"] + 5 * tokens["output_tokens"]) / 1e6)

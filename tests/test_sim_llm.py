@@ -217,3 +217,14 @@ def test_the_cli_takes_every_config_field_as_the_embedded_cluster_passes_it(conf
         finally:
             proc.terminate()
     assert served == config.model_dump()
+
+
+def test_a_revised_answer_has_a_wrong_draft_before_the_one_that_counts(
+    faulty: Callable[..., SimServer], http: httpx.Client
+) -> None:
+    server = faulty(revised_rate=1.0, error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
+    state = [[3], [2], [1]]  # after two moves: the next is disk 1 from peg 2 to peg 1
+    text = chat(http, server.url, state, (2, 0, 1), temperature=0)["choices"][0]["message"]["content"]
+    assert text.count("move = ") == 2 and text.count("next_state = ") == 2
+    assert hanoi.parse(text, 3) == ((1, 2, 1), [[3], [2, 1], []])  # the last one counts
+    assert hanoi.parse(text.split("Wait")[0], 3)[0] != (1, 2, 1)  # the draft was wrong

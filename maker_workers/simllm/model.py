@@ -28,6 +28,9 @@ class SimConfig(BaseModel):
     corrupt_share: float = Field(0.1, ge=0.0, le=1.0, description="of wrong answers: right core, corrupt detail")
     malformed_rate: float = Field(0.01, ge=0.0, lt=1.0)
     too_long_rate: float = Field(0.005, ge=0.0, lt=1.0)
+    revised_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of well-formed answers written after a wrong draft (the last counts)"
+    )
     latency_ms: float = Field(0.0, ge=0.0, description="mean of the exponential response latency")
     seed: int = 0
     # Faults on demand, for the provider layer and the engine's retries. One draw per request picks at
@@ -86,6 +89,9 @@ class SimModel:
         else:
             given = self._wrong(problem, right, rng) if rng.random() < cfg.error_rate else right
             text = problem.render(given)
+            if cfg.revised_rate and rng.random() < cfg.revised_rate:  # draws only when asked: answers stay as they were
+                draft = problem.mistake() or problem.other(right, None, rng)
+                text = f"{problem.render(draft)}\nWait, that is not right. Corrected:\n{text}"
         tokens = count_tokens(text)
         if max_tokens is not None and tokens > max_tokens:
             return Answer(text=text[: 4 * max_tokens], output_tokens=max_tokens, truncated=True)
