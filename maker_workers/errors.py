@@ -11,6 +11,7 @@ MakerError
 ├── StoreError         Redis refused or was unreachable
 ├── ClusterFailed      a process of the embedded cluster died
 ├── BudgetSpent        the run's spend reached --max-cost-usd; it can be resumed with a larger budget
+├── Cancelled          someone asked the run to stop (RunStore.cancel); it can be resumed
 └── StepFailed         a step hit a cap (samples, red flags, errors); it is failed, never guessed
 """
 
@@ -69,6 +70,10 @@ class BudgetSpent(MakerError):
             f"spent ${spent_usd:.4f} of the ${budget_usd:.4f} budget (--max-cost-usd); no new samples were sent. "
             "Resume the run (--resume RUN_ID) with a larger --max-cost-usd to go on"
         )
+
+
+class Cancelled(MakerError):
+    pass
 
 
 class StepFailed(MakerError):

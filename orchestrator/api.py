@@ -26,7 +26,7 @@ from maker_workers.domains import load_task
 from maker_workers.domains.base import JSON, Task
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec, spec_from_data
-from maker_workers.errors import BudgetSpent, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
+from maker_workers.errors import BudgetSpent, Cancelled, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
 from maker_workers.votes import Contest, VoteBook
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect
 from orchestrator.report import ModelCounts, RunCounts, RunReport, Scorer, StepLog, TaskReport, cost_usd
@@ -113,6 +113,8 @@ def _drive(
             runner.run(on_commit)
         except BudgetSpent as exc:  # stopped cleanly: the report says so, and the run can be resumed
             failure, detail = "budget", str(exc)
+        except Cancelled as exc:
+            failure, detail = "cancelled", str(exc)
         except (StepFailed, ClusterFailed, Rejected) as exc:  # the run ends; its report says how far it got
             failure = str(exc)
         except MakerError as exc:  # ends it too, for anyone following; a Ctrl-C leaves it to be resumed

@@ -25,6 +25,7 @@ from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains.base import JSON, Task
 from maker_workers.errors import (
     BudgetSpent,
+    Cancelled,
     ConfigError,
     MakerError,
     Rejected,
@@ -165,7 +166,7 @@ class Runner:
         """
         try:
             state = self._run(on_commit)
-        except (StepFailed, BudgetSpent):
+        except (StepFailed, BudgetSpent, Cancelled):
             self._drain()
             raise
         self._drain()
@@ -206,6 +207,8 @@ class Runner:
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
+                if self.store.cancelled():
+                    raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
             if notice is not None:
                 heard_at, warned = now, False
@@ -261,9 +264,7 @@ class Runner:
         """Wait (a bounded time) for every sample sent to land, so the counters include what it cost."""
         deadline = time.monotonic() + self.config.drain_s
         while self._outstanding and time.monotonic() < deadline:
-            notice = self._next_notice()
-            if notice is not None:
-                self._outstanding.discard(notice.sample_id)
+            self._next_notice()
 
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
@@ -296,7 +297,6 @@ class Runner:
 
     def _route(self, window: list[_Open], notice: Notice) -> bool:
         """Apply a notice to its open contest; False when it was stale and the view needs a re-read."""
-        self._outstanding.discard(notice.sample_id)
         if notice.outcome is Outcome.FATAL:
             raise Rejected(notice.reason or "the provider refused the run")
         self._hear_cost(notice)
@@ -380,7 +380,11 @@ class Runner:
     def _next_notice(self) -> Notice | None:
         with store_errors("waiting for outcomes"):
             popped = self.client.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
-        return None if popped is None else Notice.model_validate_json(popped[1])
+        if popped is None:
+            return None
+        notice = Notice.model_validate_json(popped[1])
+        self._outstanding.discard(notice.sample_id)  # heard of, whatever happens to the notice next
+        return notice
 
     def _forget_lost(self, in_flight: dict[str, float]) -> None:
         """Samples unheard of for too long are presumed lost; dropping them lets new ones replace them.

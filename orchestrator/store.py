@@ -48,7 +48,7 @@ class RunStore:
             stored = pipe.execute()[-1]
         self._check_same(task, config, stored)
         with store_errors(f"starting run {self.run_id}"):
-            self.client.hdel(meta, "ended", "failure")  # a resumed run goes again
+            self.client.hdel(meta, "ended", "failure", "cancel")  # a resumed run goes again
 
     def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])
@@ -68,6 +68,15 @@ class RunStore:
         """Mark the run ended (done, or failed with the reason), for anyone following it."""
         with store_errors(f"finishing run {self.run_id}"):
             self.client.hset(keys.meta(self.run_id), mapping={"ended": time.time(), "failure": failure or ""})
+
+    def cancel(self) -> None:
+        """Ask the run's orchestrator, wherever it is, to stop sending samples and end the run."""
+        with store_errors(f"cancelling run {self.run_id}"):
+            self.client.hset(keys.meta(self.run_id), "cancel", time.time())
+
+    def cancelled(self) -> bool:
+        with store_errors(f"reading run {self.run_id}"):
+            return self.client.hexists(keys.meta(self.run_id), "cancel")
 
     def finished(self) -> str | None:
         """None while the run goes; once it ended, its failure ("" when it reached its done condition)."""

@@ -6,14 +6,19 @@ the commit is a Lua script, which fakeredis runs only with an extra interpreter,
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 import redis
 
 from maker_workers import keys
+from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
-from maker_workers.errors import ConfigError, StoreError
+from maker_workers.errors import Cancelled, ConfigError, StoreError
 from orchestrator.api import progress
+from orchestrator.embedded import Embedded
+from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import Checkpoint, RunStore
 
 HANOI_3 = HanoiTask(3).definition()
@@ -61,3 +66,21 @@ def test_a_commit_sent_twice_logs_the_step_once(client: redis.Redis) -> None:
     assert store.stats() == {"model:sim:a:winning_votes": 3, "model:sim:b:winning_votes": 1}
     with pytest.raises(StoreError, match="checkpoint is at step 2, not 5"):
         store.commit(5, [], {}, first, "")
+
+
+def test_a_cancelled_run_stops_within_seconds_and_can_be_resumed(cluster: Embedded) -> None:
+    client = redis.Redis.from_url(cluster.redis_url)
+    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(wait_s=0.2), HanoiTask(12))
+
+    def cancel_at_step_20(step: CommittedStep) -> None:
+        if step.step == 20:
+            RunStore(client, runner.run_id).cancel()
+
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        runner.run(cancel_at_step_20)
+    assert time.monotonic() - started < 30
+    saved = runner.store.saved()
+    assert saved is not None and 20 < saved.step < 4095
+    resumed = Runner(client, make_app(cluster.redis_url), VotingConfig(), HanoiTask(12), run_id=runner.run_id)
+    assert resumed.start() == saved and not resumed.store.cancelled()  # a resumed run goes again
