@@ -77,6 +77,12 @@ def answers(run_id: str) -> str:
     return f"{_run(run_id)}:answers"
 
 
+def jobs() -> str:
+    """Hash of the MCP server's jobs: job id (its run's id) -> the job's record as JSON. Spans runs, so that
+    a restarted server lists, follows and cancels the jobs of the one before."""
+    return f"{PREFIX}:jobs"
+
+
 def rate_limit(provider: str, model: str) -> str:
     """The shared rate of one provider and model: it spans runs, like the account's quota does."""
     return f"{PREFIX}:ratelimit:{{{provider}:{model}}}"

@@ -109,10 +109,14 @@ class RateLimiter:
             if reservation.booked:
                 if reservation.wait_s == 0:
                     return True
-                on_wait(reservation.wait_s, True)
-                time.sleep(reservation.wait_s)
-                if wanted():
-                    return True
+                try:
+                    on_wait(reservation.wait_s, True)
+                    time.sleep(reservation.wait_s)
+                    if wanted():
+                        return True
+                except BaseException:
+                    self.release(tokens)  # nothing stays booked for a request that will not go
+                    raise
                 self.release(tokens)
                 return False
             # Jitter spreads the refused over half the bound, so they do not all come back at one instant;

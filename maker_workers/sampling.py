@@ -51,13 +51,14 @@ class SamplePolicy(BaseModel):
 
 
 def _retry_wait(policy: SamplePolicy) -> Callable[[RetryCallState], float]:
-    """The provider's Retry-After when it gave one (at most `retry_max_wait_s`), else random backoff."""
+    """The provider's Retry-After when it gave one (already capped where it is read), else random backoff
+    (at most `retry_max_wait_s`): asking again sooner than the provider said only earns another 429."""
     backoff = wait_random_exponential(multiplier=0.2, max=policy.retry_max_wait_s)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, Retryable) and exc.retry_after is not None:
-            return min(max(exc.retry_after, backoff(state)), policy.retry_max_wait_s)
+            return max(exc.retry_after, backoff(state))
         return backoff(state)
 
     return wait
@@ -73,7 +74,7 @@ def _call(
     wanted: Callable[[], bool],
     max_tokens: int,
 ) -> Completion | None:
-    """The completion, or None when `wanted` turned False while the shared limits kept the sample waiting."""
+    """The completion, or None when `wanted` turned False while the sample waited (shared limits, retries)."""
     # One token past the limit lets us tell "exactly at the limit" from "over it".
     ask = partial(provider.complete, messages, temperature=request.temperature, max_tokens=max_tokens + 1)
     estimate = estimated_tokens(messages, max_tokens + 1)
@@ -96,6 +97,8 @@ def _call(
         reraise=True,
     ):
         with attempt:
+            if attempt.retry_state.attempt_number > 1 and not wanted():
+                return None  # decided (or the run stopped) while the retry waited: no call to pay for
             if limiter is None:
                 return ask()
             if not limiter.acquire(estimate, on_limit, wanted):
@@ -132,7 +135,7 @@ def draw_sample(
     """Returns what the vote script recorded, or None when the step was decided before the model was
     called. `by_model` counts the vote by model too (an ensemble)."""
     contest = request.contest
-    if request.may_be_decided and book.is_decided(contest):
+    if request.may_be_decided and not book.wants(contest):
         book.skip(contest, request.sample_id)
         return None
 
@@ -140,7 +143,7 @@ def draw_sample(
         book.event(contest, request.sample_id, kind, wait_s=f"{wait_s:.3f}", detail=detail)
 
     def wanted() -> bool:  # asked after every wait: a wait costs far more than this look-up
-        return not book.is_decided(contest)
+        return book.wants(contest)
 
     max_tokens = task.max_output_tokens or policy.max_output_tokens
     messages = task.messages(request.state, request.step, request.previous)
@@ -149,7 +152,7 @@ def draw_sample(
         completion = _call(member.provider, messages, request, policy, member.limiter, on_wait, wanted, max_tokens)
     except ProviderError as exc:
         return record_failure(book, request, exc, unpaid)
-    if completion is None:  # decided while it waited for the shared rate
+    if completion is None:  # decided, or the run stopped, while it waited
         book.skip(contest, request.sample_id)
         return None
     if completion.temperature_omitted:

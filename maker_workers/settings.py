@@ -22,7 +22,7 @@ class WorkerSettings(BaseSettings):
     base_url: str | None = Field(None, description="the provider's base URL; each provider has a default")
     sim_url: str | None = Field(None, description="the simulated LLM's base URL, for `sim` models without base_url")
     api_key: str | None = Field(None, repr=False, description="provider API key (never logged)")
-    # The providers' own variables, unprefixed as their SDKs read them; MAKER_API_KEY wins over both.
+    # The providers' own variables, unprefixed as their SDKs read them; MAKER_API_KEY serves where they are unset.
     openai_api_key: str | None = Field(
         None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY"), repr=False, description="never logged"
     )

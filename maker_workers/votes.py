@@ -203,3 +203,12 @@ class VoteBook:
     def is_decided(self, contest: Contest) -> bool:
         with store_errors(f"reading step {contest.step}"):
             return self._client.hget(contest.keys.status, "decided") in (b"1", "1")
+
+    def wants(self, contest: Contest) -> bool:
+        """Whether a sample of this contest is still worth drawing: its step is undecided and its run
+        still sends samples (one that ended, spent its budget or was cancelled does not)."""
+        with store_errors(f"reading step {contest.step}"), self._client.pipeline(transaction=False) as pipe:
+            decided, stopped = (
+                pipe.hget(contest.keys.status, "decided").hexists(keys.meta(contest.run_id), "stop").execute()
+            )
+        return decided not in (b"1", "1") and not stopped

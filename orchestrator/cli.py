@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -166,8 +167,13 @@ def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
     try:
         return make()
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        fail(f"{problems}; raise --max-samples to at least --k")
+        problems = "; ".join(
+            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+            if e["loc"]
+            else f"{e['msg'].removeprefix('Value error, ')}; raise --max-samples to at least --k"
+            for e in exc.errors()
+        )
+        fail(problems)
 
 
 class Display:
@@ -266,9 +272,10 @@ def guarded(call: Callable[[], T]) -> T:
     """Run a command's work: Ctrl-C, bad input and failures each get their exit code and one message."""
     try:
         return call()
-    except KeyboardInterrupt:
-        err.print("interrupted: the embedded cluster was shut down")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args else signal.SIGINT
+        err.print(f"interrupted ({signal.Signals(signum).name}): the embedded cluster was shut down")
+        raise typer.Exit(128 + signum) from None
     except ConfigError as exc:
         fail(str(exc))
     except MakerError as exc:
@@ -641,7 +648,45 @@ def bench(
         fail(str(exc), code=1)
 
 
+@app.command()
+def mcp(
+    transport: Annotated[str, typer.Option(help="stdio (the host starts the server) or streamable-http")] = "stdio",
+    host: Annotated[str, typer.Option(help="streamable-http: address to bind; off loopback it needs --token")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="streamable-http: TCP port")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="MAKER_MCP_TOKEN", help="streamable-http: bearer token every request needs")
+    ] = None,
+    workers: Workers = 2,
+    concurrency: Concurrency = 8,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    ensemble: Ensemble = None,
+    price_in: PriceIn = None,
+    price_out: PriceOut = None,
+) -> None:
+    """Serve MAKER to an MCP host (Claude Desktop, Claude Code, ...): submit and follow jobs, vote, validate, plan."""
+    from orchestrator.mcp_server import serve  # the MCP SDK loads only for this command
+
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, {}, models)
+    guarded(lambda: serve(cluster, transport=transport, host=host, port=port, token=token))
+
+
+def _stop_on(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP stop a run as Ctrl-C does: the `with` blocks shut the embedded cluster down."""
+    raise KeyboardInterrupt(signum)
+
+
 def main() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on)
     app()
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from maker_workers.errors import ConfigError
 from maker_workers.members import Member, members_from
+from maker_workers.providers import NAMES
 from maker_workers.settings import load_settings
 
 # Each option and the worker setting it becomes.
@@ -63,6 +64,12 @@ class ModelOptions(BaseModel):
     def check(self) -> list[Member]:
         """What the workers will build, built here first: an unknown provider, a missing model or API key
         is a ConfigError before any process starts. Keys come from the environment, as the workers'."""
+        if self.provider is not None and self.provider not in NAMES:
+            raise ConfigError(f"--provider {self.provider!r} is not one of {', '.join(NAMES)}")
+        if self.model and self.provider is None:
+            raise ConfigError(
+                f"--model {self.model} needs its --provider (openai, anthropic, ollama; sim is the default)"
+            )
         if self.provider not in (None, "sim") and not self.model and not self.ensemble:
             raise ConfigError(f"--provider {self.provider} needs --model NAME (the model to call)")
         if self.ensemble and (self.provider or self.model):

@@ -11,6 +11,7 @@ and each committed step is still decided ahead-by-k among samples of exactly its
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -166,9 +167,15 @@ class Runner:
         """
         try:
             state = self._run(on_commit)
-        except (StepFailed, BudgetSpent, Cancelled):
+        except (StepFailed, BudgetSpent, Cancelled) as exc:
+            self.store.stop(type(exc).__name__.lower())
             self._drain()
             raise
+        except BaseException:
+            with contextlib.suppress(MakerError):  # a dead Redis or cluster: nothing to tell the workers
+                self.store.stop("ended")
+            raise
+        self.store.stop("done")
         self._drain()
         return state
 
@@ -176,7 +183,6 @@ class Runner:
         saved = self.start()
         stats = self.store.stats()
         self.spent_nusd = stats.get("cost_nusd", 0)
-        self._check_budget()
         if saved is None:
             step, state, previous = 0, self.task.initial_state(), None
         else:
@@ -207,7 +213,7 @@ class Runner:
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
-                if self.store.cancelled():
+                if self.store.stopped() == "cancelled":
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
             if notice is not None:
@@ -246,7 +252,6 @@ class Runner:
             self.spent_nusd = max(self.spent_nusd, notice.spent_nusd)
         if notice.cost_unknown is not None and self.cost_unknown is None:
             self.cost_unknown = notice.cost_unknown or "the workers' model"
-        self._check_budget()
 
     def _check_budget(self) -> None:
         budget = self.config.max_cost_usd
@@ -326,6 +331,7 @@ class Runner:
         # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
         needed = min(needed, max(0, cfg.max_samples - known.samples - len(contest.in_flight)))
         if needed:
+            self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
             for _ in range(needed):
                 temperature = cfg.first_temperature if contest.sent == 0 else cfg.later_temperature
@@ -383,6 +389,11 @@ class Runner:
         if popped is None:
             return None
         notice = Notice.model_validate_json(popped[1])
+        if notice.sample_id not in self._outstanding:
+            # Not this runner's: a sample of an earlier, ended attempt at the run. What it said of the
+            # provider (a refusal, an unknown price) may since have been fixed; its counts are in Redis.
+            outcome = Outcome.ERROR if notice.outcome is Outcome.FATAL else notice.outcome
+            notice = notice.model_copy(update={"outcome": outcome, "cost_unknown": None})
         self._outstanding.discard(notice.sample_id)  # heard of, whatever happens to the notice next
         return notice
 

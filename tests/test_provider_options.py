@@ -14,11 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from maker_workers import keys
+from maker_workers.celery_app import make_app
+from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
+from maker_workers.votes import Notice, Outcome, Snapshot
+from orchestrator import api
+from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
+from orchestrator.runner import Runner, VotingConfig
 from tests.conftest import run_cli
 
 
@@ -32,6 +40,8 @@ from tests.conftest import run_cli
         (["--provider", "gemini", "--model", "m"], {}, "gemini"),
         (["--ensemble", "openai"], {}, "provider:model"),
         (["--rpm", "0"], {}, "--rpm"),
+        (["--model", "gpt-4.1-mini"], {}, "--provider"),  # not a silent simulated run priced at $0
+        (["--max-cost-usd", "0"], {}, "--max-cost-usd"),
         (["--price-in", "0.4"], {}, "--price-out"),
         (["--provider", "ollama", "--model", "llama3.2", "--sim-error-rate", "0.1"], {}, "--sim-"),
         (
@@ -163,44 +173,52 @@ def test_an_ensemble_pools_votes_across_models_and_reports_each_ones_share() -> 
     assert all(m["winning_votes"] > 0 for m in models.values())
 
 
-def test_a_budget_stops_the_run_cleanly_and_a_larger_one_finishes_it() -> None:
-    priced = ModelOptions(price_in=1.0, price_out=5.0)  # the cluster's workers price the sim like a small model
-    sim = SimConfig(seed=5, latency_ms=30)  # so that samples are still in flight when the budget is reached
-    with Embedded(workers=1, concurrency=4, sim=sim, models=priced) as cluster:
-        stopped = run_cli(
-            "hanoi",
-            "--disks",
-            "6",
-            "--redis-url",
-            cluster.redis_url,
-            "--max-cost-usd",
-            "0.02",
-            "--speculate",
-            "2",
-            "--json",
-        )
-        assert stopped.returncode == 1, stopped.stderr
-        report = json.loads(stopped.stdout.splitlines()[-1])
-        assert report["failure"] == "budget" and 0 < report["steps"] < 63
-        # The samples in flight at the stop were waited for: the report counts all the model served.
-        assert report["output_tokens"] == served(cluster.sim_url)["served"]["output_tokens"]
-        per_sample = report["cost_usd"] / report["samples"]
-        in_flight = 4  # at most the worker's threads were drawing when the budget was reached
-        assert 0.02 <= report["cost_usd"] <= 0.02 + in_flight * 2 * per_sample
-        assert "--max-cost-usd" in stopped.stderr and "resume" in stopped.stderr.lower()
+@pytest.fixture(scope="module")
+def priced() -> Iterator[Embedded]:
+    """A cluster whose workers price the sim like a small model ($1 in, $5 out per million tokens); the
+    sim answers in 30 ms, so samples are still in flight when a budget is reached."""
+    models = ModelOptions(price_in=1.0, price_out=5.0)
+    with Embedded(workers=1, concurrency=4, sim=SimConfig(seed=5, latency_ms=30), models=models) as cluster:
+        yield cluster
 
-        resumed = run_cli(
-            "hanoi",
-            "--disks",
-            "6",
-            "--redis-url",
-            cluster.redis_url,
-            "--resume",
-            report["run_id"],
-            "--max-cost-usd",
-            "1",
-            "--json",
-        )
+
+def test_a_budget_stops_the_run_cleanly_and_a_larger_one_finishes_it(priced: Embedded) -> None:
+    cluster = priced
+    before = served(cluster.sim_url)["served"]["output_tokens"]
+    stopped = run_cli(
+        "hanoi",
+        "--disks",
+        "6",
+        "--redis-url",
+        cluster.redis_url,
+        "--max-cost-usd",
+        "0.02",
+        "--speculate",
+        "2",
+        "--json",
+    )
+    assert stopped.returncode == 1, stopped.stderr
+    report = json.loads(stopped.stdout.splitlines()[-1])
+    assert report["failure"] == "budget" and 0 < report["steps"] < 63
+    # The samples in flight at the stop were waited for: the report counts all the model served.
+    assert report["output_tokens"] == served(cluster.sim_url)["served"]["output_tokens"] - before
+    per_sample = report["cost_usd"] / report["samples"]
+    in_flight = 4  # at most the worker's threads were drawing when the budget was reached
+    assert 0.02 <= report["cost_usd"] <= 0.02 + in_flight * 2 * per_sample
+    assert "--max-cost-usd" in stopped.stderr and "resume" in stopped.stderr.lower()
+
+    resumed = run_cli(
+        "hanoi",
+        "--disks",
+        "6",
+        "--redis-url",
+        cluster.redis_url,
+        "--resume",
+        report["run_id"],
+        "--max-cost-usd",
+        "1",
+        "--json",
+    )
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads(resumed.stdout.splitlines()[-1])
     assert (final["solved"], final["errors"], final["steps"]) == (True, 0, 63)
@@ -249,3 +267,21 @@ def test_run_and_vote_take_the_same_provider_options() -> None:
     assert decision["winner"] == {"answer": 42}
     tokens = by_model["claude-haiku-4-5"]  # priced from the table: $1 in, $5 out per million
     assert decision["cost_usd"] == pytest.approx((tokens["input_tokens"] + 5 * tokens["output_tokens"]) / 1e6)
+
+
+def test_the_sample_that_crosses_the_budget_still_decides_its_step(priced: Embedded) -> None:
+    voting = VotingConfig(k=1, max_cost_usd=1e-9)  # less than one sample: the first one crosses it
+    report = api.run_hanoi(1, voting=voting, cluster=ClusterOptions(redis_url=priced.redis_url))
+    assert (report.solved, report.failure, report.samples) == (True, None, 1)
+
+
+def test_a_resumed_run_does_not_hear_the_refusals_of_its_earlier_attempt(priced: Embedded) -> None:
+    """A 401 ended the first attempt; its other queued samples' refusals are still on the notify list."""
+    client = redis.Redis.from_url(priced.redis_url)
+    task = HanoiTask(3)
+    first = Runner(client, make_app(priced.redis_url), VotingConfig(), task)
+    first.start()
+    stale = Notice(sample_id="old", step=0, input_hash="x", outcome=Outcome.FATAL, reason="401", snapshot=Snapshot())
+    client.rpush(keys.notify(first.run_id), stale.model_dump_json())
+    resumed = Runner(client, make_app(priced.redis_url), VotingConfig(), task, run_id=first.run_id)
+    assert resumed.run() == [[], [], [3, 2, 1]]

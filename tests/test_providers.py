@@ -330,14 +330,18 @@ def test_unknown_provider_and_missing_key_are_clear_errors(monkeypatch: pytest.M
     make_provider(WorkerSettings(provider="ollama"), httpx.Client())  # a local Ollama needs no key
 
 
-def test_the_providers_own_key_variables_are_read_and_maker_api_key_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_provider_gets_its_own_key_and_maker_api_key_only_where_that_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("MAKER_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-anthropic")
     own = WorkerSettings()
     assert [api_key_for(n, own) for n in NAMES] == [None, "sk-openai", "sk-anthropic", None]
-    monkeypatch.setenv("MAKER_API_KEY", KEY)
-    assert [api_key_for(n, WorkerSettings()) for n in NAMES] == [None, KEY, KEY, KEY]
+    monkeypatch.setenv("MAKER_API_KEY", KEY)  # an ensemble never sends one provider's key to another
+    assert [api_key_for(n, WorkerSettings()) for n in NAMES] == [None, "sk-openai", "sk-anthropic", KEY]
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert api_key_for("anthropic", WorkerSettings()) == KEY
 
 
 def test_settings_never_show_the_key() -> None:

@@ -20,6 +20,7 @@ from maker_workers.ratelimit import ProviderLimits, RateLimiter, estimated_token
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Outcome, VoteBook
+from orchestrator.store import RunStore
 from tests.conftest import member
 
 TASK = hanoi.HanoiTask(3)
@@ -166,7 +167,8 @@ def test_a_failed_call_gives_its_tokens_back(client: redis.Redis) -> None:
     assert client.exists(keys.rate_limit_tokens("sim", "m")) == 0
 
 
-@pytest.mark.parametrize(("retry_after", "max_wait", "waited"), [(0.3, 5.0, 0.3), (60.0, 0.2, 0.2)])
+# The provider's Retry-After beats our own backoff cap: asking sooner only earns another 429.
+@pytest.mark.parametrize(("retry_after", "max_wait", "waited"), [(0.3, 5.0, 0.3), (0.6, 0.2, 0.6)])
 def test_the_retry_waits_for_the_providers_retry_after(
     client: redis.Redis, retry_after: float, max_wait: float, waited: float
 ) -> None:
@@ -176,7 +178,7 @@ def test_the_retry_waits_for_the_providers_retry_after(
     draw_sample(request(), TASK, member(provider), VoteBook(client), policy)
     assert time.monotonic() - started >= waited
     wait = next(e for e in events(client) if e["kind"] == "rate_limit_wait")
-    assert waited <= float(wait["wait_s"]) <= max_wait  # at least Retry-After, at most the cap
+    assert waited <= float(wait["wait_s"]) <= max(max_wait, retry_after)
 
 
 @pytest.mark.parametrize("max_ahead_s", [10.0, 0.1], ids=["booked", "refused"])
@@ -201,3 +203,20 @@ def test_a_sample_whose_step_is_decided_while_it_waits_is_dropped_uncalled(
     assert unbounded.reserve(estimated_tokens(TASK.messages(STATE, 0, None), 751)).wait_s == pytest.approx(
         expected, abs=0.05
     )
+
+
+def test_a_step_decided_while_a_retry_waits_is_not_asked_again(client: redis.Redis) -> None:
+    book = VoteBook(client)
+    decided_elsewhere = threading.Timer(0.05, book.record, (request(k=1).contest, "other", "vote", "x"))
+    decided_elsewhere.start()
+    provider = Scripted(RateLimited("429", retry_after=0.3), answer())
+    assert draw_sample(request(k=1), TASK, member(provider), book, SamplePolicy()) is None
+    decided_elsewhere.join()
+    assert provider.calls == 1  # the 429, and no paid call after the decision
+
+
+def test_a_stopped_runs_queued_samples_are_skipped_uncalled(client: redis.Redis) -> None:
+    RunStore(client, "r").stop("budgetspent")
+    provider = Scripted(answer())
+    assert draw_sample(request(), TASK, member(provider), VoteBook(client), SamplePolicy()) is None
+    assert provider.calls == 0 and [e["kind"] for e in events(client)] == ["skipped"]

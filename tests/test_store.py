@@ -83,4 +83,4 @@ def test_a_cancelled_run_stops_within_seconds_and_can_be_resumed(cluster: Embedd
     saved = runner.store.saved()
     assert saved is not None and 20 < saved.step < 4095
     resumed = Runner(client, make_app(cluster.redis_url), VotingConfig(), HanoiTask(12), run_id=runner.run_id)
-    assert resumed.start() == saved and not resumed.store.cancelled()  # a resumed run goes again
+    assert resumed.start() == saved and resumed.store.stopped() is None  # a resumed run goes again

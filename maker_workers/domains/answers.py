@@ -97,6 +97,8 @@ def _scan_objects(text: str) -> list[dict[str, Any]]:
         except ValueError:
             pos = text.find("{", pos + 1)
             continue
+        except RecursionError:  # nested past what the decoder can follow: nothing an answer needs
+            raise RedFlag("parse", "the answer's JSON is nested too deeply") from None
         found.append(obj)
         pos = text.find("{", end)
     return found

@@ -25,12 +25,13 @@ NAMES = tuple(DEFAULT_URLS)
 
 
 def api_key_for(name: str, settings: WorkerSettings) -> str | None:
-    """The key to send provider `name`: MAKER_API_KEY wins, else the provider's own variable
-    (OPENAI_API_KEY, ANTHROPIC_API_KEY). The simulated LLM gets none, so a real key stays home."""
+    """The key to send provider `name`: its own variable (OPENAI_API_KEY, ANTHROPIC_API_KEY) first, so
+    an ensemble never sends one provider's key to another; MAKER_API_KEY when that is unset. The
+    simulated LLM gets none, so a real key stays home."""
     if name == "sim":
         return None
     own = {"openai": settings.openai_api_key, "anthropic": settings.anthropic_api_key}.get(name)
-    return settings.api_key or own
+    return own or settings.api_key
 
 
 def provider_for(name: str, model: str, base_url: str | None, api_key: str | None, client: httpx.Client) -> Provider:
