@@ -616,6 +616,8 @@ def sim_serve(
         api_key=None if sim_api_key in ("", "None") else sim_api_key,
         quota_exhausted=sim_quota_exhausted,  # "true", "False", ...: pydantic reads it
     )
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # nothing to shut down but itself: the default ends it
+        signal.signal(signum, signal.SIG_DFL)
     try:
         server = SimServer(host, port, config)
     except OSError as exc:
