@@ -61,6 +61,7 @@ class Hooks:
     on_start: Callable[[str, int], None] = lambda run_id, steps_done: None
     on_step: Callable[[CommittedStep], None] = lambda _: None
     on_stall: Callable[[float], None] = lambda _: None
+    on_warning: Callable[[str], None] = lambda _: None  # the run is off its plan (and what it did about it)
 
 
 @dataclass
@@ -94,6 +95,7 @@ def _drive(
             run_id=run_id,
             health_check=running.health_check,
             on_stall=hooks.on_stall,
+            on_warning=hooks.on_warning,
         )
         if run_id is not None and not runner.store.exists():
             raise MakerError(f"no run {run_id} in the Redis at {running.redis_url}: check the run id and --redis-url")

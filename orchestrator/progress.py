@@ -1,4 +1,4 @@
-"""The progress bar on stderr: steps/s, samples, red flags, rounds."""
+"""The progress bar on stderr: steps/s, samples, red flags, rounds, cost, and the reliability the votes imply."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ class StepProgress:
             MofNCompleteColumn(),
             TextColumn(
                 "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
-                "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}  {task.fields[cost]}"
+                "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}  {task.fields[cost]}  "
+                "{task.fields[reliability]}"
             ),
             TimeRemainingColumn(),
             console=console,
             refresh_per_second=4,
         )
         self._task = self._progress.add_task(
-            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0, cost=""
+            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0, cost="", reliability=""
         )
         self._samples = self._red_flags = self._rounds = self._done = 0
         self._started = time.perf_counter()
@@ -55,4 +56,7 @@ class StepProgress:
             red_flags=self._red_flags,
             rounds=self._rounds,
             cost="cost unknown" if step.spent_usd is None else f"${step.spent_usd:.4f}",
+            reliability=""
+            if step.p_estimate is None or step.reliability is None
+            else f"k={step.k} p≈{step.p_estimate:.4f} P(no error)≈{step.reliability:.4f}",
         )

@@ -21,12 +21,18 @@ class StepLog:
         self.max_rounds = 0
         self.votes_per_step: Counter[int] = Counter()
         self.last_state: JSON = initial_state
+        self.k_changes: list[tuple[int, int]] = []  # (step, k) where the margin changed (--adaptive-k)
+        self.p_estimate: float | None = None
+        self.reliability: float | None = None
 
     def observe(self, step: CommittedStep) -> None:
         self.steps += 1
         self.max_rounds = max(self.max_rounds, step.rounds)
         self.votes_per_step[step.votes] += 1
         self.last_state = step.next_state
+        if not self.k_changes or step.k != self.k_changes[-1][1]:
+            self.k_changes.append((step.step, step.k))
+        self.p_estimate, self.reliability = step.p_estimate, step.reliability
 
     def replay(self, answers: list[JSON], state: JSON) -> None:
         """Count the steps an earlier orchestrator committed, before a resumed run goes on."""
@@ -117,6 +123,9 @@ class RunCounts(BaseModel):
     output_tokens: int
     wall_s: float
     temperature_omitted: bool = False
+    k_changes: list[tuple[int, int]] = []  # (step, k) from the first step on: k per stretch of steps
+    p_estimate: float | None = None  # p as the committed steps' votes imply it (no ground truth)
+    reliability: float | None = None  # the chance the whole run is error-free at that p and the last k
     cost_usd: float | None = 0.0  # what the samples cost; None when a model's price is unknown
     models: dict[str, ModelCounts] = {}  # "provider:model" -> its samples, red flags, share of winning votes
     failure: str | None = None
@@ -148,6 +157,9 @@ class RunCounts(BaseModel):
             "output_tokens": stats.get("output_tokens", 0),
             "wall_s": round(wall_s, 3),
             "temperature_omitted": bool(stats.get("temperature_omitted")),
+            "k_changes": log.k_changes,
+            "p_estimate": log.p_estimate,
+            "reliability": log.reliability,
             "cost_usd": cost_usd(stats),
             "models": ModelCounts.from_stats(stats),
             "failure": failure,

@@ -38,6 +38,7 @@ from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
 from orchestrator.method import to_enqueue
+from orchestrator.reliability import LiveReliability
 from orchestrator.store import Checkpoint, RunStore
 
 
@@ -56,6 +57,10 @@ class VotingConfig(BaseModel):
     drain_s: float = Field(
         30.0, ge=0, description="at the end, how long to wait for samples in flight, so the report counts them"
     )
+    target_reliability: float | None = Field(
+        None, gt=0, lt=1, description="the chance of an error-free run planned for; the run warns when off it"
+    )
+    adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -76,6 +81,9 @@ class CommittedStep(BaseModel):
     red_flags: int
     rounds: int
     spent_usd: float | None = None  # the run's spend when the step was committed; None when unknown
+    k: int = 0  # the margin this step was decided with
+    p_estimate: float | None = None  # p as the votes so far imply it (no ground truth)
+    reliability: float | None = None  # the chance the whole run is error-free, at that p and this k
 
 
 @dataclass
@@ -125,6 +133,7 @@ class _Open:
             runner_up_votes=known.runner_up_votes,
             red_flags=known.red_flags,
             rounds=self.rounds,
+            k=self.contest.k,
         )
 
 
@@ -141,6 +150,7 @@ class Runner:
         run_id: str | None = None,
         health_check: Callable[[], None] = lambda: None,
         on_stall: Callable[[float], None] = lambda _: None,
+        on_warning: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.client = client
         self.broker = broker
@@ -149,6 +159,11 @@ class Runner:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._health_check = health_check
         self._on_stall = on_stall
+        self._on_warning = on_warning
+        self.k = config.k  # raised by --adaptive-k, for contests opened from then on
+        self.live = LiveReliability()
+        self.k_changes: list[tuple[int, int]] = []  # (first step with the new k, k)
+        self._warned_drift = False
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
@@ -198,6 +213,7 @@ class Runner:
             front = window[0]
             if front.decided:
                 committed = self._commit(front)
+                self._read_reliability(committed)
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
                 window.pop(0)
@@ -247,6 +263,31 @@ class Runner:
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         return committed
 
+    def _read_reliability(self, committed: CommittedStep) -> None:
+        """What the votes imply so far; with a target, a warning (or, with adaptive_k, a larger k) when the
+        run would no longer meet it. k is never lowered."""
+        self.live.observe(committed.votes, committed.winner_votes)
+        total = self.task.total_steps()
+        reading = self.live.reading(committed.k, total)
+        committed.p_estimate, committed.reliability = reading.p, reading.reliability
+        target = self.config.target_reliability
+        needed = None if target is None or total is None else self.live.k_for(target, total)
+        if needed is None or needed <= self.k:
+            return
+        drift = (
+            f"the votes imply p = {reading.p:.4f}: at k={self.k} the run is error-free with chance "
+            f"{reading.reliability:.4f}, below the target {target}"
+        )
+        if self.config.adaptive_k:
+            self.k_changes.append((committed.step + 1, needed))
+            self._on_warning(f"{drift}; k raised to {needed} for the remaining steps")
+            contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)
+            self.book.event(contest, "", "k_changed", k=str(needed), previous_k=str(self.k), p=f"{reading.p:.6f}")
+            self.k = needed
+        elif not self._warned_drift:
+            self._warned_drift = True
+            self._on_warning(f"{drift}; k={needed} would meet it (--adaptive-k raises k as the run goes)")
+
     def _hear_cost(self, notice: Notice) -> None:
         if notice.spent_nusd is not None:
             self.spent_nusd = max(self.spent_nusd, notice.spent_nusd)
@@ -273,7 +314,7 @@ class Runner:
 
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
-        contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.config.k)
+        contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.k)
         known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
         return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
 
@@ -327,7 +368,7 @@ class Runner:
         cfg, known = self.config, contest.known
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
             return  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
-        needed = to_enqueue(cfg.k, known.margin, len(contest.in_flight))
+        needed = to_enqueue(contest.contest.k, known.margin, len(contest.in_flight))
         # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
         needed = min(needed, max(0, cfg.max_samples - known.samples - len(contest.in_flight)))
         if needed:
@@ -343,7 +384,7 @@ class Runner:
         if known.samples >= cfg.max_samples:
             raise StepFailed(
                 front.step,
-                f"{known.samples} samples without a {cfg.k}-vote margin (cap {cfg.max_samples}; "
+                f"{known.samples} samples without a {front.contest.k}-vote margin (cap {cfg.max_samples}; "
                 f"{known.votes} votes, {known.red_flags} red flags, {known.errors} errors); "
                 "raise --max-samples or check the model",
             )
@@ -369,8 +410,8 @@ class Runner:
             previous=contest.previous,
             sample_id=sample_id,
             temperature=temperature,
-            k=self.config.k,
-            may_be_decided=contest.sent >= self.config.k or contest.known.samples > 0,
+            k=contest.contest.k,
+            may_be_decided=contest.sent >= contest.contest.k or contest.known.samples > 0,
             member=contest.step + contest.sent,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
