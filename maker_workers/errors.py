@@ -83,10 +83,18 @@ class StepFailed(MakerError):
         self.reason = reason
 
 
+REDIS_FULL = (
+    "Redis is full (it reached maxmemory and evicts nothing), so no vote can be recorded; "
+    "raise maxmemory or free memory, then resume the run (--resume RUN_ID)"
+)
+
+
 @contextmanager
 def store_errors(doing: str) -> Iterator[None]:
     """Where Redis enters our code: its failures become a StoreError saying what we were doing."""
     try:
         yield
+    except redis.OutOfMemoryError as exc:
+        raise StoreError(f"{doing} failed: {REDIS_FULL}") from exc
     except redis.RedisError as exc:
         raise StoreError(f"{doing} failed: {exc}") from exc

@@ -35,6 +35,11 @@ def meta(run_id: str) -> str:
     return f"{_run(run_id)}:meta"
 
 
+def lease(run_id: str) -> str:
+    """String naming the one orchestrator that drives the run; it expires unless renewed."""
+    return f"{_run(run_id)}:lease"
+
+
 def checkpoint(run_id: str) -> str:
     """Hash with the last committed step and the state it produced."""
     return f"{_run(run_id)}:checkpoint"

@@ -234,7 +234,7 @@ def vote(
     answer_given = (answer or AnswerSpec(format="text")).model_dump(by_alias=True, exclude_none=True)
     spec = _question(prompt, answer_given, system=system or None, max_output_tokens=max_output_tokens)
     task = SpecTask(spec, literal=True)
-    voting = voting or VotingConfig()
+    voting = (voting or VotingConfig()).model_copy(update={"keep_tallies": True})  # the result lists the tally
     log = StepLog(None)
     decided: list[CommittedStep] = []
     given = hooks or Hooks()

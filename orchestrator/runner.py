@@ -12,6 +12,8 @@ and each committed step is still decided ahead-by-k among samples of exactly its
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field, model_validator
 
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains.base import JSON, Task
 from maker_workers.errors import (
+    REDIS_FULL,
     BudgetSpent,
     Cancelled,
     ConfigError,
@@ -61,6 +65,8 @@ class VotingConfig(BaseModel):
         None, gt=0, lt=1, description="the chance of an error-free run planned for; the run warns when off it"
     )
     adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
+    keep_tallies: bool = Field(False, description="keep committed contests' votes in Redis (a vote reads them)")
+    lease_s: float = Field(15.0, gt=0, description="a run whose orchestrator is silent this long may be taken over")
 
     @model_validator(mode="after")
     def _cap_allows_a_decision(self) -> VotingConfig:
@@ -164,6 +170,7 @@ class Runner:
         self.live = LiveReliability()
         self.k_changes: list[tuple[int, int]] = []  # (first step with the new k, k)
         self._warned_drift = False
+        self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
@@ -190,6 +197,9 @@ class Runner:
             with contextlib.suppress(MakerError):  # a dead Redis or cluster: nothing to tell the workers
                 self.store.stop("ended")
             raise
+        finally:
+            with contextlib.suppress(MakerError):  # lapses by itself if Redis is gone
+                self.store.release(self._holder)
         self.store.stop("done")
         self._drain()
         return state
@@ -229,6 +239,7 @@ class Runner:
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
+                self.store.hold(self._holder, self.config.lease_s)  # also: a full Redis fails the run here
                 if self.store.stopped() == "cancelled":
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
@@ -247,6 +258,7 @@ class Runner:
     def start(self) -> Checkpoint | None:
         """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
         if not self._started:
+            self.store.hold(self._holder, self.config.lease_s)  # refused while another orchestrator drives it
             self.store.start(self.task.definition(), self.config.model_dump())
             self._started = True
         return self.store.saved()
@@ -258,7 +270,12 @@ class Runner:
             raise StepFailed(front.step, str(exc)) from exc
         assert front.known.winner is not None  # committed() checked
         self.store.commit(
-            committed.step, committed.next_state, committed.answer, front.contest.keys, front.known.winner
+            committed.step,
+            committed.next_state,
+            committed.answer,
+            front.contest.keys,
+            front.known.winner,
+            keep=self.config.keep_tallies,
         )
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         return committed
@@ -415,12 +432,16 @@ class Runner:
             member=contest.step + contest.sent,
         )
         # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
-        self.broker.send_task(
-            SAMPLE_TASK,
-            args=[request.model_dump(mode="json")],
-            task_id=sample_id,
-            argsrepr=f"run={self.run_id} step={contest.step}",
-        )
+        try:
+            self.broker.send_task(
+                SAMPLE_TASK,
+                args=[request.model_dump(mode="json")],
+                task_id=sample_id,
+                argsrepr=f"run={self.run_id} step={contest.step}",
+            )
+        except OperationalError as exc:  # the broker's own error for what redis-py would say
+            full = "maxmemory" in str(exc)
+            raise StoreError(f"sending a sample to the broker failed: {REDIS_FULL if full else exc}") from exc
         self._outstanding.add(sample_id)
         return sample_id
 

@@ -20,6 +20,7 @@ from maker_workers.errors import ConfigError, StoreError, store_errors
 from maker_workers.keys import StepKeys
 
 _COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
+_LEASE = resources.files("maker_workers").joinpath("lua/lease.lua").read_text()
 
 
 class Checkpoint(BaseModel):
@@ -33,6 +34,7 @@ class RunStore:
         self.client = client
         self.run_id = run_id
         self._commit = client.register_script(_COMMIT)
+        self._lease = client.register_script(_LEASE)
 
     def exists(self) -> bool:
         with store_errors(f"looking up run {self.run_id}"):
@@ -63,6 +65,22 @@ class RunStore:
                 f"run {self.run_id} votes with k={stored_k}; resume it with --k {stored_k} "
                 "(a different k would change how its remaining steps are decided)"
             )
+
+    def hold(self, holder: str, ttl_s: float) -> None:
+        """Take or renew the run's lease: one orchestrator drives a run. Also the run loop's write every few
+        seconds, so a full Redis fails the run with that reason instead of leaving it waiting on workers
+        that cannot record."""
+        with store_errors(f"renewing the lease of run {self.run_id}"):
+            got = self._lease(keys=[keys.lease(self.run_id)], args=[holder, round(ttl_s * 1000), "hold"])
+        if got.decode() != holder:
+            raise ConfigError(
+                f"run {self.run_id} is driven by another orchestrator ({got.decode().split(' #')[0]}); "
+                f"stop that one, or wait until its lease lapses ({ttl_s:.0f} s after it last renewed)"
+            )
+
+    def release(self, holder: str) -> None:
+        with store_errors(f"releasing the lease of run {self.run_id}"):
+            self._lease(keys=[keys.lease(self.run_id)], args=[holder, 0, "release"])
 
     def finish(self, failure: str | None) -> None:
         """Mark the run ended (done, or failed with the reason), for anyone following it."""
@@ -108,13 +126,24 @@ class RunStore:
             step=int(raw[b"step"]), state=json.loads(raw[b"state"]), previous=json.loads(raw[b"previous"])
         )
 
-    def commit(self, step: int, next_state: JSON, answer: JSON, contest: StepKeys, winner: str) -> None:
+    def commit(
+        self, step: int, next_state: JSON, answer: JSON, contest: StepKeys, winner: str, keep: bool = False
+    ) -> None:
         """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated;
-        the winner's votes are credited to the models that cast them."""
+        the winner's votes are credited to the models that cast them, and the contest's votes are
+        dropped (unless `keep`): Redis holds what is live, not the history."""
         with store_errors(f"checkpointing step {step}"):
             at = self._commit(
-                keys=[keys.checkpoint(self.run_id), keys.answers(self.run_id), contest.voters, keys.stats(self.run_id)],
-                args=[step, canonical(next_state), canonical(answer), winner],
+                keys=[
+                    keys.checkpoint(self.run_id),
+                    keys.answers(self.run_id),
+                    contest.voters,
+                    keys.stats(self.run_id),
+                    contest.seen,
+                    contest.tally,
+                    contest.payloads,
+                ],
+                args=[step, canonical(next_state), canonical(answer), winner, "keep" if keep else ""],
             )
         if int(at) != step + 1:
             raise StoreError(

@@ -84,3 +84,14 @@ def test_a_cancelled_run_stops_within_seconds_and_can_be_resumed(cluster: Embedd
     assert saved is not None and 20 < saved.step < 4095
     resumed = Runner(client, make_app(cluster.redis_url), VotingConfig(), HanoiTask(12), run_id=runner.run_id)
     assert resumed.start() == saved and resumed.store.stopped() is None  # a resumed run goes again
+
+
+def test_a_committed_contest_keeps_only_its_decision(cluster: Embedded) -> None:
+    """Redis holds what is live: a committed step's seen set, tally and payloads go at commit."""
+    client = redis.Redis.from_url(cluster.redis_url)
+    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(), HanoiTask(5))
+    runner.run()
+    left = {key.decode().rsplit(":", 1)[-1] for key in client.scan_iter(f"maker:{{{runner.run_id}}}:step:*")}
+    assert left == {"status"}
+    statuses = list(client.scan_iter(keys.step_status_pattern(runner.run_id)))
+    assert len(statuses) == 31 and all(client.hget(s, "decided") == b"1" and client.ttl(s) > 0 for s in statuses)

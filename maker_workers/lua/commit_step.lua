@@ -7,9 +7,12 @@
 -- KEYS[2] answers    LIST  every committed step's winning answer, in order
 -- KEYS[3] voters     HASH  the committed contest's votes by model ("<model> <vote key>"; ensembles only)
 -- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
+-- KEYS[5..7] the contest's seen set, tally and payloads: not needed once committed (the answer log holds
+--            the result), so they go now, unless ARGV[5] is "keep". Its status hash stays until it
+--            expires: a sample that lands later finds the step decided and is recorded as late.
 --
 -- ARGV[1] the step being committed   ARGV[2] the state it produced   ARGV[3] its winning answer
--- ARGV[4] the winning vote key
+-- ARGV[4] the winning vote key     ARGV[5] "keep" to keep the contest's keys (a one-step vote reads its tally)
 --
 -- Returns the checkpoint's step after the call: ARGV[1] + 1 when committed now or before;
 -- anything else means the checkpoint is elsewhere (another orchestrator drives this run).
@@ -26,4 +29,5 @@ for i = 1, #voters, 2 do
     redis.call('HINCRBY', KEYS[4], 'model:' .. string.sub(voters[i], 1, at - 1) .. ':winning_votes', voters[i + 1])
   end
 end
+if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7]) end
 return step + 1

@@ -1,0 +1,70 @@
+"""Faults a long run meets, each made to happen for real: a second orchestrator, a full Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from maker_workers.celery_app import make_app
+from maker_workers.domains.hanoi import HanoiTask
+from maker_workers.errors import ConfigError, StoreError
+from maker_workers.simllm.model import SimConfig
+from orchestrator.embedded import Embedded
+from orchestrator.runner import CommittedStep, Runner, VotingConfig
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[Embedded]:
+    """A cluster of its own: these tests change its Redis's settings."""
+    with Embedded(workers=1, concurrency=4, sim=SimConfig(seed=9)) as cluster:
+        yield cluster
+
+
+def test_one_orchestrator_per_run_and_a_lapsed_lease_is_taken_over(private: Embedded) -> None:
+    client = redis.Redis.from_url(private.redis_url)
+    broker = make_app(private.redis_url)
+    first = Runner(client, broker, VotingConfig(lease_s=1.0), HanoiTask(3))
+    first.start()  # and then goes silent, as a frozen or killed orchestrator does
+    second = Runner(client, broker, VotingConfig(), HanoiTask(3), run_id=first.run_id)
+    with pytest.raises(ConfigError, match=r"driven by another orchestrator \(.* pid \d+\)"):
+        second.start()
+    deadline = time.monotonic() + 10
+    while True:  # the first one's lease lapses a second after it was last renewed
+        try:
+            second.start()
+            break
+        except ConfigError:
+            assert time.monotonic() < deadline
+            client.blpop(["never"], timeout=0.2)
+    assert second.run() == [[], [], [3, 2, 1]]
+
+
+def test_a_full_redis_fails_the_run_within_seconds_with_that_reason(private: Embedded) -> None:
+    client = redis.Redis.from_url(private.redis_url)
+    runner = Runner(client, make_app(private.redis_url), VotingConfig(wait_s=0.5), HanoiTask(10))
+    filled_at: list[float] = []
+
+    def fill_at_step_30(step: CommittedStep) -> None:
+        if step.step == 30:
+            client.config_set("maxmemory", 1)  # noeviction: every write from now on is refused
+            filled_at.append(time.monotonic())
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(fill_at_step_30)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    client.config_set("maxmemory", 0)
+    assert failure and isinstance(failure[0], StoreError)
+    assert "Redis is full" in str(failure[0]) and "maxmemory" in str(failure[0])
+    assert time.monotonic() - filled_at[0] < 10
