@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,7 +54,12 @@ class VotingConfig(BaseModel):
     max_errors: int = Field(20, ge=1, description="a step whose provider calls fail this often FAILS")
     first_temperature: float = 0.0
     later_temperature: float = 0.1
-    sample_timeout_s: float = Field(300.0, gt=0, description="a sample not heard of by then is replaced")
+    sample_timeout_s: float = Field(
+        300.0, gt=0, description="a sample not heard of by then is replaced (the cap of the adaptive timeout)"
+    )
+    sample_timeout_floor_s: float = Field(
+        5.0, gt=0, description="the adaptive timeout (4x the recent p99 latency) never goes below this"
+    )
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
     speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
@@ -117,11 +123,12 @@ class _Open:
             return self.known.winner
         return self.known.leader if self.known.margin > 0 else None
 
-    def hear(self, notice: Notice) -> None:
-        """What a notice says of the sample itself; its snapshot is taken by `Runner._see`."""
-        self.in_flight.pop(notice.sample_id, None)
+    def hear(self, notice: Notice) -> float | None:
+        """What a notice says of the sample itself (its snapshot is taken by `Runner._see`); returns when
+        the sample was sent, if it was still counted as in flight."""
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
+        return self.in_flight.pop(notice.sample_id, None)
 
     def committed(self, task: Task) -> CommittedStep:
         known = self.known
@@ -171,6 +178,8 @@ class Runner:
         self.k_changes: list[tuple[int, int]] = []  # (first step with the new k, k)
         self._warned_drift = False
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
+        self._latencies: deque[float] = deque(maxlen=500)  # recent send-to-outcome times, seconds
+        self._timeout_s = config.sample_timeout_s  # recomputed from them every wait_s
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
@@ -240,6 +249,7 @@ class Runner:
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
                 self.store.hold(self._holder, self.config.lease_s)  # also: a full Redis fails the run here
+                self._timeout_s = self._sample_timeout()
                 if self.store.stopped() == "cancelled":
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
@@ -365,7 +375,9 @@ class Runner:
         self._hear_cost(notice)
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
-                contest.hear(notice)
+                sent_at = contest.hear(notice)
+                if sent_at is not None:
+                    self._latencies.append(time.monotonic() - sent_at)
                 if notice.outcome is Outcome.SKIPPED:
                     return True  # carries no snapshot
                 if notice.snapshot.samples < contest.known.samples:  # an old notice, or the keys expired
@@ -459,12 +471,22 @@ class Runner:
         self._outstanding.discard(notice.sample_id)  # heard of, whatever happens to the notice next
         return notice
 
+    def _sample_timeout(self) -> float:
+        """A few times the recent p99 latency (send to outcome, queueing included), within the floor and
+        the cap: a message the broker lost costs seconds, while slow models and long rate-limit waits
+        still get their time. The cap alone until there are enough samples to judge by."""
+        cfg = self.config
+        if len(self._latencies) < 50:
+            return cfg.sample_timeout_s
+        p99 = sorted(self._latencies)[int(0.99 * (len(self._latencies) - 1))]
+        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, 4 * p99))
+
     def _forget_lost(self, in_flight: dict[str, float]) -> None:
         """Samples unheard of for too long are presumed lost; dropping them lets new ones replace them.
 
         Should a lost one turn up after all, its vote still counts once: Redis dedupes by sample id.
         """
-        deadline = time.monotonic() - self.config.sample_timeout_s
+        deadline = time.monotonic() - self._timeout_s
         for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
             del in_flight[sample_id]
             self._outstanding.discard(sample_id)

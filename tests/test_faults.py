@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
@@ -68,3 +70,28 @@ def test_a_full_redis_fails_the_run_within_seconds_with_that_reason(private: Emb
     assert failure and isinstance(failure[0], StoreError)
     assert "Redis is full" in str(failure[0]) and "maxmemory" in str(failure[0])
     assert time.monotonic() - filled_at[0] < 10
+
+
+class LosingBroker:
+    """The broker as kombu's Redis transport can be: now and then a sent message is never delivered."""
+
+    def __init__(self, broker: Celery, every: int) -> None:
+        self.broker, self.every, self.sent, self.lost = broker, every, 0, 0
+
+    def send_task(self, *args: Any, **kwargs: Any) -> None:
+        self.sent += 1
+        if self.sent % self.every == 0 and self.sent > 100:  # after the first hundred: latency is known
+            self.lost += 1
+            return
+        self.broker.send_task(*args, **kwargs)
+
+
+def test_a_lost_task_message_costs_seconds_not_the_whole_sample_timeout(private: Embedded) -> None:
+    client = redis.Redis.from_url(private.redis_url)
+    broker = LosingBroker(make_app(private.redis_url), every=40)
+    voting = VotingConfig(wait_s=0.5, sample_timeout_s=300, sample_timeout_floor_s=1)
+    runner = Runner(client, broker, voting, HanoiTask(7))  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert runner.run() == [[], [], [7, 6, 5, 4, 3, 2, 1]]
+    assert broker.lost >= 3
+    assert time.monotonic() - started < 40  # each lost one is replaced after 4x the p99 latency (floor 1 s)
