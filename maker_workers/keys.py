@@ -54,6 +54,7 @@ class StepKeys:
     status: str
     payloads: str
     voters: str  # ensembles only: votes by model
+    first: str  # the sample id that drew the contest's first (T=0) sample
 
 
 def step_status_pattern(run_id: str) -> str:
@@ -69,6 +70,7 @@ def step(run_id: str, index: int, input_hash: str) -> StepKeys:
         status=f"{base}:status",
         payloads=f"{base}:payloads",
         voters=f"{base}:voters",
+        first=f"{base}:first",
     )
 
 

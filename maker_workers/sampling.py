@@ -30,6 +30,8 @@ class SampleRequest(BaseModel):
     previous: JSON = None  # the winning answer of the step before
     sample_id: str
     temperature: float | None
+    first: bool = False  # asks to be the contest's first sample: it keeps `temperature` only if it claims that
+    later_temperature: float | None = None  # what it is drawn at when another sample was first
     k: int
     # False for the first k samples of a contest nobody has voted in: a decision needs k votes, so
     # the worker skips asking Redis first. Were it decided after all (a guess reopened while its old
@@ -145,6 +147,8 @@ def draw_sample(
     def wanted() -> bool:  # asked after every wait: a wait costs far more than this look-up
         return book.wants(contest)
 
+    if request.first and not book.claim_first(contest, request.sample_id):
+        request = request.model_copy(update={"temperature": request.later_temperature})
     max_tokens = task.max_output_tokens or policy.max_output_tokens
     messages = task.messages(request.state, request.step, request.previous)
     unpaid = Drawer(model=member.label, cost_nusd=0, by_model=by_model)  # a failed call served nothing

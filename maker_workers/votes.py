@@ -204,6 +204,13 @@ class VoteBook:
         with store_errors(f"reading step {contest.step}"):
             return self._client.hget(contest.keys.status, "decided") in (b"1", "1")
 
+    def claim_first(self, contest: Contest, sample_id: str) -> bool:
+        """Whether this sample is the contest's first (the one drawn at the first temperature): one sample
+        id claims it, once, whichever orchestrator sent it. Lives as long as a contest's keys do."""
+        with store_errors(f"claiming the first sample of step {contest.step}"):
+            claimed = self._client.set(contest.keys.first, sample_id, nx=True, ex=self._contest_ttl_s)
+            return bool(claimed) or self._client.get(contest.keys.first) in (sample_id.encode(), sample_id)
+
     def wants(self, contest: Contest) -> bool:
         """Whether a sample of this contest is still worth drawing: its step is undecided and its run
         still sends samples (one that ended, spent its budget or was cancelled does not)."""

@@ -404,8 +404,7 @@ class Runner:
             self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
             for _ in range(needed):
-                temperature = cfg.first_temperature if contest.sent == 0 else cfg.later_temperature
-                contest.in_flight[self._send(contest, temperature)] = time.monotonic()
+                contest.in_flight[self._send(contest)] = time.monotonic()
                 contest.sent += 1
 
     def _check_caps(self, front: _Open) -> None:
@@ -429,7 +428,7 @@ class Runner:
                 "the model's answers do not parse, see the run's events",
             )
 
-    def _send(self, contest: _Open, temperature: float) -> str:
+    def _send(self, contest: _Open) -> str:
         sample_id = uuid.uuid4().hex
         request = SampleRequest(
             run_id=self.run_id,
@@ -438,7 +437,11 @@ class Runner:
             state=contest.state,
             previous=contest.previous,
             sample_id=sample_id,
-            temperature=temperature,
+            # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
+            # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
+            temperature=self.config.first_temperature if contest.sent == 0 else self.config.later_temperature,
+            first=contest.sent == 0,
+            later_temperature=self.config.later_temperature,
             k=contest.contest.k,
             may_be_decided=contest.sent >= contest.contest.k or contest.known.samples > 0,
             member=contest.step + contest.sent,

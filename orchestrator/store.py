@@ -142,6 +142,7 @@ class RunStore:
                     contest.seen,
                     contest.tally,
                     contest.payloads,
+                    contest.first,
                 ],
                 args=[step, canonical(next_state), canonical(answer), winner, "keep" if keep else ""],
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import redis
@@ -157,3 +159,13 @@ def test_the_first_samples_of_a_contest_skip_the_decided_check(book: VoteBook, c
     recorded = draw_sample(unchecked, TASK, member(provider), book, FAST)
     assert len(calls) == 2  # no skip without the check...
     assert recorded is not None and recorded.outcome is Outcome.LATE  # ...and still never counted
+
+
+def test_only_one_sample_of_a_contest_is_drawn_at_the_first_temperature(book: VoteBook) -> None:
+    """A guess reopened, or a resumed run, sends another 'first' sample: only one claims T=0."""
+    provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+    for sample_id in ("first", "second-first", "first"):  # the last one: Celery delivering it again
+        first = request(sample_id, k=5).model_copy(update={"first": True, "later_temperature": 0.1})
+        draw_sample(first, TASK, member(provider), book, FAST)
+    temperatures = [json.loads(call.content).get("temperature") for call in calls]
+    assert temperatures == [0.0, 0.1, 0.0]

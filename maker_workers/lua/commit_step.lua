@@ -7,7 +7,7 @@
 -- KEYS[2] answers    LIST  every committed step's winning answer, in order
 -- KEYS[3] voters     HASH  the committed contest's votes by model ("<model> <vote key>"; ensembles only)
 -- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
--- KEYS[5..7] the contest's seen set, tally and payloads: not needed once committed (the answer log holds
+-- KEYS[5..8] the contest's seen set, tally, payloads and first-sample claim: not needed once committed (the answer log holds
 --            the result), so they go now, unless ARGV[5] is "keep". Its status hash stays until it
 --            expires: a sample that lands later finds the step decided and is recorded as late.
 --
@@ -29,5 +29,5 @@ for i = 1, #voters, 2 do
     redis.call('HINCRBY', KEYS[4], 'model:' .. string.sub(voters[i], 1, at - 1) .. ':winning_votes', voters[i + 1])
   end
 end
-if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7]) end
+if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8]) end
 return step + 1
