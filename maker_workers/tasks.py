@@ -13,6 +13,7 @@ from celery.signals import worker_init, worker_ready
 
 from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
+from maker_workers.connections import connect
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.members import Member, members_from
@@ -36,7 +37,7 @@ class WorkerResources:
 @lru_cache(maxsize=1)
 def resources() -> WorkerResources:
     cfg = settings()
-    client = redis.Redis.from_url(cfg.redis_url, max_connections=cfg.http_connections)
+    client = connect(cfg.redis_url, max_connections=cfg.http_connections)
     http = httpx.Client(
         timeout=cfg.request_timeout_s,
         limits=httpx.Limits(max_connections=cfg.http_connections, max_keepalive_connections=cfg.http_connections),

@@ -13,6 +13,7 @@ import redis
 from celery import Celery
 from pydantic import BaseModel, Field
 
+from maker_workers import connections
 from maker_workers.celery_app import make_app
 from maker_workers.errors import MakerError
 from maker_workers.simllm.model import SimConfig
@@ -42,7 +43,7 @@ class Cluster:
 
 
 def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url)
+    client = connections.connect(url)
     try:
         client.ping()
     except redis.RedisError as exc:

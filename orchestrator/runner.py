@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.connections import never_twice, retrying
 from maker_workers.domains.base import JSON, Task
 from maker_workers.errors import (
     REDIS_FULL,
@@ -165,7 +166,7 @@ class Runner:
         on_stall: Callable[[float], None] = lambda _: None,
         on_warning: Callable[[str], None] = lambda _: None,
     ) -> None:
-        self.client = client
+        self.client = client = retrying(client)
         self.broker = broker
         self.config = config
         self.task = task
@@ -180,6 +181,10 @@ class Runner:
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         self._latencies: deque[float] = deque(maxlen=500)  # recent send-to-outcome times, seconds
         self._timeout_s = config.sample_timeout_s  # recomputed from them every wait_s
+        # BLPOP is the one command never sent twice (maker_workers/connections.py): a lost notice costs a
+        # re-read instead.
+        self._waiter = never_twice(client)
+        self._reconnects = 0  # in a row
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
@@ -269,7 +274,12 @@ class Runner:
         """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
         if not self._started:
             self.store.hold(self._holder, self.config.lease_s)  # refused while another orchestrator drives it
-            self.store.start(self.task.definition(), self.config.model_dump())
+            try:
+                self.store.start(self.task.definition(), self.config.model_dump())
+            except BaseException:  # refused (another task, another k): the run is not this one's to drive
+                with contextlib.suppress(MakerError):
+                    self.store.release(self._holder)
+                raise
             self._started = True
         return self.store.saved()
 
@@ -461,8 +471,15 @@ class Runner:
         return sample_id
 
     def _next_notice(self) -> Notice | None:
-        with store_errors("waiting for outcomes"):
-            popped = self.client.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
+        try:
+            with store_errors("waiting for outcomes"):
+                popped = self._waiter.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError)):
+                raise
+            self._reconnect(exc)
+            return None  # what the lost reply carried, the re-read that follows finds in the contests
+        self._reconnects = 0
         if popped is None:
             return None
         notice = Notice.model_validate_json(popped[1])
@@ -483,6 +500,13 @@ class Runner:
             return cfg.sample_timeout_s
         p99 = sorted(self._latencies)[int(0.99 * (len(self._latencies) - 1))]
         return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, 4 * p99))
+
+    def _reconnect(self, exc: StoreError) -> None:
+        """Back off before the next wait, and say so when it goes on: Redis restarting is worth a line."""
+        self._reconnects += 1
+        if self._reconnects == 3:
+            self._on_warning(f"{exc}; reconnecting to Redis (waiting for outcomes)")
+        time.sleep(min(0.05 * 2**self._reconnects, 2.0))
 
     def _forget_lost(self, in_flight: dict[str, float]) -> None:
         """Samples unheard of for too long are presumed lost; dropping them lets new ones replace them.

@@ -12,11 +12,14 @@ import redis
 from celery import Celery
 
 from maker_workers.celery_app import make_app
+from maker_workers.domains import hanoi
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import ConfigError, StoreError
 from maker_workers.simllm.model import SimConfig
 from orchestrator.embedded import Embedded
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.store import RunStore
+from tests.faultproxy import FaultProxy
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,29 @@ def test_a_lost_task_message_costs_seconds_not_the_whole_sample_timeout(private:
     assert runner.run() == [[], [], [7, 6, 5, 4, 3, 2, 1]]
     assert broker.lost >= 3
     assert time.monotonic() - started < 40  # each lost one is replaced after 4x the p99 latency (floor 1 s)
+
+
+def test_replies_lost_between_the_orchestrator_and_redis_neither_hang_nor_end_the_run(private: Embedded) -> None:
+    """Every client command goes through a proxy that drops replies and resets connections."""
+    proxy = FaultProxy(int(private.redis_url.rsplit(":", 1)[1].split("/")[0]), drop=0.02, seed=4)
+    client = redis.Redis.from_url(proxy.url)
+    try:
+        runner = Runner(client, make_app(private.redis_url), VotingConfig(wait_s=0.5, drain_s=5), HanoiTask(6))
+        started = time.monotonic()
+        assert runner.run() == [[], [], [6, 5, 4, 3, 2, 1]]
+        assert proxy.dropped >= 5
+        assert time.monotonic() - started < 60
+        assert RunStore(redis.Redis.from_url(private.redis_url), runner.run_id).answers() == [
+            {"move": list(m), "next_state": s} for m, s in hanoi_moves(6)
+        ]
+    finally:
+        proxy.close()
+
+
+def hanoi_moves(disks: int) -> list[tuple[tuple[int, int, int], list[list[int]]]]:
+    state = hanoi.initial_state(disks)
+    out = []
+    for move in hanoi.optimal_moves(disks):
+        state = hanoi.apply_move(state, move)
+        out.append((move, state))
+    return out

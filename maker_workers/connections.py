@@ -1,0 +1,41 @@
+"""How maker talks to Redis when the network is not perfect: which commands may be sent again.
+
+A command whose reply is lost may have run or not. Everything maker sends is safe to send again (reads,
+idempotent writes, scripts guarded by a step index or deduplicated by sample id) except a blocking pop:
+the pop that ran took a notice with it. So clients retry on a dropped connection, with backoff, for
+about ten seconds (a Redis restart), and the one client that pops never retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+_TRANSIENT = [redis.ConnectionError, redis.TimeoutError]
+
+
+def _policy(retries: int) -> dict[str, Any]:
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0) if retries else NoBackoff()
+    return {"retry": Retry(backoff, retries), "retry_on_error": _TRANSIENT if retries else []}
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A client that rides out dropped connections and short outages."""
+    return redis.Redis.from_url(url, **options, **_policy(8))
+
+
+def never_twice(client: redis.Redis) -> redis.Redis:
+    """A client to the same server that never sends a command again (for BLPOP)."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **_policy(0)}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def retrying(client: redis.Redis) -> redis.Redis:
+    """The same server through a client that retries, whatever the given one does."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **_policy(8)}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
