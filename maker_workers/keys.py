@@ -6,9 +6,26 @@ A step's keys carry the step index AND a hash of its input (state and previous a
 always about one exact input: a speculative mode may vote on a step before its input is committed.
 """
 
+import re
 from dataclasses import dataclass
 
+from maker_workers.errors import ConfigError
+
 PREFIX = "maker"
+_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id, if it is safe inside a key name; ConfigError otherwise. A run id becomes part of every
+    key of its run: a brace would break the hash tag, a colon the key schema, `*` or `?` the glob that
+    lists a run's contests (another run's keys would match)."""
+    if not _RUN_ID.fullmatch(run_id):
+        shown = run_id if len(run_id) <= 80 else f"{run_id[:80]}..."
+        raise ConfigError(
+            f"run id {shown!r} is not valid: use 1 to 64 letters, digits, '-', '_' or '.' "
+            "(no braces, colons, spaces or wildcards: a run id is part of its Redis keys)"
+        )
+    return run_id
 
 
 def _run(run_id: str) -> str:

@@ -17,6 +17,7 @@ from rich.console import Console
 from maker_workers.domains.spec import AnswerSpec, SpecError
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import SimConfig
+from maker_workers.simllm.profiles import PROFILES
 from maker_workers.simllm.server import SimServer
 from orchestrator import api
 from orchestrator.api import Hooks
@@ -38,6 +39,13 @@ SimLatency = Annotated[float | None, typer.Option(help="mean simulated LLM laten
 Seed = Annotated[int | None, typer.Option(help="seed of the simulated LLM [0]")]
 SimMalformed = Annotated[float | None, typer.Option(help="share of malformed answers [0.01]")]
 SimTooLong = Annotated[float | None, typer.Option(help="share of over-long answers [0.005]")]
+SimProfile = Annotated[
+    str | None,
+    typer.Option(help=f"simulate a measured model ({', '.join(PROFILES)}); --sim-* flags override it [none]"),
+]
+SimLatencyScale = Annotated[
+    float | None, typer.Option(help="multiply the simulated latency, e.g. 0.01 for a profile in tests [1]")
+]
 RedisUrl = Annotated[
     str | None,
     typer.Option(envvar="MAKER_REDIS_URL", help="use this cluster's Redis and workers instead of the embedded one"),
@@ -97,7 +105,7 @@ def cluster_options(
     broker_url: str | None,
     workers: int,
     concurrency: int,
-    sim_flags: dict[str, float | int | None],
+    sim_flags: dict[str, float | int | str | None],
     models: ModelOptions,
     resume: str | None = None,
     max_cost_usd: float | None = None,
@@ -219,7 +227,11 @@ class Display:
                 highlight=False,
             )
 
+        def on_warning(message: str) -> None:
+            err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
         return Hooks(
+            on_warning=on_warning,
             on_cluster=on_cluster,
             on_resume=lambda saved: err.print(f"resuming at step {saved.step}", highlight=False),
             on_start=on_start,
@@ -234,13 +246,17 @@ def _sim_flags(
     malformed: float | None,
     too_long: float | None,
     seed: int | None,
-) -> dict[str, float | int | None]:
+    profile: str | None = None,
+    latency_scale: float | None = None,
+) -> dict[str, float | int | str | None]:
     return {
         "error_rate": error_rate,
         "latency_ms": latency_ms,
         "seed": seed,
         "malformed_rate": malformed,
         "too_long_rate": too_long,
+        "profile": profile,
+        "latency_scale": latency_scale,
     }
 
 
@@ -252,7 +268,13 @@ def _trace_line(step: CommittedStep, **specific: Any) -> dict:
         "samples": step.samples,
         "votes": step.votes,
         "tally": [step.winner_votes, step.runner_up_votes],
+        **_decided_how(step),
     }
+
+
+def _decided_how(step: CommittedStep) -> dict:
+    """What `maker report` plots from a trace: rounds of sampling, red flags, k, and the run's spend so far."""
+    return {"rounds": step.rounds, "red_flags": step.red_flags, "k": step.k, "spent_usd": step.spent_usd}
 
 
 def _with_display(
@@ -282,16 +304,41 @@ def guarded(call: Callable[[], T]) -> T:
         fail(str(exc), code=1)
 
 
+TargetReliability = Annotated[
+    float | None,
+    typer.Option(help="pick the least k making the whole run right with this chance (with --p or a calibration)"),
+]
+ValidP = Annotated[float | None, typer.Option("--p", help="the chance one valid sample is right, in (0.5, 1]")]
+FromCalibration = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="a `maker calibrate --out` file: its p and its interval")
+]
+
+
+def _target_k(
+    k: int | None, target: float | None, p: float | None, calibration: Path | None, steps: int | None
+) -> int | None:
+    """--k, or the k --target-reliability picks from --p or --from-calibration (said on stderr)."""
+    from orchestrator.plan import target_k
+
+    chosen = guarded(lambda: target_k(target, steps, p=p, calibration=calibration, k=k))
+    if chosen is None:
+        return k
+    err.print(chosen[1], highlight=False)
+    return chosen[0]
+
+
 @app.command()
 def hanoi(
     disks: Annotated[int, typer.Option(min=1, max=30, help="number of disks; the run has 2^N - 1 steps")] = 10,
-    k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
+    k: Annotated[int | None, typer.Option(min=1, help="votes the winner needs ahead of the runner-up [3]")] = None,
     workers: Workers = 2,
     concurrency: Concurrency = 8,
     sim_error_rate: SimErrorRate = None,
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
     sim_too_long_rate: SimTooLong = None,
+    sim_profile: SimProfile = None,
+    sim_latency_scale: SimLatencyScale = None,
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
@@ -311,9 +358,15 @@ def hanoi(
     json_out: JsonOut = False,
     trace: Trace = None,
     resume: Resume = None,
+    target_reliability: TargetReliability = None,
+    p: ValidP = None,
+    from_calibration: FromCalibration = None,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
-    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
+    sim_flags = _sim_flags(
+        sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
+    )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     caps = {
@@ -334,6 +387,7 @@ def hanoi(
             "samples": step.samples,
             "votes": step.votes,
             "tally": [step.winner_votes, step.runner_up_votes],
+            **_decided_how(step),
         }
 
     with contextlib.ExitStack() as stack:
@@ -362,6 +416,8 @@ def run(
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
     sim_too_long_rate: SimTooLong = None,
+    sim_profile: SimProfile = None,
+    sim_latency_scale: SimLatencyScale = None,
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
@@ -381,12 +437,18 @@ def run(
     json_out: JsonOut = False,
     trace: Trace = None,
     resume: Resume = None,
+    target_reliability: TargetReliability = None,
+    p: ValidP = None,
+    from_calibration: FromCalibration = None,
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
-    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    sim_flags = _sim_flags(
+        sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
+    )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     task = guarded(lambda: api.spec_task(spec))
+    k = _target_k(k, target_reliability, p, from_calibration, task.total_steps() or task.max_steps)  # a bound: safe
     voting = voting_config(
         lambda: api.voting_for(
             task.spec,
@@ -437,6 +499,8 @@ def vote(
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
     sim_too_long_rate: SimTooLong = None,
+    sim_profile: SimProfile = None,
+    sim_latency_scale: SimLatencyScale = None,
     seed: Seed = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
@@ -462,7 +526,9 @@ def vote(
         except UnicodeDecodeError:
             fail(f"--prompt-file: {prompt_file} is not UTF-8 text")
     assert prompt is not None
-    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    sim_flags = _sim_flags(
+        sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
+    )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
     answer = _answer_spec(answer_format, schema, pattern, vote_on)
@@ -591,6 +657,23 @@ def sim_serve(
     sim_rate_refusal: SimRate = None,
     sim_api_key: SimApiKey = None,
     sim_quota_exhausted: SimQuota = None,
+    sim_profile: SimProfile = None,
+    sim_output_tokens: Annotated[
+        float | None, typer.Option(help="mean answer length in tokens, padded with reasoning; 0: unpadded [0]")
+    ] = None,
+    sim_output_tokens_sigma: Annotated[float | None, typer.Option(help="the length's lognormal sigma [0.25]")] = None,
+    sim_length_error_slope: Annotated[
+        float | None, typer.Option(help="each 100 tokens past 700 add this share of the error rate [0]")
+    ] = None,
+    sim_hard_step_share: Annotated[float | None, typer.Option(help="share of steps that are hard [0]")] = None,
+    sim_hard_step_max: Annotated[
+        float | None, typer.Option(help="a hard step's error is the rate times U[1, this] [1]")
+    ] = None,
+    sim_latency_floor_ms: Annotated[float | None, typer.Option(help="no answer comes sooner, ms [0]")] = None,
+    sim_latency_sigma: Annotated[
+        float | None, typer.Option(help="0: exponential latency tail; above: lognormal, this sigma [0]")
+    ] = None,
+    sim_latency_scale: SimLatencyScale = None,
     seed: Seed = None,
 ) -> None:
     """Serve the simulated LLM: POST .../chat/completions, .../messages or .../api/chat; GET /health, /stats.
@@ -615,6 +698,15 @@ def sim_serve(
         rate_refusal=sim_rate_refusal,
         api_key=None if sim_api_key in ("", "None") else sim_api_key,
         quota_exhausted=sim_quota_exhausted,  # "true", "False", ...: pydantic reads it
+        profile=None if sim_profile in ("", "None") else sim_profile,
+        output_tokens=sim_output_tokens,
+        output_tokens_sigma=sim_output_tokens_sigma,
+        length_error_slope=sim_length_error_slope,
+        hard_step_share=sim_hard_step_share,
+        hard_step_max=sim_hard_step_max,
+        latency_floor_ms=sim_latency_floor_ms,
+        latency_sigma=sim_latency_sigma,
+        latency_scale=sim_latency_scale,
     )
     for signum in (signal.SIGTERM, signal.SIGHUP):  # nothing to shut down but itself: the default ends it
         signal.signal(signum, signal.SIG_DFL)
@@ -629,6 +721,193 @@ def sim_serve(
         pass
     finally:
         server.server_close()
+
+
+@app.command()
+def report(
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="RUN_ID", help="runs to read from the Redis at --redis-url")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(envvar="MAKER_REDIS_URL", help="the Redis the runs are in")] = None,
+    trace: Annotated[list[Path] | None, typer.Option(metavar="FILE", help="a run's --trace file (repeatable)")] = None,
+    out: Annotated[Path, typer.Option(help="the HTML page to write")] = Path("maker-report.html"),
+) -> None:
+    """One self-contained HTML page of runs' figures and plots, from their Redis or their --trace files.
+
+    Give runs of several sizes to see the samples they took against the c·s·ln s curve.
+    """
+    from orchestrator.html_report import write_report  # matplotlib loads only for this command
+
+    runs = guarded(lambda: write_report(out, run_ids or [], trace or [], redis_url))
+    print(f"wrote {out} ({', '.join(run.label for run in runs)})")
+
+
+@app.command()
+def calibrate(
+    disks: Annotated[int, typer.Option(min=1, max=20, help="Hanoi disks; steps are drawn among the 2^N - 1")] = 10,
+    samples: Annotated[int, typer.Option(min=1, max=100_000, help="samples to draw, one per random step")] = 400,
+    draw_seed: Annotated[int | None, typer.Option(help="seed of the random choice of steps [random]")] = None,
+    workers: Workers = 2,
+    concurrency: Concurrency = 8,
+    sim_error_rate: SimErrorRate = None,
+    sim_latency_ms: SimLatency = None,
+    sim_malformed_rate: SimMalformed = None,
+    sim_too_long_rate: SimTooLong = None,
+    seed: Seed = None,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+    provider: ProviderName = None,
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    price_in: PriceIn = None,
+    price_out: PriceOut = None,
+    json_out: JsonOut = False,
+    out: Annotated[Path | None, typer.Option(help="write the calibration here as JSON, for maker plan")] = None,
+) -> None:
+    """Measure the model on random Hanoi steps, one sample each: p with its 95% interval, the valid rate, red
+    flags, answer lengths, errors by length and cost. Exit 0 when some answer was valid."""
+    from orchestrator.calibrate import SampleProgress
+    from orchestrator.calibrate import calibrate as measure
+
+    sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
+    models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out)
+    cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models)
+    with contextlib.ExitStack() as stack:
+        hooks = Display(stack, None, None, None).hooks(lambda _: {})
+        progress = SampleProgress(err, samples)
+
+        def on_cluster(running: Cluster) -> None:
+            hooks.on_cluster(running)
+            stack.enter_context(progress)
+
+        result = guarded(
+            lambda: measure(
+                disks, samples, cluster=cluster, seed=draw_seed, on_cluster=on_cluster, on_sample=progress.advance
+            )
+        )
+    if result.answered < samples:
+        err.print(f"[yellow]warning:[/] {samples - result.answered} samples were never heard of", highlight=False)
+    if out is not None:
+        try:
+            out.write_text(result.model_dump_json(indent=2) + "\n")
+        except OSError as exc:
+            fail(f"--out: cannot write {out}: {exc.strerror}", code=1)
+    if json_out:
+        print(result.model_dump_json())
+    else:
+        if result.p is None:
+            print(f"no valid answer among {result.answered} (red flags {result.red_flags_by_reason})")
+        else:
+            print(
+                f"p = {result.p:.4f} (95% interval {result.p_low:.4f}-{result.p_high:.4f}) over {result.votes} "
+                f"valid answers; valid rate {result.valid_rate:.4f}"
+            )
+        print(f"red flags {result.red_flags} {result.red_flags_by_reason}, errors {result.errors}")
+        if result.output_tokens:
+            tokens = result.output_tokens
+            print(f"output tokens: mean {tokens.mean:.1f}, p50 {tokens.p50}, p90 {tokens.p90}, p99 {tokens.p99}")
+        rates = ", ".join(
+            f"{b.tokens}: {'-' if b.error_rate is None else f'{b.error_rate:.4f}'} ({b.votes})"
+            for b in result.error_by_length
+        )
+        print(f"error rate by output tokens (votes): {rates}")
+        per_sample = "" if result.cost_per_sample_usd is None else f", ${result.cost_per_sample_usd:.8f} a sample"
+        print(f"cost {_dollars(result.cost_usd)}{per_sample}, {result.wall_s:.1f} s, run {result.run_id}")
+    raise typer.Exit(0 if result.p is not None else 1)
+
+
+@app.command()
+def plan(
+    steps: Annotated[int, typer.Option(min=1, help="steps of the run")],
+    target: Annotated[float, typer.Option(help="the chance the whole run must be right, in (0, 1)")],
+    p: ValidP = None,
+    valid_rate: Annotated[
+        float | None, typer.Option(help="share of samples that pass the red flags [the calibration's, else 1]")
+    ] = None,
+    price_in: Annotated[float | None, typer.Option(min=0, help="$ per million input tokens")] = None,
+    price_out: Annotated[float | None, typer.Option(min=0, help="$ per million output tokens")] = None,
+    tokens_in: Annotated[float | None, typer.Option(min=0, help="input tokens a sample [the calibration's]")] = None,
+    tokens_out: Annotated[float | None, typer.Option(min=0, help="output tokens a sample [the calibration's]")] = None,
+    latency_s: Annotated[
+        float | None, typer.Option(min=0, help="seconds one round of parallel calls takes (its slowest call)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="samples in flight at most (worker threads, or what the rate allows)")
+    ] = None,
+    from_calibration: FromCalibration = None,
+    json_out: JsonOut = False,
+) -> None:
+    """k, reliability, expected samples, cost and wall time of a run, from the MAKER formulas. No model is called.
+
+    With --from-calibration, also the plan at the low end of p's 95% interval: the k to pick if p is that bad.
+    """
+    from orchestrator.plan import calibrated_p, load_calibration, sample_cost_usd
+    from orchestrator.plan import plan as make_plan
+
+    if (p is None) == (from_calibration is None):
+        fail("give exactly one of --p P or --from-calibration FILE")
+    if not 0.0 < target < 1.0:
+        fail(f"--target must be in (0, 1), got {target}")
+    if valid_rate is not None and not 0.0 < valid_rate <= 1.0:
+        fail(f"--valid-rate must be in (0, 1], got {valid_rate}")
+    if (price_in is None) != (price_out is None):
+        fail("give --price-in and --price-out together")
+    p_low = cost = None
+    if from_calibration is not None:
+        calibration = guarded(lambda: load_calibration(from_calibration))
+        p, p_low = guarded(lambda: calibrated_p(calibration, from_calibration))
+        valid_rate = valid_rate or calibration.valid_rate
+        tokens_in = tokens_in if tokens_in is not None else calibration.input_tokens_mean
+        if tokens_out is None and calibration.output_tokens is not None:
+            tokens_out = calibration.output_tokens.mean
+        cost = calibration.cost_per_sample_usd
+        if p_low <= 0.5:
+            err.print(
+                f"[yellow]warning:[/] the low end of p's interval is {p_low:.4f}, not above 0.5: no pessimistic "
+                "plan; calibrate with more samples",
+                highlight=False,
+            )
+            p_low = None
+    assert p is not None
+    if not 0.5 < p <= 1.0:
+        source = "--p" if from_calibration is None else f"the p of {from_calibration}"
+        fail(f"{source} must be in (0.5, 1] (the chance one valid sample is right; voting needs above 0.5), got {p}")
+    if price_in is not None and price_out is not None:
+        if tokens_in is None or tokens_out is None:
+            fail("a cost from prices needs --tokens-in and --tokens-out (or --from-calibration)")
+        cost = sample_cost_usd(price_in, price_out, tokens_in, tokens_out)
+    planned = guarded(
+        lambda: make_plan(
+            p,
+            steps,
+            target,
+            valid_rate=valid_rate or 1.0,
+            cost_per_sample_usd=cost,
+            latency_s=latency_s,
+            concurrency=concurrency,
+            p_low=p_low,
+        )
+    )
+    if json_out:
+        print(planned.model_dump_json())
+        return
+    for label, at in (("", planned), ("at the low end of p's interval: ", planned.pessimistic)):
+        if at is None:
+            continue
+        print(
+            f"{label}k_min {at.k_min}: p_full {at.p_full:.6f} over {at.steps:,} steps "
+            f"(p {at.p:.6g}, valid rate {at.valid_rate:.4g})"
+        )
+        print(
+            f"  expected samples {at.expected_samples_per_step:.3f} a step, {at.expected_samples:,.0f} in all; "
+            f"{at.expected_rounds_per_step:.3f} rounds a step"
+        )
+        if at.projected_cost_usd is not None:
+            print(f"  projected cost ${at.projected_cost_usd:,.2f} (${at.cost_per_sample_usd:.8f} a sample)")
+        if at.projected_wall_s is not None:
+            print(f"  projected wall time {at.projected_wall_s:,.0f} s ({at.projected_wall_s / 3600:,.2f} h)")
 
 
 @app.command()

@@ -31,7 +31,16 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from maker_workers.domains.base import JSON, RedFlag
 from maker_workers.domains.hanoi import HanoiTask
@@ -39,9 +48,10 @@ from maker_workers.domains.spec import AnswerSpec, parser_for
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
 from orchestrator import api
+from orchestrator import plan as planning
 from orchestrator.cluster import ClusterOptions
 from orchestrator.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
-from orchestrator.method import expected_samples, expected_votes, k_min, p_full, p_sub
+from orchestrator.method import k_min
 from orchestrator.report import RunReport, TaskReport
 from orchestrator.runner import VotingConfig
 
@@ -270,17 +280,13 @@ class Validation(BaseModel):
     answer: JSON = None  # the parsed answer (the winner's payload, were it to win)
 
 
-class Plan(BaseModel):
-    """What a run needs, by the formulas of orchestrator/method.py."""
+class Plan(planning.Plan):
+    """What a run needs: `maker plan`'s plan (orchestrator/plan.py), its total also under the name hosts read."""
 
-    k_min: int
-    p_step: float  # chance one step decided ahead-by-k_min is right
-    p_full: float  # chance all steps are, at k_min
-    expected_votes_per_step: float
-    expected_samples_per_step: float
-    expected_samples_total: float
-    cost_per_sample_usd: float | None = None
-    projected_cost_usd: float | None = None
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def expected_samples_total(self) -> float:
+        return self.expected_samples
 
 
 # --- the work -------------------------------------------------------------------------------------
@@ -406,23 +412,14 @@ class MakerTools:
     def plan(self, given: PlanQuery) -> Plan:
         """Plan a run from the MAKER formulas: the least k that makes all steps right with chance target, the
         expected samples per step and in all, and (with prices and tokens per sample) the projected cost."""
-        k = k_min(given.p, given.steps, given.target)
-        per_step = expected_samples(given.p, k, given.valid_rate)
-        total = per_step * given.steps
         per_sample = None
         if given.price_in is not None and given.price_out is not None:
             assert given.tokens_in is not None and given.tokens_out is not None  # PlanQuery wants all four
-            per_sample = (given.tokens_in * given.price_in + given.tokens_out * given.price_out) / 1e6
-        return Plan(
-            k_min=k,
-            p_step=p_sub(given.p, k),
-            p_full=p_full(given.p, k, given.steps),
-            expected_votes_per_step=expected_votes(given.p, k),
-            expected_samples_per_step=per_step,
-            expected_samples_total=total,
-            cost_per_sample_usd=per_sample,
-            projected_cost_usd=None if per_sample is None else per_sample * total,
+            per_sample = planning.sample_cost_usd(given.price_in, given.price_out, given.tokens_in, given.tokens_out)
+        planned = planning.plan(
+            given.p, given.steps, given.target, valid_rate=given.valid_rate, cost_per_sample_usd=per_sample
         )
+        return Plan(**planned.model_dump())
 
     def _check_models(self, given: _ModelChoice) -> None:
         """The CLI's rule: the embedded workers call what the server started them with, a cluster's what its

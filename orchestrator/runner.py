@@ -170,7 +170,7 @@ class Runner:
         self.broker = broker
         self.config = config
         self.task = task
-        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.run_id = keys.check_run_id(run_id) if run_id else uuid.uuid4().hex[:12]
         self._health_check = health_check
         self._on_stall = on_stall
         self._on_warning = on_warning

@@ -83,13 +83,13 @@ def normalize_steps(normalize: bool | Sequence[str]) -> tuple[str, ...]:
 # --- parsers --------------------------------------------------------------------------------------
 
 
-def _scan_objects(text: str) -> list[dict[str, Any]]:
-    """Every top-level JSON object in `text`, in order.
+def _scan_objects(text: str) -> list[tuple[int, int, dict[str, Any]]]:
+    """Every top-level JSON object in `text`, in order, with where it starts and ends.
 
     At each '{' try to decode; on success jump past the object, so braces inside it (strings, nested
     objects) are never mistaken for the start of another one.
     """
-    found: list[dict[str, Any]] = []
+    found: list[tuple[int, int, dict[str, Any]]] = []
     pos = text.find("{")
     while pos != -1:
         try:
@@ -99,9 +99,47 @@ def _scan_objects(text: str) -> list[dict[str, Any]]:
             continue
         except RecursionError:  # nested past what the decoder can follow: nothing an answer needs
             raise RedFlag("parse", "the answer's JSON is nested too deeply") from None
-        found.append(obj)
+        found.append((pos, end, obj))
         pos = text.find("{", end)
     return found
+
+
+def _leaves_open(prose: str) -> bool:
+    """Whether `prose` leaves a '{' unclosed (braces inside JSON strings aside): an object after it is then
+    a piece of something that failed to decode (`{"a": {"answer": 7}`, an outer object whose number is too
+    long to read), not an answer of its own."""
+    depth, in_string, escaped = 0, False, False
+    for char in prose:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(0, depth - 1)
+    return depth > 0
+
+
+class _DuplicateKey(Exception):
+    """A key written twice in one object (the key is args[0])."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise _DuplicateKey(next(name for i, name in enumerate(names) if name in names[:i]))
+    return obj
+
+
+# Decodes the chosen answer once more, refusing a key written twice: json keeps the last silently.
+_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
 def _finite(obj: Any) -> bool:
@@ -118,10 +156,27 @@ def last_json_object(text: str) -> dict[str, Any]:
     found = _scan_objects(text)
     if not found:
         raise RedFlag("parse", "no JSON object in the response")
-    last = found[-1]
+    start, end, last = found[-1]
+    if _leaves_open(text[found[-2][1] if len(found) > 1 else 0 : start]):
+        raise RedFlag("parse", "the last JSON object is inside a '{' that is never closed")
     if not _finite(last):
         raise RedFlag("parse", "the last JSON object holds NaN or Infinity, which JSON does not allow")
+    try:
+        _UNIQUE_KEYS.raw_decode(text[start:end])
+    except _DuplicateKey as exc:
+        raise RedFlag("parse", f"the last JSON object has the key {exc.args[0]!r} twice") from None
     return last
+
+
+def _parsed(key: str, payload: JSON) -> Parsed:
+    """The vote, unless it holds a lone surrogate (a JSON escape like \\ud800 can carry one): that is not
+    text, and Redis could not store the vote."""
+    try:
+        key.encode()
+        canonical(payload).encode()
+    except UnicodeEncodeError:
+        raise RedFlag("parse", "the answer holds a lone surrogate, which is not text") from None
+    return Parsed(key, payload)
 
 
 def vote_key(payload: dict[str, Any], vote_on: Sequence[str] | None) -> str:
@@ -147,11 +202,15 @@ class JsonAnswer:
             error = schema_exceptions.best_match(self.validator.iter_errors(payload))
             if error is not None:
                 raise RedFlag("schema", f"{error.message} (at {error.json_path})")
-        return Parsed(vote_key(payload, self.vote_on), payload)
+        return _parsed(vote_key(payload, self.vote_on), payload)
 
 
 class RegexAnswer:
-    """The last match of a pattern with named groups; the payload is the match's groups by name."""
+    """The last match of a pattern with named groups; the payload is the match's groups by name.
+
+    A digit other than 0-9 in a group is a red flag: `\\d` matches '٣' and '３' too, which no later step
+    reads as the number it looks like.
+    """
 
     def __init__(self, pattern: str, vote_on: Sequence[str] | None = None) -> None:
         self.pattern = compile_pattern(pattern)
@@ -165,7 +224,9 @@ class RegexAnswer:
         if not last:
             raise RedFlag("parse", "no match of the answer pattern in the response")
         payload = last[0].groupdict()
-        return Parsed(vote_key(payload, self.vote_on), payload)
+        if any(char.isdecimal() and not char.isascii() for value in payload.values() if value for char in value):
+            raise RedFlag("parse", "the answer writes a digit other than 0-9")
+        return _parsed(vote_key(payload, self.vote_on), payload)
 
 
 class TextAnswer:
@@ -187,7 +248,7 @@ class TextAnswer:
         answer = self.normalize(text)
         if not answer:
             raise RedFlag("parse", "the response is empty")
-        return Parsed(canonical(answer), answer)
+        return _parsed(canonical(answer), answer)
 
 
 class HanoiAnswer:

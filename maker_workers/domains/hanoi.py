@@ -116,12 +116,15 @@ def read_prompt(text: str) -> tuple[State, Move | None]:
 
 # --- strict parsing -------------------------------------------------------------------------------
 
-_INT = r"\s*(-?\d+)\s*"
-_LIST = r"\[\s*((?:-?\d+\s*(?:,\s*-?\d+\s*)*)?)\]"
+# ASCII digits only (\d would take '١' or '３' too), and few of them: a number no Hanoi answer needs is not read.
+_NUMBER = r"-?[0-9]{1,6}"
+_INT = rf"\s*({_NUMBER})\s*"
+_LIST = rf"\[\s*((?:{_NUMBER}\s*(?:,\s*{_NUMBER}\s*)*)?)\]"
 _MOVE_KEY = re.compile(r"(?<![\w])move\s*=\s*")
 _STATE_KEY = re.compile(r"(?<![\w])next_state\s*=\s*")
 _MOVE_VALUE = re.compile(rf"\[{_INT},{_INT},{_INT}\]")
 _STATE_VALUE = re.compile(rf"\[\s*{_LIST}\s*,\s*{_LIST}\s*,\s*{_LIST}\s*\]")
+_GOES_ON = re.compile(r"[\[\]{}=\d]")  # on the state's line after it: the value did not end where it seemed to
 
 
 def _last_value(key: re.Pattern[str], value: re.Pattern[str], text: str, name: str) -> re.Match[str]:
@@ -138,10 +141,15 @@ def parse(text: str, n: int) -> tuple[Move, State]:
     """Parse `move = [d, f, t]` and `next_state = [[..], [..], [..]]`; the last occurrence counts.
 
     Raises RedFlag unless the move is exactly three integers and next_state is exactly three
-    lists of integers holding 1..n once each. Correctness is not checked: a wrong move is a vote.
+    lists of integers holding 1..n once each, the state comes after the move and nothing on its line
+    continues it (`]]`, `, [4]`). Correctness is not checked: a wrong move is a vote.
     """
     move_m = _last_value(_MOVE_KEY, _MOVE_VALUE, text, "move")
     state_m = _last_value(_STATE_KEY, _STATE_VALUE, text, "next_state")
+    if move_m.start() > state_m.start():  # the last move and the last state were not written as one answer
+        raise RedFlag("parse", "a 'move =' comes after the last 'next_state ='")
+    if _GOES_ON.search(text[state_m.end() :].partition("\n")[0]):
+        raise RedFlag("parse", "the last 'next_state =' line goes on past the state")
     move = (int(move_m[1]), int(move_m[2]), int(move_m[3]))
     state = [[int(x) for x in group.split(",")] if group.strip() else [] for group in state_m.groups()]
     if sorted(d for peg in state for d in peg) != list(range(1, n + 1)):

@@ -11,6 +11,7 @@
 -- KEYS[4] payloads HASH  vote key -> its first vote's payload, when that is not the key itself
 -- KEYS[5] notify   LIST  the orchestrator BLPOPs one JSON notice per recorded sample
 -- KEYS[6] events   STREAM every vote, red flag, error, late vote and decision of the run
+--                        (votes and red flags carry their output_tokens: calibration's per-sample lengths)
 -- KEYS[7] stats    HASH  run-wide counters, and per model (`model:<label>:<counter>`)
 -- KEYS[8] voters   HASH  "<model label> <vote key>" -> counted votes (ensembles only): which model voted for what
 --
@@ -90,7 +91,7 @@ if kind == 'red_flag' then
   redis.call('HINCRBY', KEYS[3], 'red_flags', 1)
   count('red_flags', 1)
   redis.call('HINCRBY', KEYS[7], 'red_flag:' .. value, 1)
-  event({'kind', 'red_flag', 'reason', value})
+  event({'kind', 'red_flag', 'reason', value, 'output_tokens', output_tokens})
 elseif kind == 'error' or kind == 'fatal' then
   outcome = kind
   redis.call('HINCRBY', KEYS[3], 'errors', 1)
@@ -119,7 +120,7 @@ else
     runner_up_votes = votes
   end
   redis.call('HSET', KEYS[3], 'leader', leader, 'leader_votes', leader_votes, 'runner_up_votes', runner_up_votes)
-  event({'kind', 'vote', 'candidate', value})
+  event({'kind', 'vote', 'candidate', value, 'output_tokens', output_tokens})
   if leader_votes >= k + runner_up_votes then
     outcome = 'decided'
     redis.call('HSET', KEYS[3], 'decided', '1', 'winner', leader)

@@ -1,0 +1,347 @@
+"""`maker calibrate`: measure a model's p, valid rate, answer lengths and cost on random Hanoi steps.
+
+Each drawn step gets ONE sample, at the temperature of a step's later samples, through the cluster as any
+run's samples go: a Celery task each, drawn and red-flagged by the workers, recorded by the vote script in
+a run of its own whose k no contest can reach, so nothing is ever decided. The answers are then scored
+against the optimal moves: ground truth is legitimate here, because calibration measures and never votes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import redis
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from maker_workers import keys
+from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.domains import hanoi
+from maker_workers.errors import MakerError, Rejected, store_errors
+from maker_workers.sampling import SampleRequest
+from maker_workers.votes import Notice, Outcome
+from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.report import cost_usd
+from orchestrator.runner import VotingConfig
+from orchestrator.store import RunStore
+
+UNREACHABLE_K = 10**6  # the calibration run's margin: one sample per contest never decides it
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+LENGTH_EDGES = (200, 400, 700)  # output-token buckets: the paper saw errors rise past about 700
+ANSWERED = ("vote", "red_flag", "error", "fatal")  # the event kinds that close a sample
+
+
+class TokenStats(BaseModel):
+    """Output tokens of the model's answers (votes and red flags)."""
+
+    mean: float
+    p50: int
+    p90: int
+    p99: int
+
+
+class LengthBucket(BaseModel):
+    """The error rate among valid answers of one length range."""
+
+    tokens: str  # "<200", "200-400", "400-700", ">=700"
+    votes: int
+    wrong: int
+    error_rate: float | None  # None without votes
+
+
+class Calibration(BaseModel):
+    """What `maker calibrate` measured; `--out` writes it, `maker plan --from-calibration` reads it."""
+
+    run_id: str
+    disks: int
+    steps: int  # the task's, 2^disks - 1; the samples were drawn among them
+    models: list[str]  # "provider:model" of the answers
+    samples: int  # asked for
+    answered: int  # heard of; the rest were lost (no worker recorded them in time)
+    votes: int  # valid answers
+    correct: int
+    p: float | None  # correct / votes: the chance one valid sample is right
+    p_low: float | None  # Wilson 95% interval of p
+    p_high: float | None
+    valid_rate: float | None  # votes / (votes + red flags): provider errors are not the model's answers
+    red_flags: int
+    red_flags_by_reason: dict[str, int]
+    errors: int  # provider calls that failed after retries
+    input_tokens_mean: float | None
+    output_tokens: TokenStats | None
+    error_by_length: list[LengthBucket]
+    cost_usd: float | None  # None when a model's price is unknown
+    cost_per_sample_usd: float | None  # per answer (vote or red flag): what a plan's samples cost
+    temperature_omitted: bool  # the model refused a temperature: it answered at its own default
+    wall_s: float
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion: sound near 0 and 1, where p lives."""
+    share = successes / n
+    scale = 1.0 + z * z / n
+    centre = (share + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    """Nearest rank: a value some answer really had."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _bucket_names() -> list[str]:
+    inner = [f"{a}-{b}" for a, b in itertools.pairwise(LENGTH_EDGES)]
+    return [f"<{LENGTH_EDGES[0]}", *inner, f">={LENGTH_EDGES[-1]}"]
+
+
+@dataclass(frozen=True)
+class DrawnStep:
+    step: int
+    state: hanoi.State
+    previous: dict | None  # the winning answer of the step before, as a run would hand it on
+    right: str  # the vote key of the optimal move and its state
+
+
+def draw_steps(disks: int, samples: int, rng: random.Random) -> list[DrawnStep]:
+    """`samples` steps at random, each at most once while the task has enough, in step order."""
+    total = hanoi.n_steps(disks)
+    picks = rng.sample(range(total), samples) if samples <= total else rng.choices(range(total), k=samples)
+    wanted = Counter(picks)
+    last = max(picks)
+    drawn: list[DrawnStep] = []
+    state: hanoi.State = hanoi.initial_state(disks)
+    previous: dict | None = None
+    for step, move in enumerate(hanoi.optimal_moves(disks)):
+        after = hanoi.apply_move(state, move)
+        drawn += [DrawnStep(step, state, previous, hanoi.candidate(move, after))] * wanted[step]
+        if step == last:
+            break
+        state, previous = after, hanoi.payload(move, after)
+    return drawn
+
+
+class _Events:
+    """Reads the calibration run's events as they come: each sample's closing one, by sample id."""
+
+    def __init__(self, client: redis.Redis, run_id: str) -> None:
+        self._client = client
+        self._stream = keys.events(run_id)
+        self._after = "-"
+        self.by_sample: dict[str, dict[str, str]] = {}
+
+    def read(self) -> None:
+        while True:
+            with store_errors("reading the calibration's events"):
+                page = self._client.xrange(self._stream, min=self._after, count=10_000)
+            for entry_id, raw in page:
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
+                if fields.get("kind") in ANSWERED:
+                    self.by_sample[fields["sample"]] = fields
+                self._after = f"({entry_id.decode()}"
+            if len(page) < 10_000:
+                return
+
+
+def calibrate(
+    disks: int,
+    samples: int,
+    *,
+    cluster: ClusterOptions | None = None,
+    seed: int | None = None,
+    silence_s: float = VotingConfig().sample_timeout_s,
+    on_cluster: Callable[[Cluster], None] = lambda _: None,
+    on_sample: Callable[[Notice], None] = lambda _: None,
+) -> Calibration:
+    """Ask the cluster's model once on each of `samples` random steps of Hanoi with `disks` disks and
+    score the answers. Samples unheard of for `silence_s` are counted as lost; a provider refusal no retry
+    fixes raises Rejected."""
+    task = hanoi.HanoiTask(disks)
+    drawn = draw_steps(disks, samples, random.Random(seed))
+    voting = VotingConfig()
+    with cluster_for_run(cluster or ClusterOptions()) as running:
+        on_cluster(running)
+        run_id = f"calibrate-{uuid.uuid4().hex[:12]}"
+        store = RunStore(running.client, run_id)
+        store.start(task.definition(), {"k": UNREACHABLE_K, "calibration_samples": samples})
+        events = _Events(running.client, run_id)
+        right: dict[str, str] = {}
+        started = time.perf_counter()
+        try:
+            for i, item in enumerate(drawn):
+                request = SampleRequest(
+                    run_id=run_id,
+                    step=item.step,
+                    input_hash=task.input_hash(item.state, item.step, item.previous),
+                    state=item.state,
+                    previous=item.previous,
+                    sample_id=uuid.uuid4().hex,
+                    temperature=voting.later_temperature,
+                    k=UNREACHABLE_K,
+                    member=i,  # an ensemble's models take turns
+                )
+                running.broker.send_task(
+                    SAMPLE_TASK,
+                    args=[request.model_dump(mode="json")],
+                    task_id=request.sample_id,
+                    argsrepr=f"calibration={run_id} step={item.step}",
+                )
+                right[request.sample_id] = item.right
+            _collect(running, run_id, set(right), events, voting.wait_s, silence_s, on_sample)
+        except BaseException:
+            with contextlib.suppress(MakerError):  # the workers skip what is still queued
+                store.stop("ended")
+            raise
+        wall = time.perf_counter() - started
+        store.stop("done")
+        events.read()
+        lost = samples - sum(1 for sample in right if sample in events.by_sample)
+        store.finish(f"{lost} samples never heard of" if lost else None)
+        stats = store.stats()
+    return _measure(run_id, disks, samples, right, events.by_sample, stats, wall)
+
+
+def _collect(
+    running: Cluster,
+    run_id: str,
+    pending: set[str],
+    events: _Events,
+    wait_s: float,
+    silence_s: float,
+    on_sample: Callable[[Notice], None],
+) -> None:
+    """Wait for every sample's notice (or `silence_s` without one), reading the events as they come."""
+    heard_at = checked_at = time.monotonic()
+    while pending:
+        with store_errors("waiting for outcomes"):
+            popped = running.client.blpop([keys.notify(run_id)], timeout=wait_s)
+        now = time.monotonic()
+        if now - checked_at >= wait_s:
+            running.health_check()
+            events.read()
+            checked_at = now
+        if popped is None:
+            if now - heard_at >= silence_s:
+                return
+            continue
+        notice = Notice.model_validate_json(popped[1])
+        if notice.sample_id not in pending:
+            continue
+        heard_at = now
+        pending.discard(notice.sample_id)
+        if notice.outcome is Outcome.FATAL:
+            raise Rejected(notice.reason or "the provider refused the calibration")
+        on_sample(notice)
+
+
+def _measure(
+    run_id: str,
+    disks: int,
+    samples: int,
+    right: dict[str, str],
+    answers: dict[str, dict[str, str]],
+    stats: dict[str, int],
+    wall_s: float,
+) -> Calibration:
+    """Score each answer against its step's right vote key, and sum up."""
+    ours = [(answers[sample], key) for sample, key in right.items() if sample in answers]
+    votes = [(fields, fields["candidate"] == key) for fields, key in ours if fields["kind"] == "vote"]
+    flags = Counter(fields["reason"] for fields, _ in ours if fields["kind"] == "red_flag")
+    lengths = sorted(int(fields["output_tokens"]) for fields, _ in ours if "output_tokens" in fields)
+    correct = sum(ok for _, ok in votes)
+    given = len(votes) + flags.total()  # the model's answers: what a plan's samples are
+
+    names = _bucket_names()
+    per_bucket: list[list[bool]] = [[] for _ in names]
+    for fields, ok in votes:
+        if "output_tokens" in fields:
+            per_bucket[bisect.bisect_right(LENGTH_EDGES, int(fields["output_tokens"]))].append(ok)
+    buckets = [
+        LengthBucket(
+            tokens=name,
+            votes=len(oks),
+            wrong=oks.count(False),
+            error_rate=oks.count(False) / len(oks) if oks else None,
+        )
+        for name, oks in zip(names, per_bucket, strict=True)
+    ]
+    low, high = wilson(correct, len(votes)) if votes else (None, None)
+    cost = cost_usd(stats)
+    return Calibration(
+        run_id=run_id,
+        disks=disks,
+        steps=hanoi.n_steps(disks),
+        models=sorted({fields["model"] for fields, _ in ours if fields.get("model")}),
+        samples=samples,
+        answered=len(ours),
+        votes=len(votes),
+        correct=correct,
+        p=correct / len(votes) if votes else None,
+        p_low=low,
+        p_high=high,
+        valid_rate=len(votes) / given if given else None,
+        red_flags=flags.total(),
+        red_flags_by_reason=dict(flags),
+        errors=sum(1 for fields, _ in ours if fields["kind"] in ("error", "fatal")),
+        input_tokens_mean=stats.get("input_tokens", 0) / given if given else None,
+        output_tokens=TokenStats(
+            mean=sum(lengths) / len(lengths),
+            p50=_percentile(lengths, 0.5),
+            p90=_percentile(lengths, 0.9),
+            p99=_percentile(lengths, 0.99),
+        )
+        if lengths
+        else None,
+        error_by_length=buckets,
+        cost_usd=cost,
+        cost_per_sample_usd=cost / given if cost is not None and given else None,
+        temperature_omitted=bool(stats.get("temperature_omitted")),
+        wall_s=round(wall_s, 3),
+    )
+
+
+class SampleProgress:
+    """The calibration's progress bar on stderr: samples heard of, votes, red flags, errors."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]samples"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("votes {task.fields[votes]}  red flags {task.fields[red_flags]}  errors {task.fields[errors]}"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("calibrate", total=total, votes=0, red_flags=0, errors=0)
+        self._seen: Counter[Outcome] = Counter()
+
+    def __enter__(self) -> SampleProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def advance(self, notice: Notice) -> None:
+        self._seen[notice.outcome] += 1
+        self._progress.update(
+            self._task,
+            advance=1,
+            votes=self._seen[Outcome.VOTE],
+            red_flags=self._seen[Outcome.RED_FLAG],
+            errors=self._seen[Outcome.ERROR],
+        )
