@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from maker_workers import keys
 from maker_workers.domains.spec import AnswerSpec, SpecError
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import SimConfig
@@ -95,8 +96,23 @@ PriceOut = Annotated[float | None, typer.Option(help="$ per million output token
 MaxCost = Annotated[
     float | None, typer.Option("--max-cost-usd", help="stop sending samples once the run has spent this much")
 ]
+
+
+def _run_id(value: str | None) -> str | None:
+    """A run id is part of its Redis keys: one that would break them is refused before anything starts."""
+    if value is None:
+        return None
+    try:
+        return keys.check_run_id(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 Resume = Annotated[
-    str | None, typer.Option(metavar="RUN_ID", help="go on with this run from its checkpoint (needs --redis-url)")
+    str | None,
+    typer.Option(
+        metavar="RUN_ID", callback=_run_id, help="go on with this run from its checkpoint (needs --redis-url)"
+    ),
 ]
 
 
@@ -309,9 +325,19 @@ TargetReliability = Annotated[
     typer.Option(help="pick the least k making the whole run right with this chance (with --p or a calibration)"),
 ]
 ValidP = Annotated[float | None, typer.Option("--p", help="the chance one valid sample is right, in (0.5, 1]")]
+AdaptiveK = Annotated[
+    bool,
+    typer.Option("--adaptive-k", help="raise k for the remaining steps when the votes say the target is no longer met"),
+]
 FromCalibration = Annotated[
     Path | None, typer.Option(metavar="FILE", help="a `maker calibrate --out` file: its p and its interval")
 ]
+
+
+def _adaptive(adaptive_k: bool, target: float | None) -> bool:
+    if adaptive_k and target is None:
+        fail("--adaptive-k keeps a run at --target-reliability T: give the target too")
+    return adaptive_k
 
 
 def _target_k(
@@ -361,6 +387,7 @@ def hanoi(
     target_reliability: TargetReliability = None,
     p: ValidP = None,
     from_calibration: FromCalibration = None,
+    adaptive_k: AdaptiveK = False,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
@@ -374,9 +401,15 @@ def hanoi(
         "max_red_flags": max_red_flags,
         "max_errors": max_errors,
         "max_cost_usd": max_cost_usd,
+        "target_reliability": target_reliability,
     }
     voting = voting_config(
-        lambda: VotingConfig(k=k, speculate=speculate, **{name: v for name, v in caps.items() if v is not None})
+        lambda: VotingConfig(
+            k=k,
+            speculate=speculate,
+            adaptive_k=_adaptive(adaptive_k, target_reliability),
+            **{name: v for name, v in caps.items() if v is not None},
+        )
     )
 
     def trace_line(step: CommittedStep) -> dict:
@@ -440,6 +473,7 @@ def run(
     target_reliability: TargetReliability = None,
     p: ValidP = None,
     from_calibration: FromCalibration = None,
+    adaptive_k: AdaptiveK = False,
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
     sim_flags = _sim_flags(
@@ -458,6 +492,8 @@ def run(
             max_errors=max_errors,
             speculate=speculate,
             max_cost_usd=max_cost_usd,
+            target_reliability=target_reliability,
+            adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
         )
     )
 
@@ -908,6 +944,27 @@ def plan(
             print(f"  projected cost ${at.projected_cost_usd:,.2f} (${at.cost_per_sample_usd:.8f} a sample)")
         if at.projected_wall_s is not None:
             print(f"  projected wall time {at.projected_wall_s:,.0f} s ({at.projected_wall_s / 3600:,.2f} h)")
+
+
+@app.command()
+def audit(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the run to check")],
+    redis_url: Annotated[str | None, typer.Option(envvar="MAKER_REDIS_URL", help="the Redis the run is in")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the audit as one JSON line on stdout")] = False,
+) -> None:
+    """Check a run from its Redis alone: one answer per committed step, each sample counted once, each winner
+    ahead by k among the votes of exactly its input. Exit 0 when clean, 1 on any violation."""
+    from orchestrator.audit import audit_url
+
+    if redis_url is None:
+        fail("maker audit reads the run from its Redis: give --redis-url URL (or MAKER_REDIS_URL)")
+    checked = guarded(lambda: audit_url(redis_url, run_id))
+    if json_out:
+        print(checked.model_dump_json())
+    else:
+        for line in checked.lines():
+            print(line)
+    raise typer.Exit(0 if checked.ok else 1)
 
 
 @app.command()

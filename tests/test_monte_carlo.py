@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import statistics
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,10 +23,14 @@ from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.model import SimConfig, SimModel
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
-from orchestrator.method import expected_votes, p_sub
+from orchestrator.method import expected_votes, p_full, p_sub
+from orchestrator.plan import plan
 from tests.conftest import ROOT, member
 
 RIGHT, WRONG = "right", "wrong"
+
+
+Z99 = 2.576  # two-sided 99%
 
 
 @pytest.mark.parametrize(("error_rate", "k", "steps"), [(0.3, 2, 2500), (0.2, 3, 2000)])
@@ -172,3 +177,29 @@ def test_a_spec_task_fails_steps_at_rate_one_minus_p_sub_through_the_pipeline(cl
                 previous, state, step = winner, right, step + 1
     q = 1 - p_sub(1 - error_rate, k)
     assert abs(failures / steps - q) < 4 * math.sqrt(q * (1 - q) / steps), (failures, steps, q)
+
+
+@pytest.mark.parametrize(("p", "k"), [(0.65, 2), (0.7, 2), (0.7, 3), (0.75, 3)])
+def test_failures_and_votes_per_step_match_what_maker_plan_predicts(client: redis.Redis, p: float, k: int) -> None:
+    """A (p, k) grid through the worker pipeline (sim over HTTP, red flags, the Lua vote) against `plan`.
+
+    The sim's wrong answers all collide on the step's one plausible mistake (collision_share 1): the single
+    rival of the formulas' gambler's-ruin walk, their worst case. Anything less colliding decides faster.
+    """
+    steps = 511
+    predicted = plan(p, steps, p_full(p, k, steps) * (1 - 1e-9))  # the target whose k_min is this k
+    assert predicted.k_min == k
+    config = SimConfig(
+        error_rate=1 - p, collision_share=1.0, corrupt_share=0.0, malformed_rate=0.0, too_long_rate=0.0, seed=k
+    )
+    book, task = VoteBook(client), hanoi.HanoiTask(9)
+    failures, votes = 0, []
+    with _sim_provider(config) as provider:
+        for step, (state, previous, right) in enumerate(_states_of_a_run(9)):
+            decided = _decide(f"grid-{p}-{k}", task, step, state, previous, k, provider, book)
+            failures += decided.winner != right
+            votes.append(decided.votes)
+    q = 1 - predicted.p_step
+    assert abs(failures / steps - q) <= Z99 * math.sqrt(q * (1 - q) / steps) + 1 / steps
+    mean = statistics.fmean(votes)
+    assert abs(mean - predicted.expected_votes_per_step) <= Z99 * statistics.stdev(votes) / math.sqrt(steps)

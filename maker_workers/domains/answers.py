@@ -29,6 +29,7 @@ NORMALIZE_STEPS = ("strip", "collapse", "casefold")  # applied in this order wha
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"\s+")
+_BRACES = re.compile(r'"(?:[^"\\]|\\.?)*(?:"|$)|[{}]', re.S)  # a brace, or a JSON string (whose braces are text)
 
 
 class AnswerParser(Protocol):
@@ -108,20 +109,11 @@ def _leaves_open(prose: str) -> bool:
     """Whether `prose` leaves a '{' unclosed (braces inside JSON strings aside): an object after it is then
     a piece of something that failed to decode (`{"a": {"answer": 7}`, an outer object whose number is too
     long to read), not an answer of its own."""
-    depth, in_string, escaped = 0, False, False
-    for char in prose:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
+    depth = 0
+    for token in _BRACES.findall(prose):
+        if token == "{":
             depth += 1
-        elif char == "}":
+        elif token == "}":
             depth = max(0, depth - 1)
     return depth > 0
 
