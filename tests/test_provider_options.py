@@ -27,7 +27,7 @@ from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
 from orchestrator.runner import Runner, VotingConfig
-from tests.conftest import run_cli
+from tests.conftest import OrchestratorDied, dies_after, run_cli
 
 
 @pytest.mark.parametrize(
@@ -280,7 +280,8 @@ def test_a_resumed_run_does_not_hear_the_refusals_of_its_earlier_attempt(priced:
     client = redis.Redis.from_url(priced.redis_url)
     task = HanoiTask(3)
     first = Runner(client, make_app(priced.redis_url), VotingConfig(), task)
-    first.start()
+    with pytest.raises(OrchestratorDied):
+        first.run(dies_after(0))
     stale = Notice(sample_id="old", step=0, input_hash="x", outcome=Outcome.FATAL, reason="401", snapshot=Snapshot())
     client.rpush(keys.notify(first.run_id), stale.model_dump_json())
     resumed = Runner(client, make_app(priced.redis_url), VotingConfig(), task, run_id=first.run_id)
