@@ -49,6 +49,7 @@ from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
 from orchestrator import api
 from orchestrator import plan as planning
+from orchestrator.calibrate import Calibration, calibrate
 from orchestrator.cluster import ClusterOptions
 from orchestrator.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
 from orchestrator.method import k_min
@@ -211,6 +212,14 @@ class CheckResponse(_Answer):
     pegs: list[list[int]] | None = Field(
         None, max_length=3, description="hanoi: the current state, which says how many disks there are"
     )
+
+
+class CalibrateQuery(_ModelChoice):
+    """Measure the model: one sample on each of `samples` random Hanoi steps, scored against the right move."""
+
+    disks: int = Field(10, ge=2, le=MAX_DISKS, description="the puzzle whose steps are drawn")
+    samples: int = Field(200, ge=10, le=2000, description="steps asked, one sample each")
+    seed: int | None = Field(None, description="which steps are drawn (random when left out)")
 
 
 class PlanQuery(BaseModel):
@@ -409,6 +418,13 @@ class MakerTools:
             return Validation(valid=False, output_tokens=tokens, red_flags=flags)
         return Validation(valid=not flags, output_tokens=tokens, red_flags=flags, vote_key=key, answer=answer)
 
+    def calibrate(self, given: CalibrateQuery) -> Calibration:
+        """Measure the server's model on Hanoi through the cluster: p among valid answers with its 95%
+        interval, the valid rate, red flags by reason, output tokens, the error rate by answer length and
+        the cost per sample: what `plan` needs (use p_low, the interval's low end, to be safe)."""
+        self._check_models(given)
+        return calibrate(given.disks, given.samples, cluster=self.cluster.for_run(), seed=given.seed)
+
     def plan(self, given: PlanQuery) -> Plan:
         """Plan a run from the MAKER formulas: the least k that makes all steps right with chance target, the
         expected samples per step and in all, and (with prices and tokens per sample) the projected cost."""
@@ -543,7 +559,10 @@ def mcp_server(tools: MakerTools, *, token: str | None = None, url: str = "http:
     async def plan(given: PlanQuery, ctx: Context) -> Plan:
         return await _off_loop(tools.plan, given)
 
-    calls = [submit_hanoi, submit_task, job_status, job_result, cancel_job, list_jobs, vote, validate, plan]
+    async def calibrate(given: CalibrateQuery, ctx: Context) -> Calibration:
+        return await _off_loop(tools.calibrate, given)
+
+    calls = [submit_hanoi, submit_task, job_status, job_result, cancel_job, list_jobs, vote, validate, plan, calibrate]
     registered = [
         _tool(
             call.__name__,

@@ -38,6 +38,7 @@ TOOLS = {
     "vote",
     "validate",
     "plan",
+    "calibrate",
 }
 MULTIPLY: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "multiply.yaml").read_text())
 SECRET = "sk-test-0123456789-never-shown"
@@ -247,6 +248,10 @@ async def checks_responses_and_plans(host: Host) -> None:
     assert plan["expected_samples_total"] == pytest.approx(plan["expected_samples_per_step"] * steps)
     assert plan["projected_cost_usd"] == pytest.approx(plan["expected_samples_total"] * 0.000248)
     assert "greater than 0.5" in await host.refused("plan", p=0.4, steps=10, target=0.9)
+
+    measured = await host.call("calibrate", disks=6, samples=40, seed=1)  # the cluster's sim: 1% wrong
+    assert measured["samples"] == 40 and measured["p_low"] <= 0.99 <= measured["p_high"]
+    assert "samples" in await host.refused("calibrate", disks=6, samples=5)
 
 
 def test_validate_flags_each_problem_and_plan_follows_the_formulas(tools: MakerTools) -> None:
