@@ -28,7 +28,7 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec, spec_from_data
 from maker_workers.errors import BudgetSpent, Cancelled, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
 from maker_workers.votes import Contest, VoteBook
-from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect
+from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
 from orchestrator.report import ModelCounts, RunCounts, RunReport, Scorer, StepLog, TaskReport, cost_usd
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import Checkpoint, RunStore
@@ -98,7 +98,9 @@ def _drive(
             on_warning=hooks.on_warning,
         )
         if run_id is not None and not runner.store.exists():
-            raise MakerError(f"no run {run_id} in the Redis at {running.redis_url}: check the run id and --redis-url")
+            raise MakerError(
+                f"no run {run_id} in the Redis at {redact(running.redis_url)}: check the run id and --redis-url"
+            )
         saved = runner.start()
         if saved is not None:
             log.replay(runner.store.answers(), saved.state)

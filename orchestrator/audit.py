@@ -33,7 +33,7 @@ from pydantic import BaseModel, computed_field
 from maker_workers import keys
 from maker_workers.domains import load_task
 from maker_workers.domains.base import JSON, Task, canonical
-from maker_workers.errors import ConfigError, MakerError, store_errors
+from maker_workers.errors import ConfigError, StoreError, store_errors
 from orchestrator.cluster import connect, redact
 from orchestrator.store import RunStore
 
@@ -148,22 +148,26 @@ def audit(client: redis.Redis, run_id: str) -> AuditReport:
         config = json.loads(client.hget(keys.meta(run_id), "config") or "{}")
     base_k, speculate = int(config.get("k", 1)), int(config.get("speculate", 0))
     events, trimmed, stream_check = _read_events(client, run_id)
-    raised = sorted((e.step, int(e.fields.get("k", 0))) for e in events if e.kind == "k_changed")
-    saved = store.saved()
-    answers = store.answers()
+    raised = sorted((e.step, _number(e.fields.get("k"))) for e in events if e.kind == "k_changed")
+    try:
+        saved = store.saved()
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"run {run_id}'s checkpoint cannot be read ({exc!r}): it was not written by maker") from exc
+    with store_errors(f"reading the answers of run {run_id}"):
+        answers = client.lrange(keys.answers(run_id), 0, -1)
     at = saved.step if saved is not None else 0
 
     answer_check, path = _check_answers(task, answers, saved.state if saved else None, at, base_k, raised)
     contests, samples_check, malformed = _contests(events)
     stream_check.violations.extend(malformed)
     committed_inputs = {(i, s.input) for i, s in enumerate(path)}
-    decided_at = {i: c.decided.id for (i, h), c in contests.items() if (i, h) in committed_inputs and c.decided}
+    decided = {i for (i, h), c in contests.items() if (i, h) in committed_inputs and c.decided}
 
     def whole(step: int) -> bool:
         # Contest j is opened only once step j - speculate - 1 is committed: if that step's decision is
         # still on the stream, nothing of contest j was trimmed.
         anchor = step - speculate - 1
-        return not trimmed or (anchor >= 0 and anchor in decided_at)
+        return not trimmed or (anchor >= 0 and anchor in decided)
 
     statuses = _statuses(client, run_id)
     margin, status_check, counts = _check_steps(path, contests, statuses, whole)
@@ -236,6 +240,11 @@ def _event(entry_id: bytes, raw: dict[bytes, bytes]) -> _Event:
     )
 
 
+def _number(text: str | None) -> int:
+    """A counter as the scripts write it; -1 for anything else (a forged field), which no check passes."""
+    return int(text) if text is not None and text.isascii() and text.isdigit() else -1
+
+
 def _k_at(step: int, base_k: int, raised: list[tuple[int, int]]) -> int:
     """The k a step must be decided with: the run's, or the last raise (k_changed) at or before it."""
     k = base_k
@@ -246,7 +255,7 @@ def _k_at(step: int, base_k: int, raised: list[tuple[int, int]]) -> int:
 
 
 def _check_answers(
-    task: Task, answers: list[JSON], state: JSON, at: int, base_k: int, raised: list[tuple[int, int]]
+    task: Task, answers: list[bytes], state: JSON, at: int, base_k: int, raised: list[tuple[int, int]]
 ) -> tuple[Check, list[_Step]]:
     """Replay the answer log into each committed step's input; it must end where the checkpoint is."""
     violations = []
@@ -254,12 +263,13 @@ def _check_answers(
         violations.append(f"the answer log holds {len(answers)} answers, the checkpoint says {at} steps committed")
     path: list[_Step] = []
     current, previous = task.initial_state(), None
-    for i, answer in enumerate(answers):
-        path.append(_Step(task.input_hash(current, i, previous), answer, _k_at(i, base_k, raised)))
+    for i, raw in enumerate(answers):
         try:
+            answer = json.loads(raw)
+            path.append(_Step(task.input_hash(current, i, previous), answer, _k_at(i, base_k, raised)))
             current = task.next_state(current, i, previous, answer)
-        except MakerError as exc:
-            violations.append(f"step {i}'s logged answer builds no next state: {exc}")
+        except Exception as exc:  # the task's own code, on whatever the log holds: any failure is the log's
+            violations.append(f"step {i}'s logged answer {raw[:200]!r} builds no next state: {exc!r}")
             break
         previous = answer
     else:
@@ -366,7 +376,7 @@ def _recount_violations(i: int, step: _Step, contest: _Contest) -> list[str]:
 def _status_violations(i: int, step: _Step, status: dict[str, str], contest: _Contest | None) -> list[str]:
     found = []
     winner = status.get("winner")
-    leader_votes, runner_up = int(status.get("leader_votes", 0)), int(status.get("runner_up_votes", 0))
+    leader_votes, runner_up = _number(status.get("leader_votes")), _number(status.get("runner_up_votes"))
     if status.get("decided") != "1" or winner is None:
         return [f"step {i} is committed, but its status hash is not decided"]
     if leader_votes - runner_up < step.k:
@@ -375,7 +385,7 @@ def _status_violations(i: int, step: _Step, status: dict[str, str], contest: _Co
         found.append(f"step {i}'s status hash names winner {winner}, not the logged answer")
     if contest is not None:
         leader, votes, second = contest.recount()
-        counted = int(status.get("votes", 0))
+        counted = _number(status.get("votes"))
         if (winner, leader_votes, runner_up, counted) != (leader, votes, second, len(contest.counted)):
             found.append(
                 f"step {i}'s status hash ({winner} {leader_votes} to {runner_up}, {status.get('votes')} votes) "

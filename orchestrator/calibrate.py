@@ -1,9 +1,11 @@
-"""`maker calibrate`: measure a model's p, valid rate, answer lengths and cost on random Hanoi steps.
+"""`maker calibrate`: measure a model's p, valid rate, answer lengths and cost on random steps of a task:
+Hanoi's (scored against the optimal moves), or a spec task's, taken from a reference run's --trace file
+(scored against the answers that run committed).
 
 Each drawn step gets ONE sample, at the temperature of a step's later samples, through the cluster as any
 run's samples go: a Celery task each, drawn and red-flagged by the workers, recorded by the vote script in
 a run of its own whose k no contest can reach, so nothing is ever decided. The answers are then scored
-against the optimal moves: ground truth is legitimate here, because calibration measures and never votes.
+against the right ones: ground truth is legitimate here, because calibration measures and never votes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import json
 import math
 import random
 import time
@@ -18,7 +21,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 from pydantic import BaseModel
@@ -28,7 +33,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains import hanoi
-from maker_workers.errors import MakerError, Rejected, store_errors
+from maker_workers.domains.answers import key_of
+from maker_workers.domains.base import JSON, RedFlag, Task
+from maker_workers.domains.spec import SpecTask
+from maker_workers.errors import ConfigError, MakerError, Rejected, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Notice, Outcome
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
@@ -64,8 +72,9 @@ class Calibration(BaseModel):
     """What `maker calibrate` measured; `--out` writes it, `maker plan --from-calibration` reads it."""
 
     run_id: str
-    disks: int
-    steps: int  # the task's, 2^disks - 1; the samples were drawn among them
+    task: str  # "hanoi" or the spec's name
+    disks: int | None  # Hanoi's; None for a spec task
+    steps: int  # the task's (2^disks - 1, or the reference run's); the samples were drawn among them
     models: list[str]  # "provider:model" of the answers
     samples: int  # asked for
     answered: int  # heard of; the rest were lost (no worker recorded them in time)
@@ -109,15 +118,19 @@ def _bucket_names() -> list[str]:
 @dataclass(frozen=True)
 class DrawnStep:
     step: int
-    state: hanoi.State
-    previous: dict | None  # the winning answer of the step before, as a run would hand it on
-    right: str  # the vote key of the optimal move and its state
+    state: JSON
+    previous: JSON  # the winning answer of the step before, as a run would hand it on (None on step 0)
+    right: str  # the vote key of the right answer (Hanoi: the optimal move and its state)
+
+
+def _picks(total: int, samples: int, rng: random.Random) -> list[int]:
+    """`samples` steps among `total` at random, each at most once while there are enough."""
+    return rng.sample(range(total), samples) if samples <= total else rng.choices(range(total), k=samples)
 
 
 def draw_steps(disks: int, samples: int, rng: random.Random) -> list[DrawnStep]:
     """`samples` steps at random, each at most once while the task has enough, in step order."""
-    total = hanoi.n_steps(disks)
-    picks = rng.sample(range(total), samples) if samples <= total else rng.choices(range(total), k=samples)
+    picks = _picks(hanoi.n_steps(disks), samples, rng)
     wanted = Counter(picks)
     last = max(picks)
     drawn: list[DrawnStep] = []
@@ -129,6 +142,43 @@ def draw_steps(disks: int, samples: int, rng: random.Random) -> list[DrawnStep]:
         if step == last:
             break
         state, previous = after, hanoi.payload(move, after)
+    return drawn
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """The lines of a run's --trace file; one that cannot be read is a ConfigError naming the file."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            found = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"--trace {path}: cannot read it as a run's trace ({exc})") from exc
+    if not found or not all(isinstance(line, dict) for line in found):
+        raise ConfigError(f"--trace {path}: not a run's trace (one JSON object a step)")
+    return found
+
+
+def draw_trace_steps(task: SpecTask, lines: list[dict[str, Any]], samples: int, rng: random.Random) -> list[DrawnStep]:
+    """`samples` steps at random among a reference run's committed ones (its trace lines), in step order, each
+    right answer the vote key the task's parser gives the answer the reference run committed. A trace that is
+    not of this task (or not a trace) raises ConfigError; a resumed run's repeated step counts once."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in lines:
+        if not isinstance(line.get("step"), int) or "state" not in line or "answer" not in line:
+            raise ConfigError("not a spec run's trace (each line needs step, state and answer)")
+        by_step[line["step"]] = line
+    if sorted(by_step) != list(range(len(by_step))):
+        raise ConfigError("the trace's steps are not 0, 1, 2, ... without a gap")
+    if by_step[0]["state"] != task.initial_state():
+        raise ConfigError(f"a trace of another task: its first state is not the initial state of {task.name}")
+    drawn: list[DrawnStep] = []
+    for step in sorted(_picks(len(by_step), samples, rng)):
+        line = by_step[step]
+        try:
+            right = key_of(task.spec.answer, line["answer"])
+        except RedFlag as flag:
+            raise ConfigError(f"step {step}'s answer is not one of {task.name}: {flag.detail}") from None
+        previous = by_step[step - 1]["answer"] if step else None
+        drawn.append(DrawnStep(step, line["state"], previous, right))
     return drawn
 
 
@@ -155,20 +205,19 @@ class _Events:
 
 
 def calibrate(
-    disks: int,
-    samples: int,
+    task: Task,
+    drawn: list[DrawnStep],
     *,
+    steps: int,
     cluster: ClusterOptions | None = None,
-    seed: int | None = None,
     silence_s: float = VotingConfig().sample_timeout_s,
     on_cluster: Callable[[Cluster], None] = lambda _: None,
     on_sample: Callable[[Notice], None] = lambda _: None,
 ) -> Calibration:
-    """Ask the cluster's model once on each of `samples` random steps of Hanoi with `disks` disks and
-    score the answers. Samples unheard of for `silence_s` are counted as lost; a provider refusal no retry
-    fixes raises Rejected."""
-    task = hanoi.HanoiTask(disks)
-    drawn = draw_steps(disks, samples, random.Random(seed))
+    """Ask the cluster's model once on each drawn step of `task` (of `steps` in all: draw_steps for Hanoi,
+    draw_trace_steps for a spec task) and score the answers. Samples unheard of for `silence_s` are counted
+    as lost; a provider refusal no retry fixes raises Rejected."""
+    samples = len(drawn)
     voting = VotingConfig()
     with cluster_for_run(cluster or ClusterOptions()) as running:
         on_cluster(running)
@@ -209,7 +258,8 @@ def calibrate(
         lost = samples - sum(1 for sample in right if sample in events.by_sample)
         store.finish(f"{lost} samples never heard of" if lost else None)
         stats = store.stats()
-    return _measure(run_id, disks, samples, right, events.by_sample, stats, wall)
+    disks = task.disks if isinstance(task, hanoi.HanoiTask) else None
+    return _measure(run_id, task.name, disks, steps, samples, right, events.by_sample, stats, wall)
 
 
 def _collect(
@@ -247,7 +297,9 @@ def _collect(
 
 def _measure(
     run_id: str,
-    disks: int,
+    task: str,
+    disks: int | None,
+    steps: int,
     samples: int,
     right: dict[str, str],
     answers: dict[str, dict[str, str]],
@@ -280,8 +332,9 @@ def _measure(
     cost = cost_usd(stats)
     return Calibration(
         run_id=run_id,
+        task=task,
         disks=disks,
-        steps=hanoi.n_steps(disks),
+        steps=steps,
         models=sorted({fields["model"] for fields, _ in ours if fields.get("model")}),
         samples=samples,
         answered=len(ours),

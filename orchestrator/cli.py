@@ -22,7 +22,7 @@ from maker_workers.simllm.profiles import PROFILES
 from maker_workers.simllm.server import SimServer
 from orchestrator import api
 from orchestrator.api import Hooks
-from orchestrator.cluster import Cluster, ClusterOptions
+from orchestrator.cluster import Cluster, ClusterOptions, redact
 from orchestrator.embedded import SIM_READY
 from orchestrator.model_options import ModelOptions
 from orchestrator.progress import StepProgress
@@ -239,7 +239,7 @@ class Display:
         def on_stall(silent: float) -> None:
             err.print(
                 f"[yellow]warning:[/] no worker has answered for {silent:.0f} s; are workers running against "
-                f"this broker ({self.broker}), queue 'maker'? Waiting on.",
+                f"this broker ({redact(self.broker)}), queue 'maker'? Waiting on.",
                 highlight=False,
             )
 
@@ -780,7 +780,13 @@ def report(
 
 @app.command()
 def calibrate(
-    disks: Annotated[int, typer.Option(min=1, max=20, help="Hanoi disks; steps are drawn among the 2^N - 1")] = 10,
+    spec: Annotated[Path | None, typer.Argument(help="a spec task (YAML or JSON); its steps come from --trace")] = None,
+    disks: Annotated[
+        int | None, typer.Option(min=1, max=20, help="Hanoi disks; steps are drawn among the 2^N - 1")
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="a reference run's --trace of SPEC: the steps and right answers")
+    ] = None,
     samples: Annotated[int, typer.Option(min=1, max=100_000, help="samples to draw, one per random step")] = 400,
     draw_seed: Annotated[int | None, typer.Option(help="seed of the random choice of steps [random]")] = None,
     workers: Workers = 2,
@@ -802,11 +808,29 @@ def calibrate(
     json_out: JsonOut = False,
     out: Annotated[Path | None, typer.Option(help="write the calibration here as JSON, for maker plan")] = None,
 ) -> None:
-    """Measure the model on random Hanoi steps, one sample each: p with its 95% interval, the valid rate, red
-    flags, answer lengths, errors by length and cost. Exit 0 when some answer was valid."""
-    from orchestrator.calibrate import SampleProgress
+    """Measure the model on random steps, one sample each: p with its 95% interval, the valid rate, red flags,
+    answer lengths, errors by length and cost. Hanoi's steps with --disks N; a spec's with SPEC --trace FILE
+    (a reference run's trace: its committed answers are the right ones). Exit 0 when some answer was valid."""
+    import random
+
+    from maker_workers.domains.hanoi import HanoiTask
+    from orchestrator.calibrate import SampleProgress, draw_steps, draw_trace_steps, read_trace
     from orchestrator.calibrate import calibrate as measure
 
+    if (disks is None) == (spec is None) or (spec is None) != (trace is None):
+        fail("give either --disks N (Hanoi) or SPEC --trace FILE (a spec task and a reference run's trace)")
+    rng = random.Random(draw_seed)
+    if disks is not None:
+        task: Any = HanoiTask(disks)
+        drawn, steps = draw_steps(disks, samples, rng), task.total_steps()
+    else:
+        assert spec is not None and trace is not None
+        task = guarded(lambda: api.spec_task(spec))
+        lines = guarded(lambda: read_trace(trace))
+        try:
+            drawn, steps = draw_trace_steps(task, lines, samples, rng), len({line["step"] for line in lines})
+        except ConfigError as exc:
+            fail(f"--trace {trace}: {exc}")
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
     models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models)
@@ -820,7 +844,7 @@ def calibrate(
 
         result = guarded(
             lambda: measure(
-                disks, samples, cluster=cluster, seed=draw_seed, on_cluster=on_cluster, on_sample=progress.advance
+                task, drawn, steps=steps, cluster=cluster, on_cluster=on_cluster, on_sample=progress.advance
             )
         )
     if result.answered < samples:

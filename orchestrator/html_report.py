@@ -33,7 +33,7 @@ from maker_workers.domains import load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.pricing import usd
 from orchestrator import plots
-from orchestrator.cluster import connect
+from orchestrator.cluster import connect, redact
 from orchestrator.report import RunCounts, cost_usd
 from orchestrator.store import RunStore
 
@@ -154,7 +154,7 @@ def from_redis(client: redis.Redis, redis_url: str, run_id: str) -> RunFigures:
     """A run from its Redis; raises MakerError when the Redis holds no such run."""
     store = RunStore(client, run_id)
     if not store.exists():
-        raise MakerError(f"no run {run_id} in the Redis at {redis_url}: check the run id and --redis-url")
+        raise MakerError(f"no run {run_id} in the Redis at {redact(redis_url)}: check the run id and --redis-url")
     definition = store.task() or {}
     answers = store.answers()
     stats = store.stats()
@@ -179,7 +179,7 @@ def from_redis(client: redis.Redis, redis_url: str, run_id: str) -> RunFigures:
     status = "running: the figures so far" if finished is None else (f"failed: {finished}" if finished else "ended")
     return RunFigures(
         label=run_id,
-        source=f"run {run_id} ({_describe(definition)}) in the Redis at {redis_url}",
+        source=f"run {run_id} ({_describe(definition)}) in the Redis at {redact(redis_url)}",
         status=status,
         steps=len(answers),
         samples=stats.get("samples", 0),

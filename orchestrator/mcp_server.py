@@ -18,6 +18,7 @@ import hmac
 import inspect
 import ipaddress
 import json
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -49,7 +50,7 @@ from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
 from orchestrator import api
 from orchestrator import plan as planning
-from orchestrator.calibrate import Calibration, calibrate
+from orchestrator.calibrate import Calibration, calibrate, draw_steps
 from orchestrator.cluster import ClusterOptions
 from orchestrator.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
 from orchestrator.method import k_min
@@ -423,7 +424,9 @@ class MakerTools:
         interval, the valid rate, red flags by reason, output tokens, the error rate by answer length and
         the cost per sample: what `plan` needs (use p_low, the interval's low end, to be safe)."""
         self._check_models(given)
-        return calibrate(given.disks, given.samples, cluster=self.cluster.for_run(), seed=given.seed)
+        drawn = draw_steps(given.disks, given.samples, random.Random(given.seed))
+        task = HanoiTask(given.disks)
+        return calibrate(task, drawn, steps=task.total_steps(), cluster=self.cluster.for_run())
 
     def plan(self, given: PlanQuery) -> Plan:
         """Plan a run from the MAKER formulas: the least k that makes all steps right with chance target, the

@@ -17,6 +17,7 @@ from maker_workers.domains.answers import (
     RegexAnswer,
     TextAnswer,
     compile_pattern,
+    key_of,
     last_json_object,
     normalize_steps,
     schema_validator,
@@ -235,3 +236,31 @@ def test_json_nested_past_the_decoders_depth_is_a_red_flag_not_a_crash() -> None
     deep = '{"a":' * 100_000 + "1" + "}" * 100_000
     with pytest.raises(RedFlag, match="nested too deeply"):
         JsonAnswer().parse(f"The answer: {deep}", None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "response"),
+    [
+        ({"format": "json"}, 'so: {"b": [1, 2], "a": "x"}'),
+        ({"format": "json", "vote_on": ["a"]}, '{"b": 2, "a": {"y": 1, "x": 0}}'),
+        ({"format": "regex", "pattern": r"move (?P<disk>\d+)(?: to (?P<peg>\d+))?"}, "so: move 3"),
+        ({"format": "regex", "pattern": r"(?P<answer>\d+) because (?P<why>.*)", "vote_on": ["answer"]}, "7 because x"),
+        ({"format": "text"}, "  The   Answer\n"),
+        ({"format": "text", "normalize": ["strip"]}, "  The   Answer\n"),
+        ({"format": "hanoi"}, "move = [1, 0, 2]\nnext_state = [[2, 3], [], [1]]"),
+    ],
+)
+def test_key_of_a_payload_is_the_key_the_parser_gives_its_response(answer: dict[str, Any], response: str) -> None:
+    from maker_workers.domains.spec import AnswerSpec, parser_for
+
+    spec = AnswerSpec.model_validate(answer)
+    parsed = parser_for(spec).parse(response, None)
+    assert key_of(spec, json.loads(json.dumps(parsed.payload))) == parsed.key  # as a trace hands it back
+
+
+def test_key_of_a_json_payload_without_a_vote_on_field_is_a_schema_red_flag() -> None:
+    from maker_workers.domains.spec import AnswerSpec
+
+    with pytest.raises(RedFlag) as caught:
+        key_of(AnswerSpec(format="json", vote_on=["a"]), {"b": 1})
+    assert caught.value.reason == "schema"

@@ -116,6 +116,13 @@ def test_an_extra_answer_on_the_log_is_a_violation(noisy: Embedded, client: redi
     assert "VIOLATION answers" in out and "the answer log holds 8 answers, the checkpoint says 7" in out
 
 
+def test_an_answer_log_entry_that_is_no_answer_is_a_violation_not_a_crash(noisy: Embedded, client: redis.Redis) -> None:
+    run_id = solved(noisy, disks=3)
+    client.lset(keys.answers(run_id), 3, "not an answer")
+    code, out = audited(noisy, run_id)
+    assert code == 1 and "VIOLATION answers" in out and "step 3's logged answer b'not an answer'" in out
+
+
 def test_a_changed_decision_is_a_violation(noisy: Embedded, client: redis.Redis) -> None:
     run_id = solved(noisy, disks=3)
     target = committed_decisions(client, run_id)[2]

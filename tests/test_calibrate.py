@@ -109,3 +109,26 @@ def test_wilson_interval_matches_known_values() -> None:
     assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+
+
+def test_calibration_of_a_spec_task_draws_its_steps_from_a_reference_runs_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "multiply.jsonl"
+    result = run_cli("run", "examples/multiply.yaml", "--trace", str(trace), "--json")
+    assert result.returncode == 0, result.stderr
+    result = run_cli(
+        "calibrate", "examples/multiply.yaml", "--trace", str(trace), "--samples", "60", "--sim-error-rate", "0.2",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = last_json(result.stdout)
+    assert got["task"] == "multiply" and got["disks"] is None and got["steps"] == 43
+    assert got["samples"] == 60 and got["answered"] == 60
+    assert got["p_low"] <= 0.8 <= got["p_high"]
+
+    missing = run_cli("calibrate", "examples/multiply.yaml", "--samples", "5")
+    assert missing.returncode == 2 and "--trace" in missing.stderr
+    other = tmp_path / "other.jsonl"
+    other.write_text(trace.read_text().replace('"pos": 0,', '"pos": 7,', 1))
+    wrong = run_cli("calibrate", "examples/multiply.yaml", "--trace", str(other), "--samples", "5")
+    said = "".join(wrong.stderr.split())  # the console wraps long lines
+    assert wrong.returncode == 2 and str(other) in said and "anothertask" in said

@@ -122,7 +122,7 @@ def test_the_hanoi_parser_takes_only_a_whole_answer(
         head + state_line.replace("[", "［") + tail,  # lookalike brackets
     ]
     for text in damaged:
-        red_flag(lambda text=text: HanoiAnswer().parse(text, hanoi.initial_state(n)))  # type: ignore[misc]
+        red_flag(lambda text=text: HanoiAnswer().parse(text, hanoi.initial_state(n)))
 
 
 json_values = (
@@ -173,8 +173,8 @@ def test_the_json_parser_takes_only_a_whole_object(
         before + '{"answer": ' + foreign_digits(str(value), zero) + "}" + after,
     ]
     for damage in damaged:
-        red_flag(lambda damage=damage: plain.parse(damage, None))  # type: ignore[misc]
-        red_flag(lambda damage=damage: strict.parse(damage, None))  # type: ignore[misc]
+        red_flag(lambda damage=damage: plain.parse(damage, None))
+        red_flag(lambda damage=damage: strict.parse(damage, None))
     deep = before + '{"answer": ' + "[" * depth + "1" + "]" * depth + "}" + after
     outcome(lambda: plain.parse(deep, None))  # valid JSON when the decoder can follow it; never a crash
     red_flag(lambda: strict.parse(deep, None))
@@ -237,7 +237,7 @@ TOKENS = [
 @given(st.lists(st.sampled_from(TOKENS) | st.text(max_size=4), max_size=40).map("".join))
 def test_no_response_crashes_a_parser_or_builds_a_bad_state(text: str) -> None:
     for parser in (HanoiAnswer(), JsonAnswer(), JsonAnswer(INTEGER_ANSWER, vote_on=["answer"]), RegexAnswer(LEDGER)):
-        outcome(lambda parser=parser: parser.parse(text, None))  # type: ignore[misc]
+        outcome(lambda parser=parser: parser.parse(text, None))
     parsed = outcome(lambda: TextAnswer().parse(text, None))
     assert parsed is None or parsed.payload == " ".join(text.split()).casefold()
     hanoi_vote = outcome(lambda: HanoiAnswer().parse(text, hanoi.initial_state(3)))
@@ -245,7 +245,7 @@ def test_no_response_crashes_a_parser_or_builds_a_bad_state(text: str) -> None:
         assert sorted(d for peg in hanoi_vote.payload["next_state"] for d in peg) == [1, 2, 3]
     for task in SPECS.values():
         state = task.initial_state()
-        vote = outcome(lambda task=task, state=state: task.parse(text, state))  # type: ignore[misc]
+        vote = outcome(lambda task=task, state=state: task.parse(text, state))
         if vote is not None:  # whatever passed the red flags builds a next state that is JSON
             json.dumps(task.next_state(state, 0, None, vote.payload), allow_nan=False)
 

@@ -252,3 +252,21 @@ class HanoiAnswer:
         move, next_state = hanoi.parse(text, disks)
         payload = {"move": list(move), "next_state": next_state}
         return Parsed(canonical(payload), payload)
+
+
+class _AnswerOptions(Protocol):
+    """What `key_of` reads of a spec's `answer` (spec.AnswerSpec)."""
+
+    format: str
+    vote_on: list[str] | None
+
+
+def key_of(answer: _AnswerOptions, payload: JSON) -> str:
+    """The vote key the parsers give an answer whose payload is `payload` (a reference run's winning answer,
+    say): json and regex vote on the `vote_on` fields (or all), text and hanoi on the whole payload, which
+    the text parser has already normalised."""
+    if answer.format in ("json", "regex"):
+        if not isinstance(payload, dict):
+            raise RedFlag("schema", f"a {answer.format} answer is an object, got {type(payload).__name__}")
+        return vote_key(payload, answer.vote_on)
+    return canonical(payload)
