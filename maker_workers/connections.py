@@ -27,10 +27,11 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **options, **_policy(8))
 
 
-def never_twice(client: redis.Redis) -> redis.Redis:
-    """A client to the same server that never sends a command again (for BLPOP)."""
+def never_twice(client: redis.Redis, socket_timeout: float) -> redis.Redis:
+    """A client to the same server that never sends a command again (for BLPOP). Its socket timeout
+    (longer than any BLPOP it sends) turns a half-open connection, whose reply never comes, into an error."""
     pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_policy(0)}
+    kwargs = {**pool.connection_kwargs, **_policy(0), "socket_timeout": socket_timeout}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 

@@ -124,12 +124,11 @@ class _Open:
             return self.known.winner
         return self.known.leader if self.known.margin > 0 else None
 
-    def hear(self, notice: Notice) -> float | None:
-        """What a notice says of the sample itself (its snapshot is taken by `Runner._see`); returns when
-        the sample was sent, if it was still counted as in flight."""
+    def hear(self, notice: Notice) -> None:
+        """What a notice says of the sample itself; its snapshot is taken by `Runner._see`."""
+        self.in_flight.pop(notice.sample_id, None)
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
-        return self.in_flight.pop(notice.sample_id, None)
 
     def committed(self, task: Task) -> CommittedStep:
         known = self.known
@@ -183,12 +182,13 @@ class Runner:
         self._timeout_s = config.sample_timeout_s  # recomputed from them every wait_s
         # BLPOP is the one command never sent twice (maker_workers/connections.py): a lost notice costs a
         # re-read instead.
-        self._waiter = never_twice(client)
+        self._waiter = never_twice(client, socket_timeout=config.wait_s + 10)
         self._reconnects = 0  # in a row
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
-        self._outstanding: set[str] = set()  # every sample sent and not yet heard of, guesses' included
+        # Every sample sent and not yet heard of (guesses' and replaced ones included) -> when it was sent.
+        self._outstanding: dict[str, float] = {}
         self.spent_nusd = 0
         self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
 
@@ -222,6 +222,7 @@ class Runner:
         saved = self.start()
         stats = self.store.stats()
         self.spent_nusd = stats.get("cost_nusd", 0)
+        self.k = max(self.k, self.store.raised_k() or 0)  # a resumed run keeps what adaptive k raised
         if saved is None:
             step, state, previous = 0, self.task.initial_state(), None
         else:
@@ -320,6 +321,7 @@ class Runner:
             self._on_warning(f"{drift}; k raised to {needed} for the remaining steps")
             contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)
             self.book.event(contest, "", "k_changed", k=str(needed), previous_k=str(self.k), p=f"{reading.p:.6f}")
+            self.store.raise_k(needed)
             self.k = needed
         elif not self._warned_drift:
             self._warned_drift = True
@@ -344,9 +346,14 @@ class Runner:
             raise BudgetSpent(usd(self.spent_nusd), budget)
 
     def _drain(self) -> None:
-        """Wait (a bounded time) for every sample sent to land, so the counters include what it cost."""
+        """Wait (a bounded time) for every sample sent to land, so the counters include what it cost; one
+        already presumed lost (unheard of past the sample timeout) is not waited for."""
         deadline = time.monotonic() + self.config.drain_s
-        while self._outstanding and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            alive = time.monotonic() - self._timeout_s
+            if not any(sent_at > alive for sent_at in self._outstanding.values()):
+                return
+            self.store.hold(self._holder, self.config.lease_s)  # the drain may outlast a lease
             self._next_notice()
 
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
@@ -385,9 +392,7 @@ class Runner:
         self._hear_cost(notice)
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
-                sent_at = contest.hear(notice)
-                if sent_at is not None:
-                    self._latencies.append(time.monotonic() - sent_at)
+                contest.hear(notice)
                 if notice.outcome is Outcome.SKIPPED:
                     return True  # carries no snapshot
                 if notice.snapshot.samples < contest.known.samples:  # an old notice, or the keys expired
@@ -467,7 +472,7 @@ class Runner:
         except OperationalError as exc:  # the broker's own error for what redis-py would say
             full = "maxmemory" in str(exc)
             raise StoreError(f"sending a sample to the broker failed: {REDIS_FULL if full else exc}") from exc
-        self._outstanding.add(sample_id)
+        self._outstanding[sample_id] = time.monotonic()
         return sample_id
 
     def _next_notice(self) -> Notice | None:
@@ -488,7 +493,9 @@ class Runner:
             # provider (a refusal, an unknown price) may since have been fixed; its counts are in Redis.
             outcome = Outcome.ERROR if notice.outcome is Outcome.FATAL else notice.outcome
             notice = notice.model_copy(update={"outcome": outcome, "cost_unknown": None})
-        self._outstanding.discard(notice.sample_id)  # heard of, whatever happens to the notice next
+        sent_at = self._outstanding.pop(notice.sample_id, None)  # heard of, whatever happens to the notice next
+        if sent_at is not None:  # every sample's latency, the slow ones of closed contests included
+            self._latencies.append(time.monotonic() - sent_at)
         return notice
 
     def _sample_timeout(self) -> float:
@@ -515,5 +522,6 @@ class Runner:
         """
         deadline = time.monotonic() - self._timeout_s
         for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
+            # Still outstanding: if it lands after all, it is this run's (a refusal ends the run) and its
+            # latency counts, so a provider that slowed down raises the timeout; a lost one never lands.
             del in_flight[sample_id]
-            self._outstanding.discard(sample_id)

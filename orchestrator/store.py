@@ -78,6 +78,16 @@ class RunStore:
                 f"stop that one, or wait until its lease lapses ({ttl_s:.0f} s after it last renewed)"
             )
 
+    def raise_k(self, k: int) -> None:
+        """Keep a k that adaptive k raised: a resumed run goes on at it, never below."""
+        with store_errors(f"raising the k of run {self.run_id}"):
+            self.client.hset(keys.meta(self.run_id), "k_raised", k)
+
+    def raised_k(self) -> int | None:
+        with store_errors(f"reading run {self.run_id}"):
+            raw = self.client.hget(keys.meta(self.run_id), "k_raised")
+        return None if raw is None else int(raw)
+
     def release(self, holder: str) -> None:
         with store_errors(f"releasing the lease of run {self.run_id}"):
             self._lease(keys=[keys.lease(self.run_id)], args=[holder, 0, "release"])
