@@ -200,10 +200,6 @@ class VoteBook:
             raw = self._client.hgetall(contest.keys.tally)
         return dict(sorted(((k.decode(), int(v)) for k, v in raw.items()), key=lambda kv: -kv[1]))
 
-    def is_decided(self, contest: Contest) -> bool:
-        with store_errors(f"reading step {contest.step}"):
-            return self._client.hget(contest.keys.status, "decided") in (b"1", "1")
-
     def claim_first(self, contest: Contest, sample_id: str) -> bool:
         """Whether this sample is the contest's first (the one drawn at the first temperature): one sample
         id claims it, once, whichever orchestrator sent it. Lives as long as a contest's keys do."""

@@ -175,7 +175,6 @@ class Runner:
         self._on_warning = on_warning
         self.k = config.k  # raised by --adaptive-k, for contests opened from then on
         self.live = LiveReliability()
-        self.k_changes: list[tuple[int, int]] = []  # (first step with the new k, k)
         self._warned_drift = False
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         self._latencies: deque[float] = deque(maxlen=500)  # recent send-to-outcome times, seconds
@@ -317,7 +316,6 @@ class Runner:
             f"{reading.reliability:.4f}, below the target {target}"
         )
         if self.config.adaptive_k:
-            self.k_changes.append((committed.step + 1, needed))
             self._on_warning(f"{drift}; k raised to {needed} for the remaining steps")
             contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)
             self.book.event(contest, "", "k_changed", k=str(needed), previous_k=str(self.k), p=f"{reading.p:.6f}")

@@ -44,7 +44,7 @@ def test_decision_carries_the_winners_payload_and_notifies(book: VoteBook, clien
     last = notices(client)[-1]
     assert last["outcome"] == "decided" and last["snapshot"]["winner"] == payload
     assert last["snapshot"]["votes"] == 2 and last["snapshot"]["samples"] == 2
-    assert book.is_decided(c)
+    assert book.snapshot(c).decided
 
 
 def test_a_redelivered_sample_counts_once(book: VoteBook, client: redis.Redis) -> None:
@@ -53,7 +53,7 @@ def test_a_redelivered_sample_counts_once(book: VoteBook, client: redis.Redis) -
     assert book.record(c, "same", "vote", "A").outcome is Outcome.DUPLICATE
     assert book.record(c, "same", "vote", "A").outcome is Outcome.DUPLICATE
     assert client.hget(keys.step("r1", 0, "abc").tally, "A") == b"1"
-    assert not book.is_decided(c)
+    assert not book.snapshot(c).decided
     assert len(notices(client)) == 1  # the orchestrator hears of a sample once
 
 
@@ -73,7 +73,7 @@ def test_red_flags_and_errors_never_become_votes(book: VoteBook, client: redis.R
     assert book.record(c, "a", "red_flag", "parse", 10, 5).outcome is Outcome.RED_FLAG
     assert book.record(c, "b", "red_flag", "too_long", 10, 751).outcome is Outcome.RED_FLAG
     assert book.record(c, "c", "error", "Unavailable: down").outcome is Outcome.ERROR
-    assert not book.is_decided(c)
+    assert not book.snapshot(c).decided
     assert client.hlen(keys.step("r1", 0, "abc").tally) == 0
     stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats("r1")).items()}
     assert stats["red_flags"] == 2 and stats["red_flag:parse"] == 1 and stats["red_flag:too_long"] == 1
@@ -156,7 +156,7 @@ def test_script_matches_the_method_on_any_vote_sequence(
             assert result.leader_votes >= k + result.runner_up_votes  # never without the margin
     decided = [i for i, o in outcomes.items() if o is Outcome.DECIDED]
     if winner is None:
-        assert decided == [] and not book.is_decided(c)  # no plurality, no guess
+        assert decided == [] and not book.snapshot(c).decided  # no plurality, no guess
     else:
         assert decided == [decided_at]
         assert client.hget(keys.step("r1", 0, "abc").status, "winner").decode() == winner
@@ -256,4 +256,4 @@ def test_a_fatal_refusal_is_an_error_kept_with_the_run(book: VoteBook, client: r
     book.record(contest(), "s2", "fatal", "a second one")
     assert [n["outcome"] for n in notices(client)] == ["fatal", "fatal"]
     assert client.hget(keys.stats("r1"), "fatal") == b"openai answered 401: check OPENAI_API_KEY"
-    assert book.snapshot(contest()).errors == 2 and not book.is_decided(contest())
+    assert book.snapshot(contest()).errors == 2 and not book.snapshot(contest()).decided
