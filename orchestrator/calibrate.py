@@ -22,13 +22,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from maker_workers import keys
 from maker_workers.celery_app import SAMPLE_TASK
@@ -362,39 +359,3 @@ def _measure(
         temperature_omitted=bool(stats.get("temperature_omitted")),
         wall_s=round(wall_s, 3),
     )
-
-
-class SampleProgress:
-    """The calibration's progress bar on stderr: samples heard of, votes, red flags, errors."""
-
-    def __init__(self, console: Console, total: int) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]samples"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TextColumn("votes {task.fields[votes]}  red flags {task.fields[red_flags]}  errors {task.fields[errors]}"),
-            TimeRemainingColumn(),
-            console=console,
-            refresh_per_second=4,
-        )
-        self._task = self._progress.add_task("calibrate", total=total, votes=0, red_flags=0, errors=0)
-        self._seen: Counter[Outcome] = Counter()
-
-    def __enter__(self) -> SampleProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._progress.stop()
-
-    def advance(self, notice: Notice) -> None:
-        self._seen[notice.outcome] += 1
-        self._progress.update(
-            self._task,
-            advance=1,
-            votes=self._seen[Outcome.VOTE],
-            red_flags=self._seen[Outcome.RED_FLAG],
-            errors=self._seen[Outcome.ERROR],
-        )

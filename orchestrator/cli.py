@@ -25,7 +25,7 @@ from orchestrator.api import Hooks
 from orchestrator.cluster import Cluster, ClusterOptions, redact
 from orchestrator.embedded import SIM_READY
 from orchestrator.model_options import ModelOptions
-from orchestrator.progress import StepProgress
+from orchestrator.progress import SampleProgress, StepProgress
 from orchestrator.report import RunCounts
 from orchestrator.runner import CommittedStep, VotingConfig
 
@@ -814,8 +814,8 @@ def calibrate(
     import random
 
     from maker_workers.domains.hanoi import HanoiTask
-    from orchestrator.calibrate import SampleProgress, draw_steps, draw_trace_steps, read_trace
     from orchestrator.calibrate import calibrate as measure
+    from orchestrator.calibrate import draw_steps, draw_trace_steps, read_trace
 
     if (disks is None) == (spec is None) or (spec is None) != (trace is None):
         fail("give either --disks N (Hanoi) or SPEC --trace FILE (a spec task and a reference run's trace)")

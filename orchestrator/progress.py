@@ -1,17 +1,36 @@
-"""The progress bar on stderr: steps/s, samples, red flags, rounds, cost, and the reliability the votes imply."""
+"""Progress bars on stderr: a run's (steps/s, samples, red flags, rounds, cost, the reliability the votes imply)
+and a calibration's (samples heard of, votes, red flags, errors)."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from maker_workers.votes import Notice, Outcome
 from orchestrator.runner import CommittedStep
 
 
-class StepProgress:
+class _Bar:
+    """A rich progress bar drawn while the `with` lasts."""
+
+    _progress: Progress
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+
+class StepProgress(_Bar):
     def __init__(self, console: Console, total: int | None, completed: int = 0) -> None:
         """`total` None draws a bar without an end, for tasks done when a condition holds."""
         self._progress = Progress(
@@ -33,15 +52,6 @@ class StepProgress:
         self._samples = self._red_flags = self._rounds = self._done = 0
         self._started = time.perf_counter()
 
-    def __enter__(self) -> StepProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._progress.stop()
-
     def advance(self, step: CommittedStep) -> None:
         self._done += 1
         self._samples += step.samples
@@ -59,4 +69,31 @@ class StepProgress:
             reliability=""
             if step.p_estimate is None or step.reliability is None
             else f"k={step.k} p≈{step.p_estimate:.4f} P(no error)≈{step.reliability:.4f}",
+        )
+
+
+class SampleProgress(_Bar):
+    """The calibration's progress bar on stderr: samples heard of, votes, red flags, errors."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]samples"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("votes {task.fields[votes]}  red flags {task.fields[red_flags]}  errors {task.fields[errors]}"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("calibrate", total=total, votes=0, red_flags=0, errors=0)
+        self._seen: Counter[Outcome] = Counter()
+
+    def advance(self, notice: Notice) -> None:
+        self._seen[notice.outcome] += 1
+        self._progress.update(
+            self._task,
+            advance=1,
+            votes=self._seen[Outcome.VOTE],
+            red_flags=self._seen[Outcome.RED_FLAG],
+            errors=self._seen[Outcome.ERROR],
         )
