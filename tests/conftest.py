@@ -48,14 +48,30 @@ def book(client: redis.Redis) -> VoteBook:
     return VoteBook(client)
 
 
+@contextlib.contextmanager
+def running_sim(config: SimConfig) -> Iterator[SimServer]:
+    """The simulated LLM on a free loopback port, in a thread of the test process, for the `with`."""
+    server = SimServer("127.0.0.1", 0, config)
+    server.start_in_thread()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def sim_server() -> Iterator[SimServer]:
-    """The simulated LLM on a free loopback port, in a thread of the test process."""
-    server = SimServer("127.0.0.1", 0, SimConfig(error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0))
-    server.start_in_thread()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """The simulated LLM, always right and well-formed."""
+    with running_sim(SimConfig(error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)) as server:
+        yield server
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., SimServer]]:
+    """Start simulated LLMs with the SimConfig fields given; all stop after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **config: stack.enter_context(running_sim(SimConfig(**config)))
 
 
 @pytest.fixture

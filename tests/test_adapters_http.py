@@ -4,7 +4,7 @@ it makes of the answer, and the class of every failure the sim can be told to pr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +15,6 @@ from maker_workers.domains.base import RedFlag
 from maker_workers.errors import ProviderError, RateLimited, Rejected, Unavailable
 from maker_workers.providers import NAMES, Completion, Provider, provider_for
 from maker_workers.providers.http import post_json
-from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import REFUSAL, SimServer
 from tests.test_providers import SERVERS
 
@@ -29,21 +28,10 @@ Serve = Callable[..., SimServer]
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
+def serve(start_sim: Callable[..., SimServer]) -> Serve:
     """Start simulated LLMs with the faults asked for and answers always right; all stop after the test."""
-    servers: list[SimServer] = []
-
-    def start(**config: Any) -> SimServer:
-        exact = {"error_rate": 0.0, "malformed_rate": 0.0, "too_long_rate": 0.0}
-        server = SimServer("127.0.0.1", 0, SimConfig(**(exact | config)))
-        server.start_in_thread()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    exact = {"error_rate": 0.0, "malformed_rate": 0.0, "too_long_rate": 0.0}
+    return lambda **config: start_sim(**(exact | config))
 
 
 def adapter(name: str, server: SimServer, http: httpx.Client, key: str | None = KEY) -> Provider:

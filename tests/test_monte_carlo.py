@@ -21,11 +21,10 @@ from maker_workers.domains.spec import SpecTask, load_spec
 from maker_workers.providers.openai_compat import OpenAICompatible
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.model import SimConfig, SimModel
-from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
 from orchestrator.method import expected_votes, p_full, p_sub
 from orchestrator.plan import plan
-from tests.conftest import ROOT, member
+from tests.conftest import ROOT, member, running_sim
 
 RIGHT, WRONG = "right", "wrong"
 
@@ -118,14 +117,8 @@ def test_the_sample_pipeline_fails_steps_at_rate_one_minus_p_sub(client: redis.R
 @contextlib.contextmanager
 def _sim_provider(config: SimConfig) -> Iterator[OpenAICompatible]:
     """The simulated LLM over HTTP on loopback, and a provider speaking to it."""
-    server = SimServer("127.0.0.1", 0, config)
-    server.start_in_thread()
-    try:
-        with httpx.Client() as http:
-            yield OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_sim(config) as server, httpx.Client() as http:
+        yield OpenAICompatible(http, base_url=server.url, model="sim", api_key=None)
 
 
 def _decide(

@@ -27,7 +27,7 @@ from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
 from orchestrator.runner import Runner, VotingConfig
-from tests.conftest import OrchestratorDied, dies_after, run_cli
+from tests.conftest import OrchestratorDied, dies_after, run_cli, running_sim
 
 
 @pytest.mark.parametrize(
@@ -61,16 +61,9 @@ def test_a_model_that_cannot_be_called_is_named_before_anything_starts(
     assert "embedded cluster up" not in result.stderr  # nothing was started
 
 
-@contextlib.contextmanager
-def unreliable_sim(**faults: Any) -> Iterator[SimServer]:
+def unreliable_sim(**faults: Any) -> contextlib.AbstractContextManager[SimServer]:
     """The simulated LLM, speaking every provider's API, with faults injected on demand."""
-    server = SimServer("127.0.0.1", 0, SimConfig(seed=11, **faults))
-    server.start_in_thread()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    return running_sim(SimConfig(seed=11, **faults))
 
 
 def served(url: str) -> dict[str, Any]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -93,23 +92,6 @@ def test_a_broken_puzzle_still_gets_an_answer(sim_server: SimServer, http: httpx
         assert move in hanoi.legal_moves(state) and next_state == hanoi.apply_move(state, move)
 
 
-@pytest.fixture
-def faulty() -> Iterator[Callable[..., SimServer]]:
-    """Start simulated LLMs with the config given; all stop after the test."""
-    servers: list[SimServer] = []
-
-    def start(**config: Any) -> SimServer:
-        server = SimServer("127.0.0.1", 0, SimConfig(**config))
-        server.start_in_thread()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 def test_answers_like_an_anthropic_server(sim_server: SimServer, http: httpx.Client) -> None:
     system, user = hanoi.messages(hanoi.initial_state(3), None)
     response = http.post(
@@ -129,8 +111,8 @@ def test_answers_like_an_anthropic_server(sim_server: SimServer, http: httpx.Cli
     assert body["usage"]["output_tokens"] == as_openai["usage"]["completion_tokens"]
 
 
-def test_answers_like_ollama(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
-    server = faulty(too_long_rate=0.999, malformed_rate=0.0)
+def test_answers_like_ollama(start_sim: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = start_sim(too_long_rate=0.999, malformed_rate=0.0)
     root = server.url.removesuffix("/v1")
     request = {"model": "llama-sim", "messages": hanoi.messages(hanoi.initial_state(3), None), "stream": False}
     body = http.post(f"{root}/api/chat", json=request | {"options": {"temperature": 0.1, "num_predict": 40}}).json()
@@ -140,9 +122,9 @@ def test_answers_like_ollama(faulty: Callable[..., SimServer], http: httpx.Clien
     assert unlimited["done_reason"] == "stop" and unlimited["eval_count"] > 40
 
 
-def test_faults_leave_the_answers_as_they_were(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
+def test_faults_leave_the_answers_as_they_were(start_sim: Callable[..., SimServer], http: httpx.Client) -> None:
     state, previous = [[4, 3], [1], [2]], (2, 0, 2)
-    plain, flaky = faulty(error_rate=0.4, seed=5), faulty(error_rate=0.4, seed=5, rate_500=0.3, rate_429=0.2)
+    plain, flaky = start_sim(error_rate=0.4, seed=5), start_sim(error_rate=0.4, seed=5, rate_500=0.3, rate_429=0.2)
     expected = [
         chat(http, plain.url, state, previous, temperature=0.5)["choices"][0]["message"]["content"] for _ in range(20)
     ]
@@ -156,16 +138,16 @@ def test_faults_leave_the_answers_as_they_were(faulty: Callable[..., SimServer],
     assert len(set(expected)) > 1
 
 
-def test_a_429_says_when_to_come_back(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
-    server = faulty(rate_429=1.0, retry_after_s=0.25)
+def test_a_429_says_when_to_come_back(start_sim: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = start_sim(rate_429=1.0, retry_after_s=0.25)
     request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
     response = http.post(f"{server.url}/chat/completions", json=request)
     assert response.status_code == 429 and response.headers["retry-after"] == "0.25"
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_a_key_is_checked_only_when_one_is_set(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
-    server = faulty(api_key="sim-key", error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
+def test_a_key_is_checked_only_when_one_is_set(start_sim: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = start_sim(api_key="sim-key", error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
     request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
     wrong = http.post(f"{server.url}/chat/completions", json=request, headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
@@ -174,16 +156,18 @@ def test_a_key_is_checked_only_when_one_is_set(faulty: Callable[..., SimServer],
         assert http.post(f"{server.url}/chat/completions", json=request, headers=headers).status_code == 200
 
 
-def test_an_exhausted_account_answers_every_request_429(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
-    server = faulty(quota_exhausted=True)
+def test_an_exhausted_account_answers_every_request_429(
+    start_sim: Callable[..., SimServer], http: httpx.Client
+) -> None:
+    server = start_sim(quota_exhausted=True)
     request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
     for _ in range(3):
         response = http.post(f"{server.url}/chat/completions", json=request)
         assert response.status_code == 429 and response.json()["error"]["type"] == "insufficient_quota"
 
 
-def test_a_request_picked_to_time_out_is_hung_up_on(faulty: Callable[..., SimServer], http: httpx.Client) -> None:
-    server = faulty(rate_timeout=1.0, timeout_hold_s=0.05)
+def test_a_request_picked_to_time_out_is_hung_up_on(start_sim: Callable[..., SimServer], http: httpx.Client) -> None:
+    server = start_sim(rate_timeout=1.0, timeout_hold_s=0.05)
     request = {"model": "sim", "messages": hanoi.messages(hanoi.initial_state(3), None)}
     with pytest.raises(httpx.RemoteProtocolError):
         http.post(f"{server.url}/chat/completions", json=request)
@@ -220,9 +204,9 @@ def test_the_cli_takes_every_config_field_as_the_embedded_cluster_passes_it(conf
 
 
 def test_a_revised_answer_has_a_wrong_draft_before_the_one_that_counts(
-    faulty: Callable[..., SimServer], http: httpx.Client
+    start_sim: Callable[..., SimServer], http: httpx.Client
 ) -> None:
-    server = faulty(revised_rate=1.0, error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
+    server = start_sim(revised_rate=1.0, error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0)
     state = [[3], [2], [1]]  # after two moves: the next is disk 1 from peg 2 to peg 1
     text = chat(http, server.url, state, (2, 0, 1), temperature=0)["choices"][0]["message"]["content"]
     assert text.count("move = ") == 2 and text.count("next_state = ") == 2
