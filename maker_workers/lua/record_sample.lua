@@ -56,10 +56,11 @@ local function event(fields)
   redis.call('XADD', unpack(args))
 end
 
--- A run-wide counter, and the same counter of the model that drew the sample.
+-- A run-wide counter, and the same counter of the model that drew the sample; returns the run-wide total.
 local function count(name, by)
-  redis.call('HINCRBY', KEYS[7], name, by)
+  local total = redis.call('HINCRBY', KEYS[7], name, by)
   if model ~= '' then redis.call('HINCRBY', KEYS[7], 'model:' .. model .. ':' .. name, by) end
+  return total
 end
 
 if redis.call('SADD', KEYS[1], sample_id) == 0 then
@@ -73,8 +74,7 @@ count('input_tokens', input_tokens)
 count('output_tokens', output_tokens)
 local spent
 if cost >= 0 then
-  count('cost_nusd', cost)
-  spent = tonumber(redis.call('HGET', KEYS[7], 'cost_nusd'))
+  spent = count('cost_nusd', cost)
 else
   count('cost_unknown', 1)
 end
