@@ -28,7 +28,6 @@ import redis
 from pydantic import BaseModel
 
 from maker_workers import keys
-from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.domains import hanoi
 from maker_workers.domains.answers import key_of
 from maker_workers.domains.base import JSON, RedFlag, Task
@@ -37,6 +36,7 @@ from maker_workers.errors import ConfigError, MakerError, Rejected, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Notice, Outcome
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.publisher import Publisher
 from orchestrator.report import cost_usd
 from orchestrator.runner import VotingConfig
 from orchestrator.store import RunStore
@@ -223,6 +223,7 @@ def calibrate(
         store.start(task.definition(), {"k": UNREACHABLE_K, "calibration_samples": samples})
         events = _Events(running.client, run_id)
         right: dict[str, str] = {}
+        publisher = Publisher(running.broker)
         started = time.perf_counter()
         try:
             for i, item in enumerate(drawn):
@@ -237,12 +238,7 @@ def calibrate(
                     k=UNREACHABLE_K,
                     member=i,  # an ensemble's models take turns
                 )
-                running.broker.send_task(
-                    SAMPLE_TASK,
-                    args=[request.model_dump(mode="json")],
-                    task_id=request.sample_id,
-                    argsrepr=f"calibration={run_id} step={item.step}",
-                )
+                publisher.send(request, argsrepr=f"calibration={run_id} step={item.step}")
                 right[request.sample_id] = item.right
             _collect(running, run_id, set(right), events, voting.wait_s, silence_s, on_sample)
         except BaseException:

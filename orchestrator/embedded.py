@@ -173,11 +173,13 @@ class Embedded:
         self.processes.append(sim)
         sim.wait_ready(self.start_timeout_s)
 
-    def start_workers(self, count: int) -> list[Process]:
-        """Start `count` more Celery worker processes on this cluster and wait until they are ready."""
+    def start_workers(self, count: int, redis_url: str | None = None) -> list[Process]:
+        """Start `count` more Celery worker processes on this cluster and wait until they are ready; `redis_url`
+        reaches the same Redis another way (a fault test's proxy)."""
+        url = redis_url or self.redis_url
         env = {
-            "MAKER_REDIS_URL": self.redis_url,
-            "MAKER_BROKER_URL": self.redis_url,
+            "MAKER_REDIS_URL": url,
+            "MAKER_BROKER_URL": url,
             **self.models.worker_env(self.sim_url or None),
         }
         first = sum(p.name.startswith("worker-") for p in self.processes)

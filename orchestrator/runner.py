@@ -22,15 +22,12 @@ from dataclasses import dataclass, field
 
 import redis
 from celery import Celery
-from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field, model_validator
 
 from maker_workers import keys
-from maker_workers.celery_app import SAMPLE_TASK
 from maker_workers.connections import never_twice, retrying
 from maker_workers.domains.base import JSON, Task
 from maker_workers.errors import (
-    REDIS_FULL,
     BudgetSpent,
     Cancelled,
     ConfigError,
@@ -44,6 +41,7 @@ from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
 from orchestrator.method import to_enqueue
+from orchestrator.publisher import Publisher
 from orchestrator.reliability import LiveReliability
 from orchestrator.store import Checkpoint, RunStore
 
@@ -59,7 +57,7 @@ class VotingConfig(BaseModel):
         300.0, gt=0, description="a sample not heard of by then is replaced (the cap of the adaptive timeout)"
     )
     sample_timeout_floor_s: float = Field(
-        5.0, gt=0, description="the adaptive timeout (4x the recent p99 latency) never goes below this"
+        1.0, gt=0, description="the adaptive timeout (4x the recent p99 latency) never goes below this"
     )
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
@@ -167,6 +165,7 @@ class Runner:
     ) -> None:
         self.client = client = retrying(client)
         self.broker = broker
+        self.publisher = Publisher(broker)
         self.config = config
         self.task = task
         self.run_id = keys.check_run_id(run_id) if run_id else uuid.uuid4().hex[:12]
@@ -459,17 +458,7 @@ class Runner:
             may_be_decided=contest.sent >= contest.contest.k or contest.known.samples > 0,
             member=contest.step + contest.sent,
         )
-        # An explicit argsrepr spares Celery a saferepr of the whole state, and reads well in Flower.
-        try:
-            self.broker.send_task(
-                SAMPLE_TASK,
-                args=[request.model_dump(mode="json")],
-                task_id=sample_id,
-                argsrepr=f"run={self.run_id} step={contest.step}",
-            )
-        except OperationalError as exc:  # the broker's own error for what redis-py would say
-            full = "maxmemory" in str(exc)
-            raise StoreError(f"sending a sample to the broker failed: {REDIS_FULL if full else exc}") from exc
+        self.publisher.send(request, argsrepr=f"run={self.run_id} step={contest.step}")
         self._outstanding[sample_id] = time.monotonic()
         return sample_id
 
@@ -499,12 +488,14 @@ class Runner:
     def _sample_timeout(self) -> float:
         """A few times the recent p99 latency (send to outcome, queueing included), within the floor and
         the cap: a message the broker lost costs seconds, while slow models and long rate-limit waits
-        still get their time. The cap alone until there are enough samples to judge by."""
-        cfg = self.config
-        if len(self._latencies) < 50:
+        still get their time. While few samples have landed, which say little of the tail, twice as many
+        times their slowest; the cap alone until one has."""
+        cfg, seen = self.config, sorted(self._latencies)
+        if not seen:
             return cfg.sample_timeout_s
-        p99 = sorted(self._latencies)[int(0.99 * (len(self._latencies) - 1))]
-        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, 4 * p99))
+        times = 4 if len(seen) >= 20 else 8
+        p99 = seen[int(0.99 * (len(seen) - 1))]
+        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, times * p99))
 
     def _reconnect(self, exc: StoreError) -> None:
         """Back off before the next wait, and say so when it goes on: Redis restarting is worth a line."""

@@ -1,0 +1,80 @@
+"""Sending sample tasks to the broker, on one connection kept for the run and made anew when it breaks.
+
+Publishing a sample again is safe (the vote script counts a sample id once), so a send that fails on a
+dropped connection is retried on a fresh one. kombu's own retry is not enough: after a reset it can keep a
+closed channel, whose next publish fails with AttributeError (celery/kombu, the Redis transport). One
+connection for every send is also cheaper than taking one from the pool per sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from celery import Celery
+from kombu import Connection
+from kombu.exceptions import OperationalError
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.errors import REDIS_FULL, StoreError
+from maker_workers.sampling import SampleRequest
+
+
+def _full(exc: BaseException) -> bool:
+    return "maxmemory" in str(exc) or "OOM" in str(exc)
+
+
+def _broken(exc: BaseException) -> bool:
+    """A connection that went away (kombu's OperationalError, or its closed-channel AttributeError); a
+    full Redis is not: sending again cannot help."""
+    return isinstance(exc, (OperationalError, AttributeError, ConnectionError, TimeoutError)) and not _full(exc)
+
+
+class Publisher:
+    def __init__(self, broker: Celery, give_up_after_s: float = 20.0) -> None:
+        self.broker = broker
+        self.give_up_after_s = give_up_after_s
+        self._connection: Connection | None = None
+        self._producer: Any = None
+
+    def send(self, request: SampleRequest, argsrepr: str) -> None:
+        """`argsrepr` is what Flower shows of the task, instead of a saferepr of the whole state."""
+        retrying = Retrying(
+            retry=retry_if_exception(_broken),
+            stop=stop_after_delay(self.give_up_after_s),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            reraise=False,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._send(request, argsrepr)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            spent = f"{self.give_up_after_s:.0f} s"
+            raise StoreError(f"sending a sample to the broker failed for {spent}: {cause}") from cause
+        except OperationalError as exc:
+            raise StoreError(f"sending a sample to the broker failed: {REDIS_FULL if _full(exc) else exc}") from exc
+
+    def _send(self, request: SampleRequest, argsrepr: str) -> None:
+        if self._producer is None:
+            self._connection = self.broker.connection_for_write()
+            self._producer = self.broker.amqp.Producer(self._connection, auto_declare=False)
+        try:
+            self.broker.send_task(
+                SAMPLE_TASK,
+                args=[request.model_dump(mode="json")],
+                task_id=request.sample_id,
+                argsrepr=argsrepr,
+                producer=self._producer,
+            )
+        except BaseException:
+            self.close()  # the next attempt starts on a fresh connection
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.release()
+        self._connection = self._producer = None
