@@ -8,11 +8,15 @@ about ten seconds (a Redis restart), and the one client that pops never retries.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
+
+from maker_workers.errors import ConfigError, MakerError
 
 _TRANSIENT = [redis.ConnectionError, redis.TimeoutError]
 
@@ -40,3 +44,37 @@ def retrying(client: redis.Redis) -> redis.Redis:
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, **_policy(8)}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def redact(url: str) -> str:
+    """`url` with its password masked, for messages: a Redis URL may carry one (redis://:PASSWORD@host)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+    except ValueError:  # not even a URL: it may still hold a password, so none of it is shown
+        return "(the URL given)"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)  # redis-py reads ?password= too
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def reach(client: redis.Redis, url: str, setting: str) -> None:
+    """The first contact: one ping, never retried, with a short connect timeout. A wrong password, host or
+    scheme is said at once (ConfigError for a password, MakerError otherwise) instead of after the minute
+    of retries that rides out a Redis restart mid-run; `setting` names where the URL came from."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **_policy(0), "socket_connect_timeout": 5.0, "socket_timeout": 5.0}
+    probe = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    try:
+        probe.ping()
+    except redis.AuthenticationError as exc:
+        raise ConfigError(f"Redis at {redact(url)} refused the password: {exc}; fix the password in {setting}") from exc
+    except redis.RedisError as exc:
+        hint = ""
+        if url.startswith("rediss://"):
+            hint = " (rediss:// speaks TLS: is that port a TLS port? A plain one needs redis://)"
+        raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}{hint}; check {setting}") from exc
+    finally:
+        probe.close()

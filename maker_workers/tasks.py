@@ -13,7 +13,7 @@ from celery.signals import worker_init, worker_ready
 
 from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
-from maker_workers.connections import connect
+from maker_workers.connections import connect, reach
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.members import Member, members_from
@@ -84,7 +84,7 @@ def noop(done_key: str) -> None:
 def _check_configuration(**_: object) -> None:
     """A misconfigured worker stops at once with the reason, instead of failing every task."""
     try:
-        resources().redis.ping()
+        reach(resources().redis, settings().redis_url, "MAKER_REDIS_URL")
     except (MakerError, redis.RedisError) as exc:
         print(f"maker worker cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from exc

@@ -6,10 +6,8 @@ One way to get a cluster for the CLI, the benchmark, the Python API and (later) 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from celery import Celery
@@ -17,7 +15,8 @@ from pydantic import BaseModel, Field
 
 from maker_workers import connections
 from maker_workers.celery_app import make_app
-from maker_workers.errors import ConfigError, MakerError
+from maker_workers.connections import redact
+from maker_workers.errors import ConfigError
 from maker_workers.simllm.model import SimConfig
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
@@ -44,29 +43,12 @@ class Cluster:
     health_check: Callable[[], None] = field(default=lambda: None)
 
 
-def redact(url: str) -> str:
-    """`url` with its password masked, for messages: a Redis URL may carry one (redis://:PASSWORD@host)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            user, _, host = netloc.rpartition("@")
-            netloc = f"{user.partition(':')[0]}:***@{host}"
-    except ValueError:  # not even a URL: it may still hold a password, so none of it is shown
-        return "(the URL given)"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)  # redis-py reads ?password= too
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def connect(url: str) -> redis.Redis:
     try:
         client = connections.connect(url)
     except ValueError as exc:  # redis-py's word for a URL it cannot read (scheme, port, db)
         raise ConfigError(f"--redis-url {redact(url)}: {exc}") from exc
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}; check --redis-url / MAKER_REDIS_URL") from exc
+    connections.reach(client, url, "--redis-url / MAKER_REDIS_URL")
     return client
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -237,16 +238,34 @@ def test_a_password_in_the_redis_url_works_and_is_never_shown(locked: str) -> No
 
 
 def test_a_redis_that_cannot_be_reached_is_named_without_its_password(locked: str) -> None:
+    """Said at once, not after the minute of retries that rides out a Redis restart mid-run."""
     port = locked.rsplit(":", 1)[1].split("/")[0]
     wrong = f"redis://:wrong-SECRET-pw@127.0.0.1:{port}/0"
     nobody = f"rediss://:wrong-SECRET-pw@127.0.0.1:{free_port()}/0"  # TLS, to a port where nothing listens
-    for url, command in (
-        (wrong, ["hanoi", "--disks", "2", "--json"]),
-        (wrong, ["audit", "some-run"]),
-        (nobody, ["audit", "some-run"]),
+    plain = f"rediss://:wrong-SECRET-pw@127.0.0.1:{port}/0"  # TLS, to a plain port
+    for url, command, code, said_what in (
+        (wrong, ["hanoi", "--disks", "2", "--json"], 2, "refused the password"),
+        (wrong, ["audit", "some-run"], 2, "refused the password"),
+        (nobody, ["audit", "some-run"], 1, "cannot reach Redis"),
+        (plain, ["hanoi", "--disks", "2"], 1, "is that port a TLS port?"),
     ):
+        started = time.monotonic()
         result = run_cli(*command, "--redis-url", url, timeout=120)
-        assert result.returncode == 1, result.stderr
+        assert time.monotonic() - started < 20
+        assert result.returncode == code, result.stderr
         said = " ".join(result.stderr.split())  # the console wraps long lines
-        assert f"cannot reach Redis at {url.replace('wrong-SECRET-pw', '***')}" in said
+        assert said_what in said and url.replace("wrong-SECRET-pw", "***") in said
         assert "SECRET" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_worker_given_a_wrong_password_stops_at_once_and_says_so(locked: str) -> None:
+    wrong = locked.replace(PASSWORD, "wrong-SECRET-pw")
+    started = time.monotonic()
+    worker = Process("worker", worker_argv(2, "wrong"), READY_LINE, {"MAKER_REDIS_URL": wrong})
+    try:
+        assert worker.popen.wait(30) == 2
+    finally:
+        worker.stop()
+    assert time.monotonic() - started < 20  # not after a minute of retries
+    assert "maker worker cannot start: Redis at redis://:***@" in worker.tail()
+    assert "refused the password" in worker.tail() and "SECRET" not in worker.tail()
