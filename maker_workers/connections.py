@@ -3,11 +3,13 @@
 A command whose reply is lost may have run or not. Everything maker sends is safe to send again (reads,
 idempotent writes, scripts guarded by a step index or deduplicated by sample id) except a blocking pop:
 the pop that ran took a notice with it. So clients retry on a dropped connection, with backoff, for
-about ten seconds (a Redis restart), and the one client that pops never retries.
+about half a minute (a Redis restart), saying so on stderr from the third try, and the one client that
+pops never retries.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,16 +21,44 @@ from redis.retry import Retry
 from maker_workers.errors import ConfigError, MakerError
 
 _TRANSIENT = [redis.ConnectionError, redis.TimeoutError]
+RETRIES = 20  # about 30 s at this backoff: a Redis restart, AOF loaded
+log = logging.getLogger("maker.redis")
+
+
+def waiting_for_redis(what: str, attempt: int, error: BaseException) -> None:
+    """One line on stderr (a logging warning: Python's last-resort handler, or Celery's log in a worker) when
+    a command has failed three times in a row: an outage is worth saying, one dropped connection is not."""
+    if attempt == 3:
+        log.warning("%s: Redis is unreachable (%s); retrying with backoff", what, error)
+
+
+class _SayingRetry(Retry):
+    """redis-py's retry, which also says when it goes on (see waiting_for_redis)."""
+
+    def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        failures = 0
+
+        def failed(error: Exception, *rest: Any) -> Any:
+            nonlocal failures
+            failures += 1
+            waiting_for_redis("a Redis command", failures, error)
+            return fail(error, *rest)
+
+        return super().call_with_retry(do, failed, *args, **kwargs)
 
 
 def _policy(retries: int) -> dict[str, Any]:
-    backoff = ExponentialWithJitterBackoff(base=0.05, cap=2.0) if retries else NoBackoff()
-    return {"retry": Retry(backoff, retries), "retry_on_error": _TRANSIENT if retries else []}
+    if not retries:
+        return {"retry": Retry(NoBackoff(), 0), "retry_on_error": []}
+    return {
+        "retry": _SayingRetry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
+        "retry_on_error": _TRANSIENT,
+    }
 
 
 def connect(url: str, **options: Any) -> redis.Redis:
     """A client that rides out dropped connections and short outages."""
-    return redis.Redis.from_url(url, **options, **_policy(8))
+    return redis.Redis.from_url(url, **options, **_policy(RETRIES))
 
 
 def never_twice(client: redis.Redis, socket_timeout: float) -> redis.Redis:
@@ -42,7 +72,7 @@ def never_twice(client: redis.Redis, socket_timeout: float) -> redis.Redis:
 def retrying(client: redis.Redis) -> redis.Redis:
     """The same server through a client that retries, whatever the given one does."""
     pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_policy(8)}
+    kwargs = {**pool.connection_kwargs, **_policy(RETRIES)}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 

@@ -104,9 +104,11 @@ class Process:
         self._drained.join(timeout)
 
 
-def start_redis(port: int, directory: str, timeout: float = 30.0) -> Process:
-    """A private redis-server on loopback that keeps nothing on disk and never evicts a tally."""
-    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+def start_redis(port: int, directory: str, timeout: float = 30.0, aof: bool = False) -> Process:
+    """A private redis-server on loopback that never evicts a tally, and keeps nothing on disk unless `aof`
+    (an append-only file synced on every write, as a cluster that must survive a restart keeps)."""
+    persist = ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
+    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persist]
     argv += ["--maxmemory-policy", "noeviction", "--dir", directory]
     server = Process("redis-server", argv, "Ready to accept connections")
     try:

@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.connections import waiting_for_redis
 from maker_workers.errors import REDIS_FULL, StoreError
 from maker_workers.sampling import SampleRequest
 
@@ -32,7 +33,7 @@ def _broken(exc: BaseException) -> bool:
 
 
 class Publisher:
-    def __init__(self, broker: Celery, give_up_after_s: float = 20.0) -> None:
+    def __init__(self, broker: Celery, give_up_after_s: float = 30.0) -> None:
         self.broker = broker
         self.give_up_after_s = give_up_after_s
         self._connection: Connection | None = None
@@ -45,6 +46,9 @@ class Publisher:
             stop=stop_after_delay(self.give_up_after_s),
             wait=wait_random_exponential(multiplier=0.05, max=2.0),
             reraise=False,
+            before_sleep=lambda state: waiting_for_redis(
+                "sending samples", state.attempt_number, state.outcome.exception() if state.outcome else None
+            ),
         )
         try:
             for attempt in retrying:

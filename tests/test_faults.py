@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ from maker_workers.domains import hanoi
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import ConfigError, StoreError
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
+from orchestrator.embedded import Embedded, free_port, start_redis
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import RunStore
 from tests.conftest import run_cli
@@ -187,3 +188,57 @@ def test_lost_replies_everywhere_and_killed_workers_cost_seconds_not_minutes(tmp
         assert state == step["next_state"]
     assert state == [[], [], [7, 6, 5, 4, 3, 2, 1]]
     assert stormy["wall_s"] < calm["wall_s"] + 30
+
+
+class SaidSo(logging.Handler):
+    """Sets `said` once a record containing `text` is logged."""
+
+    def __init__(self, text: str, said: threading.Event) -> None:
+        super().__init__()
+        self.text, self.said = text, said
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.said.set()
+
+
+def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_path: Path) -> None:
+    """redis-server (with an append-only file, as the compose file runs it) is killed -9 and started again
+    while the run goes: orchestrator and workers reconnect, say so, and the run is solved move for move."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    servers = [start_redis(port, str(tmp_path), aof=True)]
+    at_step_20, said_so = threading.Event(), threading.Event()
+    saying = SaidSo("Redis is unreachable", said_so)  # the orchestrator's line on stderr
+    logging.getLogger("maker.redis").addHandler(saying)
+    try:
+        with Embedded(workers=1, concurrency=4, sim=SimConfig(seed=11)) as cluster:
+            worker = cluster.start_workers(1, url)[0]
+            cluster.processes[-2].stop()  # the worker of the embedded Redis
+
+            def restart() -> None:  # down until the orchestrator says it is waiting for Redis, then up again
+                at_step_20.wait(60)
+                servers[0].kill()
+                said_so.wait(30)
+                servers.append(start_redis(port, str(tmp_path), aof=True))
+
+            restarter = threading.Thread(target=restart, daemon=True)
+            restarter.start()
+            runner = Runner(redis.Redis.from_url(url), make_app(url), VotingConfig(wait_s=0.5), HanoiTask(6))
+
+            def on_commit(step: CommittedStep) -> None:
+                if step.step == 20:
+                    at_step_20.set()
+
+            assert runner.run(on_commit) == [[], [], [6, 5, 4, 3, 2, 1]]
+            restarter.join(30)
+            assert len(servers) == 2, "Redis was not restarted mid-run"
+            assert RunStore(redis.Redis.from_url(url), runner.run_id).answers() == [
+                {"move": list(m), "next_state": s} for m, s in hanoi_moves(6)
+            ]
+            assert said_so.is_set()
+            assert "Connection to broker lost" in worker.tail()  # the worker said what it waits for
+    finally:
+        logging.getLogger("maker.redis").removeHandler(saying)
+        for server in servers:
+            server.stop()
