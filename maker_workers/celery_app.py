@@ -1,6 +1,7 @@
 """The Celery app, tuned for very many tiny I/O-bound tasks.
 
-Start workers with:  celery -A maker_workers.celery_app worker --pool threads -c 16
+Start workers with:  celery -A maker_workers.celery_app worker --pool threads -c 16 -Q maker --without-gossip
+--without-mingle (not --without-heartbeat: Flower shows a worker online by its heartbeats).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from maker_workers.settings import settings
+from maker_workers.transport import transport_for
 
 SAMPLE_TASK = "maker.sample"
 NOOP_TASK = "maker.noop"
@@ -18,6 +20,8 @@ def make_app(broker_url: str | None = None) -> Celery:
     """The app; the orchestrator builds its own with the broker it was given. Task events (for Flower)
     are the workers' setting, MAKER_TASK_EVENTS, read when a worker starts."""
     app = Celery("maker", broker=broker_url, include=["maker_workers.tasks"])
+    if broker_url:  # else the workers' own setting, below
+        app.conf.broker_transport = transport_for(broker_url)
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -42,6 +46,10 @@ class _FromEnvironment:
     @property
     def broker_url(self) -> str:
         return settings().broker
+
+    @property
+    def broker_transport(self) -> str | None:
+        return transport_for(settings().broker)
 
     @property
     def worker_send_task_events(self) -> bool:

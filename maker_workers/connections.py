@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -91,20 +92,29 @@ def redact(url: str) -> str:
 
 
 def reach(client: redis.Redis, url: str, setting: str) -> None:
-    """The first contact: one ping, never retried, with a short connect timeout. A wrong password, host or
-    scheme is said at once (ConfigError for a password, MakerError otherwise) instead of after the minute
-    of retries that rides out a Redis restart mid-run; `setting` names where the URL came from."""
+    """The first contact: a ping with a short connect timeout, tried three times (a dropped connection) but
+    never again on a wrong password or a timeout. A wrong password, host or scheme is said within seconds
+    (ConfigError for a password, MakerError otherwise) instead of after the half minute of retries that
+    rides out a Redis restart mid-run; `setting` names where the URL came from."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, **_policy(0), "socket_connect_timeout": 5.0, "socket_timeout": 5.0}
     probe = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
     try:
-        probe.ping()
-    except redis.AuthenticationError as exc:
-        raise ConfigError(f"Redis at {redact(url)} refused the password: {exc}; fix the password in {setting}") from exc
-    except redis.RedisError as exc:
-        hint = ""
-        if url.startswith("rediss://"):
-            hint = " (rediss:// speaks TLS: is that port a TLS port? A plain one needs redis://)"
-        raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}{hint}; check {setting}") from exc
+        for attempt in range(1, 4):
+            try:
+                probe.ping()
+                return
+            except redis.AuthenticationError as exc:
+                raise ConfigError(
+                    f"Redis at {redact(url)} refused the password: {exc}; fix the password in {setting}"
+                ) from exc
+            except redis.RedisError as exc:
+                if attempt < 3 and isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError):
+                    time.sleep(0.2 * attempt)
+                    continue
+                hint = ""
+                if url.startswith("rediss://"):
+                    hint = " (rediss:// speaks TLS: is that port a TLS port? A plain one needs redis://)"
+                raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}{hint}; check {setting}") from exc
     finally:
         probe.close()

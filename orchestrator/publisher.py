@@ -2,8 +2,9 @@
 
 Publishing a sample again is safe (the vote script counts a sample id once), so a send that fails on a
 dropped connection is retried on a fresh one. kombu's own retry is not enough: after a reset it can keep a
-closed channel, whose next publish fails with AttributeError (celery/kombu, the Redis transport). One
-connection for every send is also cheaper than taking one from the pool per sample.
+closed channel (maker_workers/transport.py turns what that raises into a ConnectionError; an AttributeError
+from elsewhere in kombu is taken the same way). One connection for every send is also cheaper than taking
+one from the pool per sample.
 """
 
 from __future__ import annotations

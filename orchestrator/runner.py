@@ -248,7 +248,7 @@ class Runner:
             for contest in window:
                 self._forget_lost(contest.in_flight)
                 self._top_up(contest)
-            notice = self._next_notice()
+            notice = self._next_notice(self._until_lost(window))
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
@@ -462,10 +462,19 @@ class Runner:
         self._outstanding[sample_id] = time.monotonic()
         return sample_id
 
-    def _next_notice(self) -> Notice | None:
+    def _until_lost(self, window: list[_Open]) -> float:
+        """How long to wait for a notice: until the next sample in flight would be presumed lost, so that
+        its replacement goes out then, not at the next wait_s."""
+        sent = [at for contest in window for at in contest.in_flight.values()]
+        if not sent:
+            return self.config.wait_s
+        return min(self.config.wait_s, max(0.05, min(sent) + self._timeout_s - time.monotonic()))
+
+    def _next_notice(self, wait_s: float | None = None) -> Notice | None:
         try:
             with store_errors("waiting for outcomes"):
-                popped = self._waiter.blpop([keys.notify(self.run_id)], timeout=self.config.wait_s)
+                timeout = round(wait_s or self.config.wait_s, 3)
+                popped = self._waiter.blpop([keys.notify(self.run_id)], timeout=timeout)
         except StoreError as exc:
             if not isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError)):
                 raise

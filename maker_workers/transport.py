@@ -1,0 +1,33 @@
+"""kombu's Redis transport, with one fix: a channel whose connection dropped says so with a ConnectionError.
+
+After a connection to Redis drops, kombu may still use a channel it has closed (to ack a finished task as the
+worker's consumer restarts, or to publish); the channel's `connection` is then None and kombu fails with
+AttributeError, which Celery takes for an unrecoverable error: the worker stops (seen on a Redis restart).
+As a ConnectionError it is handled as what it is: the worker reconnects, a publish is retried. A lost ack
+costs nothing: the sample is replaced by the orchestrator or delivered again, and counted once either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+SCHEMES = ("redis", "rediss")
+
+
+class Channel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection is None or self.connection.client is None:
+            raise redis.ConnectionError("the channel to Redis was closed when its connection dropped")
+        return super()._connparams(asynchronous)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def transport_for(broker_url: str) -> str | None:
+    """This transport for a Redis broker; None (Celery's choice by scheme) for any other."""
+    return f"{__name__}:Transport" if broker_url.partition("://")[0] in SCHEMES else None
