@@ -52,6 +52,16 @@ def meta(run_id: str) -> str:
     return f"{_run(run_id)}:meta"
 
 
+def meta_pattern() -> str:
+    """Glob matching every run's meta hash: `maker status` lists the runs by them."""
+    return meta("*")
+
+
+def run_of_meta(key: str) -> str:
+    """The run id in a key `meta_pattern` matched."""
+    return key[key.index("{") + 1 : key.rindex("}")]
+
+
 def lease(run_id: str) -> str:
     """String naming the one orchestrator that drives the run; it expires unless renewed."""
     return f"{_run(run_id)}:lease"
@@ -72,6 +82,7 @@ class StepKeys:
     payloads: str
     voters: str  # ensembles only: votes by model
     first: str  # the sample id that drew the contest's first (T=0) sample
+    vectors: str  # semantic contests only: each candidate's unit vector (lua/semantic.lua)
 
 
 def step_status_pattern(run_id: str) -> str:
@@ -88,6 +99,7 @@ def step(run_id: str, index: int, input_hash: str) -> StepKeys:
         payloads=f"{base}:payloads",
         voters=f"{base}:voters",
         first=f"{base}:first",
+        vectors=f"{base}:vectors",
     )
 
 

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from maker_workers import metrics
+from maker_workers.domains.answers import SemanticMatch
 from maker_workers.domains.base import JSON, RedFlag, Task, canonical
-from maker_workers.errors import ProviderError, RateLimited, Rejected, Retryable
+from maker_workers.errors import ConfigError, ProviderError, RateLimited, Rejected, Retryable
 from maker_workers.members import Member
 from maker_workers.providers import Completion, Provider
 from maker_workers.ratelimit import RateLimiter, estimated_tokens
-from maker_workers.votes import Contest, Drawer, Recorded, VoteBook
+from maker_workers.semantic import Embedder
+from maker_workers.votes import Contest, Drawer, Meaning, Recorded, VoteBook
+
+T = TypeVar("T")
 
 
 class SampleRequest(BaseModel):
@@ -80,6 +85,20 @@ def _call(
     # One token past the limit lets us tell "exactly at the limit" from "over it".
     ask = partial(provider.complete, messages, temperature=request.temperature, max_tokens=max_tokens + 1)
     estimate = estimated_tokens(messages, max_tokens + 1)
+    return _retried(ask, estimate, lambda c: c.input_tokens + c.output_tokens, policy, limiter, on_wait, wanted)
+
+
+def _retried(
+    ask: Callable[[], T],
+    estimate: int,
+    served: Callable[[T], int],
+    policy: SamplePolicy,
+    limiter: RateLimiter | None,
+    on_wait: Callable[[str, float, str], None],
+    wanted: Callable[[], bool],
+) -> T | None:
+    """`ask()` under the shared rate limit and the retry policy (completions and embeddings alike), or None
+    when `wanted` turned False while it waited; `served` reads the tokens a reply was billed."""
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -106,13 +125,13 @@ def _call(
             if not limiter.acquire(estimate, on_limit, wanted):
                 return None
             try:
-                completion = ask()
+                reply = ask()
             except Exception:
                 limiter.settle(estimate, 0)  # a failed call served nothing
                 raise
             # A provider that reports no usage is taken to have served the estimate.
-            limiter.settle(estimate, completion.input_tokens + completion.output_tokens or estimate)
-            return completion
+            limiter.settle(estimate, served(reply) or estimate)
+            return reply
     raise AssertionError("unreachable: tenacity reraises")
 
 
@@ -133,15 +152,34 @@ def draw_sample(
     policy: SamplePolicy,
     *,
     by_model: bool = False,
+    embedder: Embedder | None = None,
 ) -> Recorded | None:
     """Returns what the vote script recorded, or None when the step was decided before the model was
-    called. `by_model` counts the vote by model too (an ensemble)."""
+    called. `by_model` counts the vote by model too (an ensemble); `embedder` embeds the answers of a task
+    voted on by meaning. Counted for the worker's metrics."""
+    with metrics.IN_FLIGHT.track_inprogress():
+        recorded = _draw(request, task, member, book, policy, by_model, embedder)
+    metrics.sampled(member.label, recorded)
+    return recorded
+
+
+def _draw(
+    request: SampleRequest,
+    task: Task,
+    member: Member,
+    book: VoteBook,
+    policy: SamplePolicy,
+    by_model: bool,
+    embedder: Embedder | None,
+) -> Recorded | None:
     contest = request.contest
     if request.may_be_decided and not book.wants(contest):
         book.skip(contest, request.sample_id)
         return None
 
     def on_wait(kind: str, wait_s: float, detail: str) -> None:
+        if kind == "rate_limit_wait":
+            metrics.waited(member.label, wait_s)
         book.event(contest, request.sample_id, kind, wait_s=f"{wait_s:.3f}", detail=detail)
 
     def wanted() -> bool:  # asked after every wait: a wait costs far more than this look-up
@@ -162,9 +200,12 @@ def draw_sample(
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
     cost = member.cost_nusd(completion.input_tokens, completion.output_tokens)
+    metrics.served(member.label, completion.input_tokens, completion.output_tokens, cost)
     drawn_by = unpaid.model_copy(update={"cost_nusd": cost})
 
-    def record(kind: Literal["vote", "red_flag"], value: str, payload: str = "") -> Recorded:
+    def record(
+        kind: Literal["vote", "red_flag"], value: str, payload: str = "", meaning: Meaning | None = None
+    ) -> Recorded:
         return book.record(
             contest,
             request.sample_id,
@@ -174,6 +215,7 @@ def draw_sample(
             output_tokens=completion.output_tokens,
             payload=payload,
             drawn_by=drawn_by,
+            meaning=meaning,
         )
 
     if completion.truncated or completion.output_tokens > max_tokens:
@@ -183,4 +225,35 @@ def draw_sample(
     except RedFlag as flag:
         return record("red_flag", flag.reason)
     payload = canonical(answer)
-    return record("vote", key, "" if payload == key else payload)
+    if task.semantic is None:
+        return record("vote", key, "" if payload == key else payload)
+    if embedder is None:
+        raise ConfigError(f"the task votes on meaning ({task.semantic.embeddings}) but the worker has no embedder")
+    try:
+        meaning = _meaning(task.semantic, embedder, answer, policy, on_wait, wanted)
+    except RedFlag as flag:
+        return record("red_flag", flag.reason)
+    except ProviderError as exc:
+        return record_failure(book, request, exc, drawn_by)
+    if meaning is None:  # decided, or the run stopped, while it waited
+        book.skip(contest, request.sample_id)
+        return None
+    total = None if cost is None or meaning.cost_nusd is None else cost + meaning.cost_nusd
+    drawn_by = drawn_by.model_copy(update={"cost_nusd": total})
+    return record("vote", key, "" if payload == key else payload, meaning)
+
+
+def _meaning(
+    semantic: SemanticMatch,
+    embedder: Embedder,
+    answer: JSON,
+    policy: SamplePolicy,
+    on_wait: Callable[[str, float, str], None],
+    wanted: Callable[[], bool],
+) -> Meaning | None:
+    """What the vote script needs to vote on the answer's meaning: its embedding, under the same rate limits and
+    retries as a completion; None when `wanted` turned False while it waited."""
+    group, text = semantic.split(answer)
+    ask, estimate = partial(embedder.model.embed, text), estimated_tokens([{"content": text}], 0)
+    embedding = _retried(ask, estimate, lambda e: e.tokens, policy, embedder.limiter, on_wait, wanted)
+    return None if embedding is None else embedder.meaning(semantic, group, embedding)

@@ -54,6 +54,9 @@ class WorkerSettings(BaseSettings):
         10.0, gt=0, description="no request is booked further ahead than this; later ones wait unbooked"
     )
     task_events: bool = Field(False, description="send Celery task events (turn on for Flower)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="this worker process's Prometheus metrics port (0: none); one per process"
+    )
 
     @property
     def broker(self) -> str:

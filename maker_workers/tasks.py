@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,13 +13,14 @@ import httpx
 import redis
 from celery.signals import worker_init, worker_ready
 
-from maker_workers import keys
+from maker_workers import keys, metrics
 from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
 from maker_workers.connections import connect, reach
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.members import Member, members_from
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
+from maker_workers.semantic import Embedder, embedder_for
 from maker_workers.settings import settings
 from maker_workers.votes import VoteBook
 
@@ -29,6 +32,7 @@ class WorkerResources:
     """One keep-alive Redis and httpx client per worker process, shared by its threads."""
 
     redis: redis.Redis
+    http: httpx.Client
     book: VoteBook
     members: list[Member]  # the model, or an ensemble's models taking turns
     policy: SamplePolicy
@@ -44,7 +48,13 @@ def resources() -> WorkerResources:
     )
     return WorkerResources(
         redis=client,
-        book=VoteBook(client, events_maxlen=cfg.events_maxlen, contest_ttl_s=cfg.contest_ttl_s),
+        http=http,
+        book=VoteBook(
+            client,
+            events_maxlen=cfg.events_maxlen,
+            contest_ttl_s=cfg.contest_ttl_s,
+            worker=f"{socket.gethostname()}/{os.getpid()}",
+        ),
         members=members_from(cfg, client, http),
         policy=SamplePolicy(max_output_tokens=cfg.max_output_tokens, retries=cfg.retries),
     )
@@ -60,6 +70,13 @@ def task_of(run_id: str) -> Task:
     return load_task(json.loads(raw))
 
 
+@lru_cache(maxsize=8)
+def embedder_of(embeddings: str) -> Embedder:
+    """The embedding model a run's `answer.embeddings` names, built once per worker process."""
+    res = resources()
+    return embedder_for(embeddings, settings(), res.redis, res.http)
+
+
 @app.task(name=SAMPLE_TASK)
 def sample(request: dict) -> None:
     res = resources()
@@ -67,7 +84,9 @@ def sample(request: dict) -> None:
     members = res.members
     member = members[parsed.member % len(members)]
     try:
-        draw_sample(parsed, task_of(parsed.run_id), member, res.book, res.policy, by_model=len(members) > 1)
+        task = task_of(parsed.run_id)
+        embedder = None if task.semantic is None else embedder_of(task.semantic.embeddings)
+        draw_sample(parsed, task, member, res.book, res.policy, by_model=len(members) > 1, embedder=embedder)
     except Exception as exc:
         # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
         record_failure(res.book, parsed, exc)
@@ -85,6 +104,7 @@ def _check_configuration(**_: object) -> None:
     """A misconfigured worker stops at once with the reason, instead of failing every task."""
     try:
         reach(resources().redis, settings().redis_url, "MAKER_REDIS_URL")
+        metrics.serve(settings().metrics_port)
     except (MakerError, redis.RedisError) as exc:
         print(f"maker worker cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from exc

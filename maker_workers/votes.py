@@ -18,6 +18,8 @@ from maker_workers import keys
 from maker_workers.errors import store_errors
 
 _SOURCE = resources.files("maker_workers").joinpath("lua/record_sample.lua").read_text()
+# Semantic contests run the same script after the prelude that assigns a vote to its candidate.
+_SEMANTIC_SOURCE = resources.files("maker_workers").joinpath("lua/semantic.lua").read_text() + _SOURCE
 
 
 class Outcome(StrEnum):
@@ -35,6 +37,7 @@ class Recorded(BaseModel):
     outcome: Outcome
     leader_votes: int
     runner_up_votes: int
+    reason: str | None = None  # a red flag's or an error's, as recorded
 
 
 class Snapshot(BaseModel):
@@ -51,6 +54,8 @@ class Snapshot(BaseModel):
     red_flags: int = 0
     errors: int = 0
     late: int = 0
+    candidates: int = 0  # semantic contests: the candidates opened so far
+    over_cap: int = 0  # semantic contests: votes refused because max_candidates were open
 
     @property
     def margin(self) -> int:
@@ -86,6 +91,17 @@ class Drawer(BaseModel):
     by_model: bool = False
 
 
+class Meaning(BaseModel):
+    """What a semantic vote adds (answer.match: semantic): the answer's unit vector, and where it may join."""
+
+    vector: bytes  # packed little-endian float32, unit length
+    group: str = ""  # canonical JSON of the fields that must still match exactly; "" when none
+    threshold: float
+    max_candidates: int
+    tokens: int = 0  # what the embedding call served
+    cost_nusd: int | None = 0  # what it cost; None when its price is unknown
+
+
 class Contest(BaseModel):
     """Where a sample belongs: one run, one step, one exact input."""
 
@@ -102,11 +118,16 @@ class Contest(BaseModel):
 class VoteBook:
     """Records samples with the Lua script, registered once per client."""
 
-    def __init__(self, client: redis.Redis, *, events_maxlen: int = 100_000, contest_ttl_s: int = 3_600):
+    def __init__(
+        self, client: redis.Redis, *, events_maxlen: int = 100_000, contest_ttl_s: int = 3_600, worker: str = ""
+    ):
+        """`worker` names the process recording (host/pid) on its events, for whoever watches the run."""
         self._client = client
         self._script = client.register_script(_SOURCE)
+        self._semantic_script = client.register_script(_SEMANTIC_SOURCE)
         self._events_maxlen = events_maxlen
         self._contest_ttl_s = contest_ttl_s
+        self._worker = worker
 
     def record(
         self,
@@ -118,14 +139,23 @@ class VoteBook:
         output_tokens: int = 0,
         payload: str = "",
         drawn_by: Drawer | None = None,
+        meaning: Meaning | None = None,
     ) -> Recorded:
         """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
-        `drawn_by` the model that drew it and what it cost."""
+        `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector."""
         drawn_by = drawn_by or Drawer()
         step = contest.keys
         run = contest.run_id
+        script = self._script
+        extra_keys: list[str] = []
+        extra_args: list[Any] = []
+        if meaning is not None:
+            script, extra_keys = self._semantic_script, [step.vectors]
+            cost = -1 if meaning.cost_nusd is None else meaning.cost_nusd
+            extra_args = [meaning.vector, meaning.group, repr(meaning.threshold), meaning.max_candidates]
+            extra_args += [meaning.tokens, cost]
         with store_errors(f"recording sample {sample_id}"):
-            outcome, leader, runner_up = self._script(
+            outcome, leader, runner_up = script(
                 keys=[
                     step.seen,
                     step.tally,
@@ -135,6 +165,7 @@ class VoteBook:
                     keys.events(run),
                     keys.stats(run),
                     step.voters,
+                    *extra_keys,
                 ],
                 args=[
                     sample_id,
@@ -151,14 +182,21 @@ class VoteBook:
                     drawn_by.model,
                     -1 if drawn_by.cost_nusd is None else drawn_by.cost_nusd,
                     "1" if drawn_by.by_model else "0",
+                    self._worker,
+                    *extra_args,
                 ],
             )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
-        return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up)
+        reason = None if kind == "vote" else value
+        return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up, reason=reason)
+
+    def _entry(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> dict[str, str | int]:
+        worker = {"worker": self._worker} if self._worker else {}
+        return {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": kind} | fields | worker
 
     def event(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> None:
         """An event the script does not write itself (skips, retries, rate-limit waits)."""
-        entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": kind, **fields}
+        entry = self._entry(contest, sample_id, kind, **fields)
         with store_errors(f"writing a {kind} event"):
             self._client.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
 
@@ -172,7 +210,7 @@ class VoteBook:
             outcome=Outcome.SKIPPED,
             snapshot=Snapshot(),
         )
-        entry = {"step": contest.step, "input": contest.input_hash, "sample": sample_id, "kind": "skipped"}
+        entry = self._entry(contest, sample_id, "skipped")
         with store_errors("noting a skipped sample"), self._client.pipeline(transaction=False) as pipe:
             pipe.xadd(keys.events(contest.run_id), entry, maxlen=self._events_maxlen, approximate=True)
             pipe.rpush(keys.notify(contest.run_id), notice.model_dump_json())

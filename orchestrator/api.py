@@ -29,7 +29,17 @@ from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec
 from maker_workers.errors import BudgetSpent, Cancelled, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
 from maker_workers.votes import Contest, VoteBook
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
-from orchestrator.report import ModelCounts, RunCounts, RunReport, Scorer, StepLog, TaskReport, cost_usd
+from orchestrator.phrasings import Candidate, phrasings
+from orchestrator.report import (
+    ModelCounts,
+    RunCounts,
+    RunReport,
+    Scorer,
+    StepLog,
+    TaskReport,
+    cost_usd,
+    embedding_cost_usd,
+)
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import Checkpoint, RunStore
 
@@ -58,6 +68,7 @@ class Hooks:
 
     on_cluster: Callable[[Cluster], None] = lambda _: None
     on_resume: Callable[[Checkpoint], None] = lambda _: None
+    on_runner: Callable[[Runner], None] = lambda _: None  # the run's driver, once built (metrics read it)
     on_start: Callable[[str, int], None] = lambda run_id, steps_done: None
     on_step: Callable[[CommittedStep], None] = lambda _: None
     on_stall: Callable[[float], None] = lambda _: None
@@ -101,6 +112,7 @@ def _drive(
             raise MakerError(
                 f"no run {run_id} in the Redis at {redact(running.redis_url)}: check the run id and --redis-url"
             )
+        hooks.on_runner(runner)
         saved = runner.start()
         if saved is not None:
             log.replay(runner.store.answers(), saved.state)
@@ -165,9 +177,14 @@ def run_spec(
     task = spec_task(spec)
     voting = voting or voting_for(task.spec)
     log = StepLog(task.initial_state())
-    out = _drive(task, log, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
+
+    def candidates(runner: Runner) -> dict[str, Any]:
+        return {"candidates": phrasings(runner.client, runner.run_id) if task.semantic else {}}
+
+    out = _drive(task, log, voting, cluster or ClusterOptions(), run_id, hooks or Hooks(), finish=candidates)
     report = TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
     report.failure_detail = out.failure_detail
+    report.candidates = out.extra["candidates"]
     return report
 
 
@@ -208,6 +225,7 @@ class VoteResult(BaseModel):
     winner_votes: int = 0
     runner_up_votes: int = 0
     tally: dict[str, int]  # every candidate's vote key -> counted votes, most first
+    candidates: list[Candidate] = []  # semantic matching: each candidate's phrasings
     k: int
     samples: int
     votes: int
@@ -216,6 +234,8 @@ class VoteResult(BaseModel):
     input_tokens: int
     output_tokens: int
     cost_usd: float | None = 0.0
+    embedding_tokens: int = 0
+    embedding_cost_usd: float | None = 0.0
     models: dict[str, ModelCounts] = {}
     wall_s: float
     failure: str | None = None
@@ -247,7 +267,8 @@ def vote(
 
     def tally(runner: Runner) -> dict[str, Any]:
         contest = Contest(run_id=runner.run_id, step=0, input_hash=task.input_hash(None, 0, None), k=voting.k)
-        return {"tally": VoteBook(runner.client).tally(contest)}
+        found = phrasings(runner.client, runner.run_id) if task.semantic else {}
+        return {"tally": VoteBook(runner.client).tally(contest), "candidates": found.get(0, [])}
 
     hooks = dataclasses.replace(given, on_step=keep)
     out = _drive(task, log, voting, cluster or ClusterOptions(), None, hooks, finish=tally)
@@ -259,6 +280,7 @@ def vote(
         winner_votes=won.winner_votes if won else 0,
         runner_up_votes=won.runner_up_votes if won else 0,
         tally=out.extra["tally"],
+        candidates=out.extra["candidates"],
         k=voting.k,
         samples=out.stats.get("samples", 0),
         votes=out.stats.get("votes", 0),
@@ -267,6 +289,8 @@ def vote(
         input_tokens=out.stats.get("input_tokens", 0),
         output_tokens=out.stats.get("output_tokens", 0),
         cost_usd=cost_usd(out.stats),
+        embedding_tokens=out.stats.get("embedding_tokens", 0),
+        embedding_cost_usd=embedding_cost_usd(out.stats),
         models=ModelCounts.from_stats(out.stats),
         wall_s=round(out.wall_s, 3),
         failure=out.failure,

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import redis
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from maker_workers import keys
+from maker_workers.domains.answers import DEFAULT_THRESHOLD
 from maker_workers.domains.spec import AnswerSpec, SpecError
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import SimConfig
@@ -24,7 +26,9 @@ from orchestrator import api
 from orchestrator.api import Hooks
 from orchestrator.cluster import Cluster, ClusterOptions, redact
 from orchestrator.embedded import SIM_READY
+from orchestrator.metrics import RunMetrics
 from orchestrator.model_options import ModelOptions
+from orchestrator.phrasings import Candidate
 from orchestrator.progress import SampleProgress, StepProgress
 from orchestrator.report import RunCounts
 from orchestrator.runner import CommittedStep, VotingConfig
@@ -95,6 +99,9 @@ PriceIn = Annotated[float | None, typer.Option(help="$ per million input tokens 
 PriceOut = Annotated[float | None, typer.Option(help="$ per million output tokens (with --price-in)")]
 MaxCost = Annotated[
     float | None, typer.Option("--max-cost-usd", help="stop sending samples once the run has spent this much")
+]
+MetricsPort = Annotated[
+    int, typer.Option(min=0, max=65535, help="serve the run's Prometheus metrics on this port while it goes (0: none)")
 ]
 
 
@@ -201,14 +208,25 @@ def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
 
 
 class Display:
-    """The CLI's side of a run: the cluster line, resume line, progress bar, trace file and stall warning."""
+    """The CLI's side of a run: the cluster line, resume line, progress bar, trace file, stall warning and the
+    metrics server (`metrics_port`), started before the cluster so a taken port costs nothing."""
 
-    def __init__(self, stack: contextlib.ExitStack, total: int | None, trace: Path | None, resume: str | None):
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        total: int | None,
+        trace: Path | None,
+        resume: str | None,
+        metrics_port: int = 0,
+    ):
         self.stack = stack
         self.total = total
         self.trace = stack.enter_context(trace.open("a" if resume else "w")) if trace else None
         self.progress: StepProgress | None = None
         self.broker = ""
+        self.metrics = guarded(lambda: RunMetrics(metrics_port)) if metrics_port else None
+        if self.metrics is not None:
+            stack.callback(self.metrics.close)
 
     def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
         def on_cluster(cluster: Cluster) -> None:
@@ -226,6 +244,9 @@ class Display:
                     f"{embedded.workers} workers x {embedded.concurrency} threads",
                     highlight=False,
                 )
+                if embedded.metrics_ports:
+                    ports = ", ".join(map(str, embedded.metrics_ports))
+                    err.print(f"worker metrics on ports {ports}", highlight=False)
 
         def on_start(run_id: str, steps_done: int) -> None:
             self.progress = self.stack.enter_context(StepProgress(err, total=self.total, completed=steps_done))
@@ -233,6 +254,8 @@ class Display:
         def on_step(step: CommittedStep) -> None:
             if self.progress:
                 self.progress.advance(step)
+            if self.metrics:
+                self.metrics.step(step)
             if self.trace:
                 self.trace.write(json.dumps(trace_line(step)) + "\n")
 
@@ -253,6 +276,7 @@ class Display:
             on_start=on_start,
             on_step=on_step,
             on_stall=on_stall,
+            on_runner=self.metrics.watch if self.metrics else lambda _: None,
         )
 
 
@@ -299,10 +323,11 @@ def _with_display(
     resume: str | None,
     trace_line: Callable[[CommittedStep], dict],
     call: Callable[[Hooks], T],
+    metrics_port: int = 0,
 ) -> T:
-    """Run `call` with the CLI's hooks (progress, trace, warnings); the display closes when it returns."""
+    """Run `call` with the CLI's hooks (progress, trace, warnings, metrics); the display closes when it returns."""
     with contextlib.ExitStack() as stack:
-        hooks = Display(stack, total, trace, resume).hooks(trace_line)
+        hooks = Display(stack, total, trace, resume, metrics_port).hooks(trace_line)
         return guarded(lambda: call(hooks))
 
 
@@ -388,6 +413,7 @@ def hanoi(
     p: ValidP = None,
     from_calibration: FromCalibration = None,
     adaptive_k: AdaptiveK = False,
+    metrics_port: MetricsPort = 0,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
@@ -424,7 +450,7 @@ def hanoi(
         }
 
     with contextlib.ExitStack() as stack:
-        display = Display(stack, 2**disks - 1, trace, resume)
+        display = Display(stack, 2**disks - 1, trace, resume, metrics_port)
         hooks = display.hooks(trace_line)
         report = guarded(lambda: api.run_hanoi(disks, voting=voting, cluster=cluster, run_id=resume, hooks=hooks))
     _print_failure(report)
@@ -474,6 +500,7 @@ def run(
     p: ValidP = None,
     from_calibration: FromCalibration = None,
     adaptive_k: AdaptiveK = False,
+    metrics_port: MetricsPort = 0,
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
     sim_flags = _sim_flags(
@@ -503,6 +530,7 @@ def run(
         resume,
         lambda step: _trace_line(step, state=step.state, answer=step.answer),
         lambda hooks: api.run_spec(task.spec, voting=voting, cluster=cluster, run_id=resume, hooks=hooks),
+        metrics_port,
     )
     _print_failure(report)
     if json_out:
@@ -512,6 +540,7 @@ def run(
         print(f"task {report.task}: {verdict} after {report.steps} steps, k={report.k}")
         print(f"final state: {json.dumps(report.final_state)}")
         _print_counts(report)
+        _print_candidates(report.candidates)
     raise typer.Exit(0 if report.done else 1)
 
 
@@ -524,6 +553,16 @@ def vote(
     schema: Annotated[str | None, typer.Option(help="JSON Schema for --format json (JSON text or a file)")] = None,
     pattern: Annotated[str | None, typer.Option(help="regex with named groups for --format regex")] = None,
     vote_on: Annotated[list[str] | None, typer.Option(help="a field that forms the vote key (repeatable)")] = None,
+    match: Annotated[str, typer.Option(help="exact, or semantic: answers alike in meaning count together")] = "exact",
+    threshold: Annotated[
+        float | None, typer.Option(help=f"semantic: the cosine similarity that joins a candidate [{DEFAULT_THRESHOLD}]")
+    ] = None,
+    embeddings: Annotated[
+        str | None, typer.Option(help="semantic: the embedding model, openai:MODEL, ollama:MODEL or sim")
+    ] = None,
+    exact_field: Annotated[
+        list[str] | None, typer.Option(help="semantic: a field that must still match exactly (repeatable)")
+    ] = None,
     k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
@@ -550,6 +589,7 @@ def vote(
     price_out: PriceOut = None,
     max_cost_usd: MaxCost = None,
     json_out: JsonOut = False,
+    metrics_port: MetricsPort = 0,
 ) -> None:
     """One error-corrected decision: sample the question until one answer leads by k. Exit 0 only if decided."""
     if (prompt is None) == (prompt_file is None):
@@ -567,7 +607,8 @@ def vote(
     )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
-    answer = _answer_spec(answer_format, schema, pattern, vote_on)
+    semantic = {"match": match, "threshold": threshold, "embeddings": embeddings, "exact_fields": exact_field}
+    answer = _answer_spec(answer_format, schema, pattern, vote_on, semantic)
     caps = {
         "max_samples": max_samples,
         "max_red_flags": max_red_flags,
@@ -589,6 +630,7 @@ def vote(
             max_output_tokens=max_output_tokens,
             hooks=hooks,
         ),
+        metrics_port,
     )
     if result.failure:
         err.print(f"[bold red]no decision:[/] {result.failure}", highlight=False)
@@ -599,17 +641,27 @@ def vote(
             print(f"winner: {json.dumps(result.winner)}  ({result.winner_votes} votes to {result.runner_up_votes})")
         else:
             print("no answer reached the margin: nothing decided")
-        for key, votes in result.tally.items():
-            print(f"  {votes:4d}  {key}")
+        if result.candidates:
+            _print_candidates({0: result.candidates}, per_step=False)
+        else:
+            for key, votes in result.tally.items():
+                print(f"  {votes:4d}  {key}")
         print(
             f"k={result.k}, samples {result.samples}, votes {result.votes}, red flags {result.red_flags} "
             f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}, "
             f"cost {_dollars(result.cost_usd)}"
         )
+        _print_embeddings(result.embedding_tokens, result.embedding_cost_usd)
     raise typer.Exit(0 if result.decided else 1)
 
 
-def _answer_spec(answer_format: str, schema: str | None, pattern: str | None, vote_on: list[str] | None) -> AnswerSpec:
+def _answer_spec(
+    answer_format: str,
+    schema: str | None,
+    pattern: str | None,
+    vote_on: list[str] | None,
+    semantic: dict[str, Any],
+) -> AnswerSpec:
     """The answer format from `maker vote`'s flags; problems are named by their flag."""
     schema_value = None
     if schema is not None:
@@ -624,10 +676,31 @@ def _answer_spec(answer_format: str, schema: str | None, pattern: str | None, vo
         except ValueError as exc:
             fail(f"--schema: not JSON: {exc}")
     given = {"format": answer_format, "schema": schema_value, "pattern": pattern, "vote_on": vote_on}
+    given |= semantic
     try:
         return api.answer_spec({name: value for name, value in given.items() if value is not None})
     except SpecError as exc:
-        fail(str(exc).replace("answer.", "--").replace("--vote_on", "--vote-on"))
+        message = str(exc).replace("answer.", "--").replace("--vote_on", "--vote-on")
+        fail(message.replace("--exact_fields", "--exact-field"))
+
+
+SHOWN_STEPS = 20  # the phrasings of at most this many steps are printed; --json has them all
+
+
+def _print_candidates(steps: dict[int, list[Candidate]], per_step: bool = True) -> None:
+    """Semantic matching: each step's candidates (of the one contest, without `per_step`), and the phrasings
+    counted for each."""
+    if not steps:
+        return
+    print("phrasings counted together (answer.match: semantic; the first of each is what a winner hands on)")
+    for step, candidates in list(steps.items())[:SHOWN_STEPS]:
+        for candidate in candidates:
+            where = f"step {step}" if per_step else "candidate"
+            print(f"  {where}: {candidate.votes} votes, {len(candidate.members)} phrasings")
+            for member, votes in candidate.members.items():
+                print(f"    {votes:4d}  {member}")
+    if len(steps) > SHOWN_STEPS:
+        print(f"  ... and {len(steps) - SHOWN_STEPS} more steps (--json lists them all)")
 
 
 def _print_failure(report: RunCounts) -> None:
@@ -645,6 +718,11 @@ def _dollars(cost: float | None) -> str:
     )
 
 
+def _print_embeddings(tokens: int, cost: float | None) -> None:
+    if tokens:
+        print(f"embeddings (semantic matching): {tokens} tokens, {_dollars(cost)} of the cost")
+
+
 def _print_counts(report: RunCounts) -> None:
     print(
         f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
@@ -655,6 +733,7 @@ def _print_counts(report: RunCounts) -> None:
         f"{report.wall_s:.1f} s, "
         f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}"
     )
+    _print_embeddings(report.embedding_tokens, report.embedding_cost_usd)
     if len(report.models) > 1:
         for label, counts in report.models.items():
             print(
@@ -693,6 +772,10 @@ def sim_serve(
     sim_rate_refusal: SimRate = None,
     sim_api_key: SimApiKey = None,
     sim_quota_exhausted: SimQuota = None,
+    sim_deceptive: Annotated[
+        str | None,
+        typer.Option(metavar="BOOL", help="triage: wrong answers give the right reason under a wrong queue [false]"),
+    ] = None,
     sim_profile: SimProfile = None,
     sim_output_tokens: Annotated[
         float | None, typer.Option(help="mean answer length in tokens, padded with reasoning; 0: unpadded [0]")
@@ -712,7 +795,8 @@ def sim_serve(
     sim_latency_scale: SimLatencyScale = None,
     seed: Seed = None,
 ) -> None:
-    """Serve the simulated LLM: POST .../chat/completions, .../messages or .../api/chat; GET /health, /stats.
+    """Serve the simulated LLM: POST .../chat/completions, .../messages, .../api/chat, .../embeddings or
+    .../api/embed; GET /health, /stats.
 
     Every option takes a value, `str(value)` of its SimConfig field included, so a config passes through
     as flags unchanged.
@@ -734,6 +818,7 @@ def sim_serve(
         rate_refusal=sim_rate_refusal,
         api_key=None if sim_api_key in ("", "None") else sim_api_key,
         quota_exhausted=sim_quota_exhausted,  # "true", "False", ...: pydantic reads it
+        deceptive=sim_deceptive,
         profile=None if sim_profile in ("", "None") else sim_profile,
         output_tokens=sim_output_tokens,
         output_tokens_sigma=sim_output_tokens_sigma,
@@ -991,6 +1076,64 @@ def audit(
     raise typer.Exit(0 if checked.ok else 1)
 
 
+def _runs_redis(command: str, redis_url: str | None) -> redis.Redis:
+    """The Redis `maker status` or `maker watch` reads the runs from."""
+    from orchestrator.cluster import connect
+
+    if redis_url is None:
+        fail(f"maker {command} reads runs from their Redis: give --redis-url URL (or MAKER_REDIS_URL)")
+    return guarded(lambda: connect(redis_url))
+
+
+@app.command()
+def status(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN_ID]", callback=_run_id, help="one run; without it, every run")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(envvar="MAKER_REDIS_URL", help="the Redis the runs are in")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the reading(s) as one JSON line")] = False,
+) -> None:
+    """Where runs stand, read from their Redis: one line per run, or one run's state (steps, samples, red flags,
+    rounds, k, cost, workers heard from). Works from any machine that reaches the Redis, during a run and after."""
+    from orchestrator import watch as runs
+
+    client = _runs_redis("status", redis_url)
+    if run_id is not None:
+        one = guarded(lambda: runs.read_status(client, run_id))
+        print(one.model_dump_json() if json_out else "\n".join(runs.lines(one)))
+        return
+    every = guarded(lambda: runs.all_status(client))
+    if json_out:
+        print(json.dumps([reading.model_dump(mode="json") for reading in every]))
+        return
+    for reading in every:
+        print(runs.one_line(reading))
+    if not every:
+        print("no runs in this Redis")
+
+
+@app.command()
+def watch(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", callback=_run_id, help="the run to watch")],
+    redis_url: Annotated[str | None, typer.Option(envvar="MAKER_REDIS_URL", help="the Redis the run is in")] = None,
+    once: Annotated[bool, typer.Option("--once", help="draw one frame and exit")] = False,
+) -> None:
+    """A live view of a run from its Redis (steps/s, ETA, samples, red flags, rounds, k, cost, workers heard from,
+    the last events), until the run ends; from any machine that reaches the Redis. Exit 1 if it ended failed."""
+    from orchestrator import watch as runs
+
+    client = _runs_redis("watch", redis_url)
+
+    def view() -> runs.RunStatus | None:
+        try:
+            return runs.watch(client, run_id, Console(), once=once)
+        except KeyboardInterrupt:  # ends the view, not the run
+            return None
+
+    last = guarded(view)
+    raise typer.Exit(1 if last and last.state in (runs.RunState.FAILED, runs.RunState.CANCELLED) else 0)
+
+
 @app.command()
 def bench(
     disks: Annotated[int, typer.Option(min=1, max=20)] = 10,
@@ -1039,6 +1182,35 @@ def mcp(
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, {}, models)
     guarded(lambda: serve(cluster, transport=transport, host=host, port=port, token=token))
+
+
+@app.command()
+def flower(
+    host: Annotated[str, typer.Option(help="address to bind; off loopback it needs --basic-auth")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one)")] = 5555,
+    basic_auth: Annotated[
+        str | None,
+        typer.Option(envvar="MAKER_FLOWER_BASIC_AUTH", help="USER:PASSWORD the browser and API calls must send"),
+    ] = None,
+    inspect_every: Annotated[
+        float, typer.Option(min=0.1, help="seconds between asking the workers who they are (pool, processed)")
+    ] = 5.0,
+    redis_url: RedisUrl = None,
+    broker_url: BrokerUrl = None,
+) -> None:
+    """Flower on a cluster: every worker online with its pool and processed count, and each sample task."""
+    from orchestrator.flower import FlowerOptions, serve
+
+    broker = broker_url or redis_url
+    if broker is None:
+        fail("maker flower watches a cluster: give --redis-url URL (or MAKER_REDIS_URL, or MAKER_BROKER_URL)")
+    try:
+        options = FlowerOptions(
+            broker_url=broker, host=host, port=port, basic_auth=basic_auth, inspect_every_s=inspect_every
+        )
+    except ValidationError as exc:
+        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+    guarded(lambda: serve(options))
 
 
 def _stop_on(signum: int, _frame: object) -> None:

@@ -129,7 +129,9 @@ class Embedded:
         sim: SimConfig | None = None,
         start_timeout_s: float = 60.0,
         models: ModelOptions | None = None,
+        metrics_port: int | None = None,
     ) -> None:
+        """`metrics_port` (else MAKER_METRICS_PORT): worker i serves its Prometheus metrics on that port + i."""
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
@@ -137,6 +139,8 @@ class Embedded:
         self.sim = sim or SimConfig()
         self.models = models or ModelOptions()
         self.start_timeout_s = start_timeout_s
+        self.metrics_port = metrics_port
+        self.metrics_ports: list[int] = []  # the workers'
         self.processes: list[Process] = []
         self.redis_url = ""
         self.sim_url = ""
@@ -156,7 +160,9 @@ class Embedded:
         self.close()
 
     def _start(self) -> None:
-        settings()  # the workers inherit this environment: a bad MAKER_ variable is reported here, once
+        inherited = settings()  # the workers inherit this environment: a bad MAKER_ variable is reported here, once
+        if self.metrics_port is None:
+            self.metrics_port = inherited.metrics_port
         redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
@@ -186,13 +192,20 @@ class Embedded:
         }
         first = sum(p.name.startswith("worker-") for p in self.processes)
         workers = [
-            Process(f"worker-{i}", worker_argv(self.concurrency, f"maker{i}"), READY_LINE, env)
+            Process(f"worker-{i}", worker_argv(self.concurrency, f"maker{i}"), READY_LINE, env | self._metrics_env(i))
             for i in range(first, first + count)
         ]
         self.processes.extend(workers)
         for worker in workers:
             worker.wait_ready(self.start_timeout_s)
         return workers
+
+    def _metrics_env(self, index: int) -> dict[str, str | None]:
+        """Worker `index`'s own metrics port, `metrics_port` + index: two processes cannot share one."""
+        if not self.metrics_port:
+            return {"MAKER_METRICS_PORT": None}
+        self.metrics_ports.append(self.metrics_port + index)
+        return {"MAKER_METRICS_PORT": str(self.metrics_port + index)}
 
     def check(self) -> None:
         """Raise if any part of the private cluster has died."""
@@ -214,6 +227,8 @@ class Embedded:
 
 
 def worker_argv(concurrency: int, name: str) -> list[str]:
+    """The documented worker line. Heartbeats stay on (one event every 2 s): without them Flower shows a worker
+    offline; gossip and mingle, which only other workers listen to, are off."""
     return [
         sys.executable,
         "-m",
@@ -233,5 +248,4 @@ def worker_argv(concurrency: int, name: str) -> list[str]:
         "WARNING",
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
     ]

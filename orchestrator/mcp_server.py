@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import inspect
-import ipaddress
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -53,6 +52,7 @@ from orchestrator import plan as planning
 from orchestrator.calibrate import Calibration, calibrate, draw_steps
 from orchestrator.cluster import ClusterOptions
 from orchestrator.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
+from orchestrator.listen import is_loopback
 from orchestrator.method import k_min
 from orchestrator.report import RunReport, TaskReport
 from orchestrator.runner import VotingConfig
@@ -607,7 +607,7 @@ def serve(
         raise ConfigError(
             "--token (or MAKER_MCP_TOKEN) guards --transport streamable-http; stdio has no network side: leave it out"
         )
-    if transport == "streamable-http" and token is None and not _loopback(host):
+    if transport == "streamable-http" and token is None and not is_loopback(host):
         raise ConfigError(
             f"--host {host} is reachable from other machines: give --token TOKEN (or MAKER_MCP_TOKEN), "
             "which every request must then carry as 'Authorization: Bearer TOKEN'"
@@ -622,12 +622,3 @@ def serve(
             server.run("streamable-http", host=host, port=port)
     finally:
         tools.close()
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

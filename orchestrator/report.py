@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from maker_workers.domains import hanoi
 from maker_workers.domains.base import JSON
 from maker_workers.pricing import usd
+from orchestrator.phrasings import Candidate
 from orchestrator.runner import CommittedStep
 
 
@@ -66,6 +67,11 @@ class Scorer(StepLog):
 def cost_usd(counters: dict[str, int]) -> float | None:
     """What the counted samples cost (a run's or one model's counters); None when a price is unknown."""
     return None if counters.get("cost_unknown") else usd(counters.get("cost_nusd", 0))
+
+
+def embedding_cost_usd(stats: dict[str, int]) -> float | None:
+    """What a run's embedding calls cost (semantic matching); None when the embedding model's price is unknown."""
+    return None if stats.get("embedding_cost_unknown") else usd(stats.get("embedding_cost_nusd", 0))
 
 
 class ModelCounts(BaseModel):
@@ -127,6 +133,8 @@ class RunCounts(BaseModel):
     p_estimate: float | None = None  # p as the committed steps' votes imply it (no ground truth)
     reliability: float | None = None  # the chance the whole run is error-free at that p and the last k
     cost_usd: float | None = 0.0  # what the samples cost; None when a model's price is unknown
+    embedding_tokens: int = 0  # semantic matching: what the embedding calls served (their cost is in cost_usd)
+    embedding_cost_usd: float | None = 0.0  # their part of cost_usd; None when the embedding model's price is unknown
     models: dict[str, ModelCounts] = {}  # "provider:model" -> its samples, red flags, share of winning votes
     failure: str | None = None
     failure_detail: str | None = None  # what happened and what to do, when `failure` is a bare reason
@@ -161,6 +169,8 @@ class RunCounts(BaseModel):
             "p_estimate": log.p_estimate,
             "reliability": log.reliability,
             "cost_usd": cost_usd(stats),
+            "embedding_tokens": stats.get("embedding_tokens", 0),
+            "embedding_cost_usd": embedding_cost_usd(stats),
             "models": ModelCounts.from_stats(stats),
             "failure": failure,
         }
@@ -191,6 +201,7 @@ class TaskReport(RunCounts):
     task: str
     done: bool
     final_state: JSON
+    candidates: dict[int, list[Candidate]] = {}  # semantic matching: each step's meanings and their phrasings
 
     @classmethod
     def build(

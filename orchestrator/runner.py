@@ -190,6 +190,11 @@ class Runner:
         self.spent_nusd = 0
         self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
 
+    @property
+    def in_flight(self) -> int:
+        """Samples sent and not yet heard of (guesses' and replaced ones included), for monitoring."""
+        return len(self._outstanding)
+
     def run(self, on_commit: Callable[[CommittedStep], None] = lambda _: None) -> JSON:
         """Carry the task out step by step until it is done; returns the last committed state.
 
@@ -295,6 +300,7 @@ class Runner:
             front.contest.keys,
             front.known.winner,
             keep=self.config.keep_tallies,
+            rounds=committed.rounds,
         )
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         return committed
@@ -421,6 +427,13 @@ class Runner:
 
     def _check_caps(self, front: _Open) -> None:
         cfg, known = self.config, front.known
+        if known.over_cap:
+            raise StepFailed(
+                front.step,
+                f"the answers spread over {known.candidates} different meanings, the most answer.max_candidates "
+                "allows (semantic matching); no answer will lead by k: make the prompt more specific, raise "
+                "answer.max_candidates, or lower answer.threshold if paraphrases were kept apart",
+            )
         if known.samples >= cfg.max_samples:
             raise StepFailed(
                 front.step,

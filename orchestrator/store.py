@@ -137,11 +137,18 @@ class RunStore:
         )
 
     def commit(
-        self, step: int, next_state: JSON, answer: JSON, contest: StepKeys, winner: str, keep: bool = False
+        self,
+        step: int,
+        next_state: JSON,
+        answer: JSON,
+        contest: StepKeys,
+        winner: str,
+        keep: bool = False,
+        rounds: int = 0,
     ) -> None:
         """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated;
-        the winner's votes are credited to the models that cast them, and the contest's votes are
-        dropped (unless `keep`): Redis holds what is live, not the history."""
+        the winner's votes are credited to the models that cast them, the step's `rounds` are counted, and
+        the contest's votes are dropped (unless `keep`): Redis holds what is live, not the history."""
         with store_errors(f"checkpointing step {step}"):
             at = self._commit(
                 keys=[
@@ -153,8 +160,9 @@ class RunStore:
                     contest.tally,
                     contest.payloads,
                     contest.first,
+                    contest.vectors,
                 ],
-                args=[step, canonical(next_state), canonical(answer), winner, "keep" if keep else ""],
+                args=[step, canonical(next_state), canonical(answer), winner, "keep" if keep else "", rounds],
             )
         if int(at) != step + 1:
             raise StoreError(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from maker_workers.domains.answers import SemanticMatch
 
 JSON = Any  # a JSON value: what states and answers are
 
@@ -51,6 +54,7 @@ class Task(Protocol):
     name: str
     max_output_tokens: int | None  # None: the worker's own red-flag limit applies
     max_steps: int | None  # a run not done after this many steps fails (a bound for open-ended tasks)
+    semantic: SemanticMatch | None  # votes on meaning (answer.match: semantic); None: on the exact vote key
 
     def definition(self) -> dict[str, JSON]:
         """A JSON object that `domains.load_task` turns back into this task (stored with the run)."""

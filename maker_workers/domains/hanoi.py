@@ -11,9 +11,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from maker_workers.domains.base import Parsed, RedFlag
 from maker_workers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from maker_workers.domains.answers import SemanticMatch
 
 State = list[list[int]]
 Move = tuple[int, int, int]
@@ -243,6 +247,7 @@ class HanoiTask:
     name = "hanoi"
     max_output_tokens: int | None = None
     max_steps: int | None = None  # done after exactly 2^n - 1 steps
+    semantic: SemanticMatch | None = None  # moves are voted on exactly
 
     def __init__(self, disks: int) -> None:
         initial_state(disks)  # validates

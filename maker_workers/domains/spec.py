@@ -23,14 +23,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maker_workers.domains.answers import (
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_THRESHOLD,
     FORMATS,
     AnswerParser,
     HanoiAnswer,
     JsonAnswer,
     RegexAnswer,
+    SemanticMatch,
     TextAnswer,
     compile_pattern,
     normalize_steps,
+    parse_embeddings,
     schema_validator,
 )
 from maker_workers.domains.base import JSON, Parsed, digest
@@ -63,12 +67,31 @@ class AnswerSpec(BaseModel):
     pattern: str | None = None  # regex: the last match counts; needs named groups
     normalize: bool | list[str] | None = None  # text: None means true (strip, collapse, casefold)
     vote_on: list[str] | None = Field(default=None, min_length=1)  # json, regex: the fields a vote is about
+    match: Literal["exact", "semantic"] = "exact"  # semantic: votes on meaning, by embedding similarity
+    threshold: float | None = Field(default=None, gt=0, lt=1)  # semantic: cosine similarity that joins a candidate
+    embeddings: str | None = None  # semantic: openai:MODEL, ollama:MODEL or sim
+    exact_fields: list[str] | None = Field(default=None, min_length=1)  # semantic json/regex: never merged
+    max_candidates: int | None = Field(default=None, ge=2)  # semantic: more meanings than this fail the step
 
     @field_validator("format", mode="before")
     @classmethod
     def _known_format(cls, value: Any) -> Any:
         if value not in FORMATS:
             raise ValueError(f"unknown format {value!r}; use one of {', '.join(FORMATS)}")
+        return value
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _known_match(cls, value: Any) -> Any:
+        if value not in ("exact", "semantic"):
+            raise ValueError(f"unknown match {value!r}; use exact (the default) or semantic")
+        return value
+
+    @field_validator("embeddings")
+    @classmethod
+    def _names_a_model(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_embeddings(value)
         return value
 
     @field_validator("schema_")
@@ -110,7 +133,40 @@ class AnswerSpec(BaseModel):
             if unknown:
                 why = f"is not a named group of answer.pattern (its groups: {', '.join(groups)})"
                 raise _FieldError("vote_on", f"{unknown[0]!r} {why}")
+        self._semantic_options_fit()
         return self
+
+    def _semantic_options_fit(self) -> None:
+        given = [name for name in ("threshold", "embeddings", "exact_fields", "max_candidates") if getattr(self, name)]
+        if self.match == "exact":
+            if given:
+                raise _FieldError(given[0], "only applies when answer.match is semantic")
+            return
+        if self.format == "hanoi":
+            raise _FieldError("match", "semantic matching is for free-text answers, not hanoi moves; use exact")
+        if self.embeddings is None:
+            raise _FieldError("embeddings", "required when answer.match is semantic: openai:MODEL, ollama:MODEL or sim")
+        if self.exact_fields is not None:
+            if self.format not in ("json", "regex"):
+                raise _FieldError("exact_fields", "only applies when answer.format is json or regex")
+            fields = self.vote_on or list(compile_pattern(self.pattern).groupindex if self.pattern else [])
+            unknown = [f for f in self.exact_fields if fields and f not in fields]
+            if unknown:
+                raise _FieldError("exact_fields", f"{unknown[0]!r} is not among the voted fields ({', '.join(fields)})")
+            if fields and set(fields) <= set(self.exact_fields):
+                raise _FieldError("exact_fields", "leaves no field to compare by meaning; use answer.match: exact")
+
+    def semantic(self) -> SemanticMatch | None:
+        """How answers are matched by meaning; None when they are matched exactly."""
+        if self.match == "exact" or self.embeddings is None:
+            return None
+        return SemanticMatch(
+            threshold=self.threshold if self.threshold is not None else DEFAULT_THRESHOLD,
+            embeddings=self.embeddings,
+            max_candidates=self.max_candidates or DEFAULT_MAX_CANDIDATES,
+            exact_fields=tuple(self.exact_fields or ()),
+            vote_on=None if self.vote_on is None else tuple(self.vote_on),
+        )
 
 
 class DoneSpec(BaseModel):
@@ -357,6 +413,7 @@ class SpecTask:
         self.name = spec.name
         self.max_output_tokens = spec.max_output_tokens
         self.max_steps = spec.done.max_steps  # the run loop fails a `when` run that reaches it
+        self.semantic = spec.answer.semantic()
         self._parser = parser_for(spec.answer)
         self._system: _Renders | None
         if literal:

@@ -7,12 +7,14 @@
 -- KEYS[2] answers    LIST  every committed step's winning answer, in order
 -- KEYS[3] voters     HASH  the committed contest's votes by model ("<model> <vote key>"; ensembles only)
 -- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
--- KEYS[5..8] the contest's seen set, tally, payloads and first-sample claim: not needed once committed (the answer log holds
---            the result), so they go now, unless ARGV[5] is "keep". Its status hash stays until it
---            expires: a sample that lands later finds the step decided and is recorded as late.
+-- KEYS[5..9] the contest's seen set, tally, payloads, first-sample claim and candidate vectors (semantic
+--            contests): not needed once committed (the answer log holds the result), so they go now,
+--            unless ARGV[5] is "keep". Its status hash stays until it expires: a sample that lands later
+--            finds the step decided and is recorded as late.
 --
 -- ARGV[1] the step being committed   ARGV[2] the state it produced   ARGV[3] its winning answer
 -- ARGV[4] the winning vote key     ARGV[5] "keep" to keep the contest's keys (a one-step vote reads its tally)
+-- ARGV[6] the rounds of samples the step took: added to the stats' `rounds`, and `max_rounds` kept (maker watch)
 --
 -- Returns the checkpoint's step after the call: ARGV[1] + 1 when committed now or before;
 -- anything else means the checkpoint is elsewhere (another orchestrator drives this run).
@@ -22,6 +24,13 @@ local at = tonumber(redis.call('HGET', KEYS[1], 'step') or 0)
 if at ~= step then return at end
 redis.call('HSET', KEYS[1], 'step', step + 1, 'state', ARGV[2], 'previous', ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[3])
+local rounds = tonumber(ARGV[6] or 0)
+if rounds > 0 then
+  redis.call('HINCRBY', KEYS[4], 'rounds', rounds)
+  if rounds > tonumber(redis.call('HGET', KEYS[4], 'max_rounds') or 0) then
+    redis.call('HSET', KEYS[4], 'max_rounds', rounds)
+  end
+end
 local voters = redis.call('HGETALL', KEYS[3])
 for i = 1, #voters, 2 do
   local at = string.find(voters[i], ' ', 1, true)
@@ -29,5 +38,5 @@ for i = 1, #voters, 2 do
     redis.call('HINCRBY', KEYS[4], 'model:' .. string.sub(voters[i], 1, at - 1) .. ':winning_votes', voters[i + 1])
   end
 end
-if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8]) end
+if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]) end
 return step + 1

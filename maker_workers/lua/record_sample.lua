@@ -28,6 +28,8 @@
 -- ARGV[12] the model that drew the sample ("provider:model"), "" when unknown
 -- ARGV[13] what the call cost, in nano-dollars; -1 when the model's price is unknown
 -- ARGV[14] "1" to count votes by model in KEYS[8] (an ensemble: the report gives each model's share)
+-- ARGV[15] the worker process that drew it (host/pid), "" when unknown: `maker watch` lists who is heard from
+-- ARGV[16..21], KEYS[9]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
 -- run's stats as `fatal`, so anyone can see why the run ended.
@@ -41,6 +43,7 @@ local step, input_hash = tonumber(ARGV[6]), ARGV[7]
 local input_tokens, output_tokens = tonumber(ARGV[8]), tonumber(ARGV[9])
 local maxlen, ttl = ARGV[10], tonumber(ARGV[11])
 local model, cost, by_model = ARGV[12], tonumber(ARGV[13]), ARGV[14] == '1'
+local worker = ARGV[15] or ''
 
 local function event(fields)
   local args = {KEYS[6], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
@@ -48,6 +51,10 @@ local function event(fields)
   if model ~= '' then
     table.insert(args, 'model')
     table.insert(args, model)
+  end
+  if worker ~= '' then
+    table.insert(args, 'worker')
+    table.insert(args, worker)
   end
   if cost >= 0 then
     table.insert(args, 'cost_usd')
@@ -85,6 +92,8 @@ local decided = current[1] == '1'
 local leader = current[2] or nil
 local leader_votes, runner_up_votes = tonumber(current[3] or 0), tonumber(current[4] or 0)
 local outcome
+-- A semantic contest's script starts with lua/semantic.lua: it assigns the vote to its candidate (or red-flags it).
+if ARGV[16] then kind, value = semantic(kind, value, decided) end
 
 if kind == 'red_flag' then
   outcome = 'red_flag'

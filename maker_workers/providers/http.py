@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from maker_workers import metrics
 from maker_workers.errors import ProviderError, RateLimited, Rejected, Unavailable
 from maker_workers.providers.base import Completion
 
@@ -51,16 +52,22 @@ def key_variables(provider: str) -> tuple[str, ...]:
 def post_json(
     client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str], *, provider: str
 ) -> dict[str, Any]:
-    """POST and decode; every failure is raised as the class the table above gives, naming `provider`."""
-    try:
-        response = client.post(url, json=body, headers=headers)
-    except httpx.UnsupportedProtocol as exc:
-        raise Rejected(f"{provider} at {url}: {exc}: check --base-url") from exc
-    except httpx.TimeoutException as exc:
-        raise Unavailable(f"{provider} at {url} did not answer in time ({type(exc).__name__})") from exc
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"{provider} at {url}: {type(exc).__name__}: {exc}") from exc
+    """POST and decode; every failure is raised as the class the table above gives, naming `provider`.
+    Each call's time, and each failure's status, go to the worker's metrics."""
+    with metrics.PROVIDER_LATENCY.labels(provider).time():
+        try:
+            response = client.post(url, json=body, headers=headers)
+        except httpx.UnsupportedProtocol as exc:
+            metrics.PROVIDER_ERRORS.labels(provider, "unreachable").inc()
+            raise Rejected(f"{provider} at {url}: {exc}: check --base-url") from exc
+        except httpx.TimeoutException as exc:
+            metrics.PROVIDER_ERRORS.labels(provider, "timeout").inc()
+            raise Unavailable(f"{provider} at {url} did not answer in time ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            metrics.PROVIDER_ERRORS.labels(provider, "unreachable").inc()
+            raise Unavailable(f"{provider} at {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= 400:
+        metrics.PROVIDER_ERRORS.labels(provider, str(response.status_code)).inc()
         raise _failure(provider, url, response, headers, sent_temperature="temperature" in body)
     try:
         data = response.json()

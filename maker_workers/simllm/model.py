@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from maker_workers.simllm.oracles import Problem, read_prompt
+from maker_workers.simllm.oracles.triage import TriageProblem
 from maker_workers.simllm.profiles import PROFILES
 
 LENGTH_KNEE_TOKENS = 700
@@ -66,6 +67,9 @@ class SimConfig(BaseModel):
     timeout_hold_s: float = Field(30.0, ge=0.0, description="how long a request picked to time out is held")
     rate_refusal: float = Field(0.0, ge=0.0, le=1.0, description="share answered 200 with a polite refusal")
     api_key: str | None = Field(None, description="when set, a request with any other key gets 401")
+    deceptive: bool = Field(
+        False, description="triage: wrong answers give the right reason under a wrong queue (close in meaning)"
+    )
     quota_exhausted: bool = Field(False, description="every request gets 429 insufficient_quota")
 
     @model_validator(mode="before")
@@ -152,6 +156,8 @@ class SimModel:
     def answer(self, prompt: str, temperature: float, max_tokens: int | None) -> Answer:
         """Raises ValueError (HTTP 400) for a prompt no oracle recognises."""
         problem = read_prompt(prompt)
+        if self.config.deceptive and isinstance(problem, TriageProblem):
+            problem.deceptive = True
         rng = self._rng_for(prompt, temperature)
         cfg = self.config
         right = problem.right(rng)

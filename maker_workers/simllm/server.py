@@ -1,6 +1,7 @@
 """The simulated LLM over HTTP/1.1, in the three shapes maker's providers speak: any POST path ending in
-`/chat/completions` (OpenAI), `/messages` (Anthropic Messages) or `/api/chat` (Ollama); `GET /health`;
-and `GET /stats`, what it has served, as a billing meter would count it.
+`/chat/completions` (OpenAI), `/messages` (Anthropic Messages) or `/api/chat` (Ollama); embeddings at
+`/embeddings` (OpenAI) and `/api/embed` (Ollama), from `simllm.embed`; `GET /health`; and `GET /stats`,
+what it has served, as a billing meter would count it.
 
 Faults on demand (SimConfig): 429s with a Retry-After, 500s, requests held and then hung up on, polite
 refusals, a wrong key, an exhausted account; rolled from their own seeded generator, so the answers
@@ -23,6 +24,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
+from maker_workers.domains.answers import SIM_EMBEDDING_MODEL
+from maker_workers.simllm.embed import embed
 from maker_workers.simllm.model import Answer, SimConfig, SimModel, count_tokens
 
 _REASONS = {
@@ -39,6 +42,7 @@ MAX_BODY = 1 << 20
 ARRIVALS_KEPT = 100_000
 # Each route's path ends so; any prefix will do (/v1, /api/v1, none).
 _ROUTES = (("/chat/completions", "openai"), ("/messages", "anthropic"), ("/api/chat", "ollama"))
+_EMBED_ROUTES = (("/embeddings", "openai"), ("/api/embed", "ollama"))
 REFUSAL = "I'm sorry, but I can't help with that request."
 
 
@@ -103,6 +107,27 @@ def _read(shape: str, request: dict[str, Any]) -> _Ask:
         temperature, max_tokens = request.get("temperature", 1.0), request.get("max_tokens")
     model = str(request.get("model", "sim-hanoi"))
     return _Ask(model=model, texts=texts, prompt=prompt, temperature=float(temperature), max_tokens=max_tokens)
+
+
+def _read_embed(request: dict[str, Any]) -> tuple[str, list[str]]:
+    """(model, texts) of an embeddings request: `input` is one string or a list of them."""
+    given = request["input"]
+    texts = [given] if isinstance(given, str) else given
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("input must be a string or a non-empty list of strings")
+    return str(request.get("model", SIM_EMBEDDING_MODEL)), texts
+
+
+def _render_embed(shape: str, model: str, texts: list[str], tokens: int) -> dict[str, Any]:
+    vectors = [embed(text) for text in texts]
+    if shape == "ollama":
+        return {"model": model, "embeddings": vectors, "prompt_eval_count": tokens}
+    return {
+        "object": "list",
+        "model": model,
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _render(shape: str, ask: _Ask, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
@@ -213,14 +238,19 @@ class SimApp:
 
     def _serve(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Outcome:
         shape = next((shape for end, shape in _ROUTES if path.endswith(end)), None)
-        if method != "POST" or shape is None:
-            routes = ", ".join(f"...{end}" for end, _ in _ROUTES)
+        embed_shape = next((shape for end, shape in _EMBED_ROUTES if path.endswith(end)), None)
+        if method != "POST" or (shape or embed_shape) is None:
+            routes = ", ".join(f"...{end}" for end, _ in _ROUTES + _EMBED_ROUTES)
             return 0.0, 404, _error(404, f"no route {method} {path}; POST to {routes}")
         try:
-            ask = _read(shape, json.loads(body))
+            if embed_shape is not None:
+                model, texts = _read_embed(json.loads(body))
+            else:
+                ask = _read(shape or "openai", json.loads(body))
+                model = ask.model
         except (ValueError, KeyError, TypeError, StopIteration) as exc:
             return 0.0, 400, _error(400, f"cannot answer this request: {exc!r}")
-        self.stats.asked(ask.model)
+        self.stats.asked(model)
         cfg = self.model.config
         if cfg.api_key is not None and _key_of(headers) != cfg.api_key:
             return 0.0, 401, _error(401, "Incorrect API key provided.", code="invalid_api_key")
@@ -236,6 +266,10 @@ class SimApp:
             return 0.0, 500, _error(500, "The server had an error while processing your request.", "server_error")
         if fault == "timeout":
             return cfg.timeout_hold_s, "timeout", None
+        if embed_shape is not None:  # a refusal is a chat answer: embeddings have none
+            tokens = sum(count_tokens(text) for text in texts)
+            self.stats.served(model, tokens, 0)
+            return self.model.latency_s(), 200, _response(200, _render_embed(embed_shape, model, texts, tokens))
         if fault == "refusal":
             answer = Answer(text=REFUSAL, output_tokens=count_tokens(REFUSAL), truncated=False)
         else:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from maker_workers.simllm.oracles import arithmetic, hanoi, ledger, multiply, sort
+from maker_workers.simllm.oracles import arithmetic, hanoi, ledger, multiply, sort, triage
 from maker_workers.simllm.oracles.base import Oracle, Problem
 
-ORACLES: tuple[Oracle, ...] = (hanoi.ORACLE, multiply.ORACLE, sort.ORACLE, ledger.ORACLE, arithmetic.ORACLE)
+ORACLES: tuple[Oracle, ...] = (
+    hanoi.ORACLE,
+    multiply.ORACLE,
+    sort.ORACLE,
+    ledger.ORACLE,
+    triage.ORACLE,
+    arithmetic.ORACLE,
+)
 
 __all__ = ["ORACLES", "Oracle", "Problem", "read_prompt"]
 
