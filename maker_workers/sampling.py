@@ -235,9 +235,8 @@ def _draw(
         return record("red_flag", flag.reason)
     except ProviderError as exc:
         return record_failure(book, request, exc, drawn_by)
-    if meaning is None:  # decided, or the run stopped, while it waited
-        book.skip(contest, request.sample_id)
-        return None
+    if meaning is None:  # decided, or the run stopped, while it waited: the completion was paid for, so it counts
+        return record("red_flag", "unembedded")
     total = None if cost is None or meaning.cost_nusd is None else cost + meaning.cost_nusd
     drawn_by = drawn_by.model_copy(update={"cost_nusd": total})
     return record("vote", key, "" if payload == key else payload, meaning)

@@ -122,6 +122,20 @@ def test_a_worker_embeds_each_answer_and_its_tokens_and_cost_match_what_the_sim_
             {"format": "text", "match": "semantic", "embeddings": "sim", "exact_fields": ["x"]},
             "answer.exact_fields: only",
         ),
+        (  # without vote_on, a json answer's fields are its schema's
+            {
+                "format": "json",
+                "schema": {"type": "object", "properties": {"queue": {}, "reason": {}}},
+                "match": "semantic",
+                "embeddings": "sim",
+                "exact_fields": ["queu"],
+            },
+            "answer.exact_fields: 'queu' is not among the voted fields (queue, reason)",
+        ),
+        (
+            {"format": "text", "match": "semantic", "embeddings": "sim", "max_candidates": 100000},
+            "answer.max_candidates:",
+        ),
     ],
 )
 def test_a_bad_semantic_answer_spec_is_one_error_naming_its_field(answer: dict, message: str) -> None:

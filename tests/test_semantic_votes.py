@@ -187,3 +187,13 @@ def test_what_is_embedded_leaves_out_the_fields_that_must_match_exactly() -> Non
     assert SemanticMatch(embeddings="sim").split("paris, of course") == ("", "paris, of course")
     with pytest.raises(RedFlag, match="queue"):
         match.split({"reason": "no queue given"})
+
+
+def test_vectors_longer_than_luas_stack_are_compared_in_chunks(book: VoteBook) -> None:
+    """8192 dimensions: unpacked in one call, that many values overflowed the script's stack."""
+    contest = Contest(run_id="r-long", step=0, input_hash="h", k=2)
+    base = [math.sin(i) for i in range(8192)]
+    near = [v + 0.01 * math.cos(i) for i, v in enumerate(base)]
+    book.record(contest, "a", "vote", '"one"', meaning=meaning(base))
+    decided = book.record(contest, "b", "vote", '"one, said again"', meaning=meaning(near))
+    assert decided.outcome is Outcome.DECIDED and book.tally(contest) == {'"one"': 2}

@@ -22,8 +22,17 @@
 -- The nearest candidate at or above the threshold wins; equal similarity goes to the smaller key. An answer
 -- that is a representative itself joins its own candidate (similarity 1, whatever float32 rounding gives).
 
+-- In chunks: one unpack of a long vector returns more values than Lua's stack holds (~8000).
 local function unpack_vector(packed)
-  return {struct.unpack('<' .. string.rep('f', #packed / 4), packed)}
+  local out, pos, left = {}, 1, #packed / 4
+  while left > 0 do
+    local n = math.min(left, 1024)
+    local values = {struct.unpack('<' .. string.rep('f', n), packed, pos)}
+    pos = table.remove(values)  -- struct.unpack returns the next position last
+    for _, v in ipairs(values) do out[#out + 1] = v end
+    left = left - n
+  end
+  return out
 end
 
 -- Returns the (kind, value) the vote is recorded as: its candidate's key, or a red flag.
