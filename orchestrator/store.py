@@ -51,6 +51,9 @@ class RunStore:
         self._check_same(task, config, stored)
         with store_errors(f"starting run {self.run_id}"):
             self.client.hdel(meta, "ended", "failure", "stop")  # a resumed run goes again
+            # Where and when this attempt began: `maker status` measures steps/s over it, not the whole run.
+            at = int(self.client.hget(keys.checkpoint(self.run_id), "step") or 0)
+            self.client.hset(meta, mapping={"resumed": time.time(), "resumed_step": at})
 
     def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])

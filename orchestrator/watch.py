@@ -108,18 +108,23 @@ def read_status(client: redis.Redis, run_id: str, *, events: bool = True) -> Run
     started = float(meta["started"]) if "started" in meta else None
     ended = float(meta["ended"]) if meta.get("ended") else None
     elapsed = max(0.0, (ended or time.time()) - started) if started else 0.0
-    rate = base.steps_done / elapsed if elapsed > 0 and base.steps_done else None
+    # The pace of the latest attempt (a resumed run goes on from its checkpoint), not of the whole run.
+    since = float(meta.get("resumed") or started or 0)
+    done_now = base.steps_done - int(meta.get("resumed_step") or 0)
+    took = (ended or time.time()) - since if since else 0.0
+    rate = done_now / took if took > 0 and done_now > 0 else None
+    state = _state(base, held)
     k = int(meta["k_raised"]) if "k_raised" in meta else json.loads(meta.get("config") or "{}").get("k")
     recent = [Event.of(entry_id, fields) for entry_id, fields in latest]
     return RunStatus(
         **base.model_dump(),
-        state=_state(base, held),
+        state=state,
         k=k,
         started_at=started,
         ended_at=ended,
         elapsed_s=round(elapsed, 3),
         steps_per_s=rate,
-        eta_s=_eta(base, rate),
+        eta_s=_eta(base, rate) if state is RunState.RUNNING else None,
         red_flags_by_reason=RunCounts.by_reason(counts),
         errors=counts.get("errors", 0),
         late_votes=counts.get("late_votes", 0),
