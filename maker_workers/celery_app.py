@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from maker_workers import transport  # noqa: F401  (redis:// and rediss:// brokers use its fixed transport)
 from maker_workers.settings import settings
-from maker_workers.transport import transport_for
 
 SAMPLE_TASK = "maker.sample"
 NOOP_TASK = "maker.noop"
@@ -20,8 +20,6 @@ def make_app(broker_url: str | None = None) -> Celery:
     """The app; the orchestrator builds its own with the broker it was given. Task events (for Flower)
     are the workers' setting, MAKER_TASK_EVENTS, read when a worker starts."""
     app = Celery("maker", broker=broker_url, include=["maker_workers.tasks"])
-    if broker_url:  # else the workers' own setting, below
-        app.conf.broker_transport = transport_for(broker_url)
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -34,7 +32,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # A lost sample is replaced by the orchestrator long before this, so keep redelivery slow.
-        broker_transport_options={"visibility_timeout": 3600},
+        # Timeouts, so a publish or a consume on a link gone silent errors (and is retried) instead of hanging:
+        # kombu passes socket_timeout=None to redis-py unless told.
+        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 10, "socket_connect_timeout": 5},
     )
     return app
 
@@ -46,10 +46,6 @@ class _FromEnvironment:
     @property
     def broker_url(self) -> str:
         return settings().broker
-
-    @property
-    def broker_transport(self) -> str | None:
-        return transport_for(settings().broker)
 
     @property
     def worker_send_task_events(self) -> bool:

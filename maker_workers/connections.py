@@ -9,6 +9,7 @@ pops never retries.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -91,16 +92,17 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def reach(client: redis.Redis, url: str, setting: str) -> None:
-    """The first contact: a ping with a short connect timeout, tried three times (a dropped connection) but
-    never again on a wrong password or a timeout. A wrong password, host or scheme is said within seconds
-    (ConfigError for a password, MakerError otherwise) instead of after the half minute of retries that
-    rides out a Redis restart mid-run; `setting` names where the URL came from."""
+def reach(client: redis.Redis, url: str, setting: str, patience_s: float = 15.0) -> None:
+    """The first contact: a ping with a short connect timeout. A wrong password, or a timeout (a TLS URL on a
+    plain port, a host that drops packets), is said at once: ConfigError for the password, MakerError otherwise.
+    A refused connection or a Redis still loading its data is waited for up to `patience_s` (a worker started
+    while Redis restarts), saying so from the third try; `setting` names where the URL came from."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, **_policy(0), "socket_connect_timeout": 5.0, "socket_timeout": 5.0}
     probe = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    give_up_at = time.monotonic() + patience_s
     try:
-        for attempt in range(1, 4):
+        for attempt in itertools.count(1):
             try:
                 probe.ping()
                 return
@@ -109,8 +111,10 @@ def reach(client: redis.Redis, url: str, setting: str) -> None:
                     f"Redis at {redact(url)} refused the password: {exc}; fix the password in {setting}"
                 ) from exc
             except redis.RedisError as exc:
-                if attempt < 3 and isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError):
-                    time.sleep(0.2 * attempt)
+                transient = isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError)
+                if transient and time.monotonic() < give_up_at:
+                    waiting_for_redis(f"the first contact with {redact(url)}", attempt, exc)
+                    time.sleep(min(0.2 * attempt, 2.0))
                     continue
                 hint = ""
                 if url.startswith("rediss://"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
 SCHEMES = ("redis", "rediss")
@@ -28,6 +29,12 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-def transport_for(broker_url: str) -> str | None:
-    """This transport for a Redis broker; None (Celery's choice by scheme) for any other."""
-    return f"{__name__}:Transport" if broker_url.partition("://")[0] in SCHEMES else None
+def install() -> None:
+    """Make this the transport of redis:// and rediss:// URLs. Through kombu's aliases, not Celery's
+    broker_transport: kombu turns TLS on for rediss:// by the alias name, and Flower picks its broker view by the
+    URL's scheme, so both must stay as they are."""
+    for scheme in SCHEMES:
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+
+
+install()

@@ -110,6 +110,7 @@ class _Open:
     in_flight: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
     last_error: str | None = None
+    patience: int = 1  # doubles each time samples are presumed lost with no sign of a loss (a stall)
 
     @property
     def decided(self) -> bool:
@@ -125,6 +126,7 @@ class _Open:
     def hear(self, notice: Notice) -> None:
         """What a notice says of the sample itself; its snapshot is taken by `Runner._see`."""
         self.in_flight.pop(notice.sample_id, None)
+        self.patience = 1
         if notice.outcome is Outcome.ERROR:
             self.last_error = notice.reason
 
@@ -178,6 +180,7 @@ class Runner:
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         self._latencies: deque[float] = deque(maxlen=500)  # recent send-to-outcome times, seconds
         self._timeout_s = config.sample_timeout_s  # recomputed from them every wait_s
+        self._landed_sent_at = 0.0  # when the latest-sent sample that has landed was sent
         # BLPOP is the one command never sent twice (maker_workers/connections.py): a lost notice costs a
         # re-read instead.
         self._waiter = never_twice(client, socket_timeout=config.wait_s + 10)
@@ -251,7 +254,7 @@ class Runner:
             self._check_caps(front)
             self._speculate(window)
             for contest in window:
-                self._forget_lost(contest.in_flight)
+                self._forget_lost(contest)
                 self._top_up(contest)
             notice = self._next_notice(self._until_lost(window))
             now = time.monotonic()
@@ -478,10 +481,10 @@ class Runner:
     def _until_lost(self, window: list[_Open]) -> float:
         """How long to wait for a notice: until the next sample in flight would be presumed lost, so that
         its replacement goes out then, not at the next wait_s."""
-        sent = [at for contest in window for at in contest.in_flight.values()]
-        if not sent:
+        lost_at = [self._lost_at(contest, at) for contest in window for at in contest.in_flight.values()]
+        if not lost_at:
             return self.config.wait_s
-        return min(self.config.wait_s, max(0.05, min(sent) + self._timeout_s - time.monotonic()))
+        return min(self.config.wait_s, max(0.05, min(lost_at) - time.monotonic()))
 
     def _next_notice(self, wait_s: float | None = None) -> Notice | None:
         try:
@@ -505,6 +508,7 @@ class Runner:
         sent_at = self._outstanding.pop(notice.sample_id, None)  # heard of, whatever happens to the notice next
         if sent_at is not None:  # every sample's latency, the slow ones of closed contests included
             self._latencies.append(time.monotonic() - sent_at)
+            self._landed_sent_at = max(self._landed_sent_at, sent_at)
         return notice
 
     def _sample_timeout(self) -> float:
@@ -515,9 +519,9 @@ class Runner:
         cfg, seen = self.config, sorted(self._latencies)
         if not seen:
             return cfg.sample_timeout_s
+        slowest = seen[int(0.99 * (len(seen) - 1))] if len(seen) >= 20 else seen[-1]  # the p99, or the slowest
         times = 4 if len(seen) >= 20 else 8
-        p99 = seen[int(0.99 * (len(seen) - 1))]
-        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, times * p99))
+        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, times * slowest))
 
     def _reconnect(self, exc: StoreError) -> None:
         """Back off before the next wait, and say so when it goes on: Redis restarting is worth a line."""
@@ -526,13 +530,25 @@ class Runner:
             self._on_warning(f"{exc}; reconnecting to Redis (waiting for outcomes)")
         time.sleep(min(0.05 * 2**self._reconnects, 2.0))
 
-    def _forget_lost(self, in_flight: dict[str, float]) -> None:
-        """Samples unheard of for too long are presumed lost; dropping them lets new ones replace them.
+    def _lost_at(self, contest: _Open, sent_at: float) -> float:
+        """When a sample still unheard of is presumed lost. Soon (the sample timeout) when a sample sent after
+        it has landed: it was overtaken, so lost. Otherwise nothing is landing at all (the workers stalled, or
+        every sample in flight was lost): then later each time, so a stall does not flood the queue with
+        replacements of replacements."""
+        if sent_at < self._landed_sent_at:
+            return sent_at + self._timeout_s
+        return sent_at + min(self.config.sample_timeout_s, self._timeout_s * contest.patience)
+
+    def _forget_lost(self, contest: _Open) -> None:
+        """Samples presumed lost (`_lost_at`) are dropped from the contest's view, so new ones replace them.
 
         Should a lost one turn up after all, its vote still counts once: Redis dedupes by sample id.
         """
-        deadline = time.monotonic() - self._timeout_s
-        for sample_id in [s for s, sent_at in in_flight.items() if sent_at < deadline]:
+        now = time.monotonic()
+        lost = [s for s, sent_at in contest.in_flight.items() if self._lost_at(contest, sent_at) <= now]
+        if any(contest.in_flight[s] >= self._landed_sent_at for s in lost):
+            contest.patience *= 2
+        for sample_id in lost:
             # Still outstanding: if it lands after all, it is this run's (a refusal ends the run) and its
             # latency counts, so a provider that slowed down raises the timeout; a lost one never lands.
-            del in_flight[sample_id]
+            del contest.in_flight[sample_id]

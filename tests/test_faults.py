@@ -231,7 +231,13 @@ def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_p
 
             restarter = threading.Thread(target=restart, daemon=True)
             restarter.start()
-            runner = Runner(redis.Redis.from_url(url), make_app(url), VotingConfig(wait_s=0.5), HanoiTask(6))
+
+            def worker_alive() -> None:  # a dead worker fails the test at once, not at pytest's timeout
+                if worker.popen.poll() is not None:
+                    raise AssertionError(f"the worker died:\n{worker.tail()}")
+
+            voting = VotingConfig(wait_s=0.5)
+            runner = Runner(redis.Redis.from_url(url), make_app(url), voting, HanoiTask(6), health_check=worker_alive)
 
             def on_commit(step: CommittedStep) -> None:
                 if step.step == 20:
@@ -249,3 +255,22 @@ def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_p
         logging.getLogger("maker.redis").removeHandler(saying)
         for server in servers:
             server.stop()
+
+
+def test_a_closed_broker_channel_raises_a_connection_error_that_kombu_and_celery_handle(redis_url: str) -> None:
+    """kombu's own transport raised AttributeError here, which stopped the worker (an "unrecoverable error")."""
+    with make_app(redis_url).connection_for_write() as connection:
+        channel = connection.channel()
+        channel.close()
+        with pytest.raises(redis.ConnectionError, match="closed"):
+            channel._get_pool()
+        assert isinstance(redis.ConnectionError(), connection.connection_errors)
+
+
+def test_a_rediss_broker_still_speaks_tls_and_keeps_its_scheme() -> None:
+    """The fixed transport is installed under kombu's own aliases: kombu turns TLS on by the alias name, and
+    Flower picks its broker view by the URL's scheme."""
+    for url, tls in (("rediss://:pw@127.0.0.1:1/0?ssl_cert_reqs=required", True), ("redis://127.0.0.1:1/0", False)):
+        connection = make_app(url).connection_for_write()
+        assert type(connection.transport).__module__ == "maker_workers.transport"
+        assert bool(connection.ssl) is tls and connection.as_uri().split("://")[0] == url.split("://")[0]
