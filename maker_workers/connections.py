@@ -63,19 +63,22 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **options, **_policy(RETRIES))
 
 
+def _same_server(client: redis.Redis, retries: int, **options: Any) -> redis.Redis:
+    """A client of its own (own pool) to `client`'s server, with this retry policy and these options."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **_policy(retries), **options}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
 def never_twice(client: redis.Redis, socket_timeout: float) -> redis.Redis:
     """A client to the same server that never sends a command again (for BLPOP). Its socket timeout
     (longer than any BLPOP it sends) turns a half-open connection, whose reply never comes, into an error."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_policy(0), "socket_timeout": socket_timeout}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    return _same_server(client, 0, socket_timeout=socket_timeout)
 
 
 def retrying(client: redis.Redis) -> redis.Redis:
     """The same server through a client that retries, whatever the given one does."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_policy(RETRIES)}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    return _same_server(client, RETRIES)
 
 
 def redact(url: str) -> str:
@@ -97,9 +100,7 @@ def reach(client: redis.Redis, url: str, setting: str, patience_s: float = 15.0)
     plain port, a host that drops packets), is said at once: ConfigError for the password, MakerError otherwise.
     A refused connection or a Redis still loading its data is waited for up to `patience_s` (a worker started
     while Redis restarts), saying so from the third try; `setting` names where the URL came from."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_policy(0), "socket_connect_timeout": 5.0, "socket_timeout": 5.0}
-    probe = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    probe = _same_server(client, 0, socket_connect_timeout=5.0, socket_timeout=5.0)
     give_up_at = time.monotonic() + patience_s
     try:
         for attempt in itertools.count(1):

@@ -240,8 +240,10 @@ def calibrate(
                 )
                 publisher.send(request, argsrepr=f"calibration={run_id} step={item.step}")
                 right[request.sample_id] = item.right
+            publisher.close()  # all sent: only outcomes are awaited from here
             _collect(running, run_id, set(right), events, voting.wait_s, silence_s, on_sample)
         except BaseException:
+            publisher.close()
             with contextlib.suppress(MakerError):  # the workers skip what is still queued
                 store.stop("ended")
             raise

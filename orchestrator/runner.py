@@ -218,6 +218,7 @@ class Runner:
                 self.store.stop("ended")
             raise
         finally:
+            self.publisher.close()  # the drain below only listens; a later send opens a new connection
             with contextlib.suppress(MakerError):  # lapses by itself if Redis is gone
                 self.store.release(self._holder)
         self.store.stop("done")
@@ -519,9 +520,11 @@ class Runner:
         cfg, seen = self.config, sorted(self._latencies)
         if not seen:
             return cfg.sample_timeout_s
-        slowest = seen[int(0.99 * (len(seen) - 1))] if len(seen) >= 20 else seen[-1]  # the p99, or the slowest
-        times = 4 if len(seen) >= 20 else 8
-        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, times * slowest))
+        if len(seen) >= 20:
+            slow, times = seen[int(0.99 * (len(seen) - 1))], 4  # the p99
+        else:
+            slow, times = seen[-1], 8  # the slowest
+        return min(cfg.sample_timeout_s, max(cfg.sample_timeout_floor_s, times * slow))
 
     def _reconnect(self, exc: StoreError) -> None:
         """Back off before the next wait, and say so when it goes on: Redis restarting is worth a line."""

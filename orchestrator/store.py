@@ -47,13 +47,14 @@ class RunStore:
             # One transaction: a run never exists with its task but without the k it votes with.
             pipe.hsetnx(meta, "task", canonical(task)).hsetnx(meta, "config", json.dumps(config))
             pipe.hsetnx(meta, "started", time.time()).hmget(meta, ["task", "config"])
-            stored = pipe.execute()[-1]
+            pipe.hget(keys.checkpoint(self.run_id), "step")
+            *_, stored, at = pipe.execute()
         self._check_same(task, config, stored)
-        with store_errors(f"starting run {self.run_id}"):
-            self.client.hdel(meta, "ended", "failure", "stop")  # a resumed run goes again
+        with store_errors(f"starting run {self.run_id}"), self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(meta, "ended", "failure", "stop")  # a resumed run goes again
             # Where and when this attempt began: `maker status` measures steps/s over it, not the whole run.
-            at = int(self.client.hget(keys.checkpoint(self.run_id), "step") or 0)
-            self.client.hset(meta, mapping={"resumed": time.time(), "resumed_step": at})
+            pipe.hset(meta, mapping={"resumed": time.time(), "resumed_step": int(at or 0)})
+            pipe.execute()
 
     def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])

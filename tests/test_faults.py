@@ -113,7 +113,7 @@ def test_a_lost_task_message_costs_seconds_not_the_whole_sample_timeout(private:
 
 def test_replies_lost_between_the_orchestrator_and_redis_neither_hang_nor_end_the_run(private: Embedded) -> None:
     """Every client command goes through a proxy that drops replies and resets connections."""
-    proxy = FaultProxy(int(private.redis_url.rsplit(":", 1)[1].split("/")[0]), drop=0.02, seed=4)
+    proxy = FaultProxy(port_of(private.redis_url), drop=0.02, seed=4)
     client = redis.Redis.from_url(proxy.url)
     try:
         runner = Runner(client, make_app(private.redis_url), VotingConfig(wait_s=0.5, drain_s=5), HanoiTask(6))
