@@ -1,10 +1,11 @@
-"""kombu's Redis transport, with one fix: a channel whose connection dropped says so with a ConnectionError.
+"""kombu's Redis transport, with one fix and one saving. The fix: a channel whose connection dropped says so with a ConnectionError.
 
 After a connection to Redis drops, kombu may still use a channel it has closed (to ack a finished task as the
 worker's consumer restarts, or to publish); the channel's `connection` is then None and kombu fails with
 AttributeError, which Celery takes for an unrecoverable error: the worker stops (seen on a Redis restart).
 As a ConnectionError it is handled as what it is: the worker reconnects, a publish is retried. A lost ack
 costs nothing: the sample is replaced by the orchestrator or delivered again, and counted once either way.
+The saving: one Redis client per channel instead of one per message.
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ SCHEMES = ("redis", "rediss")
 
 
 class Channel(kombu_redis.Channel):
+    _sync_client: tuple[Any, redis.Redis] | None = None  # (the pool it was made for, the client)
+
+    def _create_client(self, asynchronous: bool = False) -> redis.Redis:
+        """One client per pool, where kombu builds a new one for every publish and every ack. A redis-py client
+        is thread-safe and cheap to keep, but costly to build (a fifth of a worker's CPU went to it per task).
+        A closed channel has no pool, so it still raises as below."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        if self._sync_client is None or self._sync_client[0] is not pool:
+            self._sync_client = (pool, super()._create_client())
+        return self._sync_client[1]
+
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection is None or self.connection.client is None:
             raise redis.ConnectionError("the channel to Redis was closed when its connection dropped")
