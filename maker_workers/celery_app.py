@@ -31,10 +31,13 @@ def make_app(broker_url: str | None = None) -> Celery:
         worker_prefetch_multiplier=4,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        # A lost sample is replaced by the orchestrator long before this, so keep redelivery slow.
+        # No ack emulation: the orchestrator, not the broker, redelivers. A sample unheard of is replaced within
+        # seconds (its adaptive timeout), so kombu's copy of every message in flight (two Redis writes per task,
+        # a fifth of a worker's CPU), kept to redeliver it an hour later, would buy only stale samples. A worker
+        # that stops gracefully still puts back the messages it had prefetched (kept in its memory).
         # Timeouts, so a publish or a consume on a link gone silent errors (and is retried) instead of hanging:
         # kombu passes socket_timeout=None to redis-py unless told.
-        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 10, "socket_connect_timeout": 5},
+        broker_transport_options={"ack_emulation": False, "socket_timeout": 10, "socket_connect_timeout": 5},
     )
     return app
 
