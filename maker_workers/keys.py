@@ -84,6 +84,9 @@ class StepKeys:
     first: str  # the sample id that drew the contest's first (T=0) sample
     vectors: str  # semantic contests only: each candidate's unit vector (lua/semantic.lua)
 
+    def every(self) -> tuple[str, ...]:
+        return (self.seen, self.tally, self.status, self.payloads, self.voters, self.first, self.vectors)
+
 
 def step_status_pattern(run_id: str) -> str:
     """Glob matching the status hash of every contest of a run, guesses included."""

@@ -71,7 +71,7 @@ def members_from(settings: WorkerSettings, client: redis.Redis, http: httpx.Clie
     members = []
     limits = settings.provider_limits
     for provider, model in chosen(settings):
-        base_url = settings.base_url or (settings.sim_url if provider == "sim" else None)
+        base_url = settings.base_url or (settings.sim_base_url if provider == "sim" else None)
         one = settings.model_copy(update={"provider": provider, "model": model, "base_url": base_url})
         limiter = None if limits is None else RateLimiter(client, provider, model, limits)
         members.append(

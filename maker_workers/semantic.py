@@ -68,7 +68,7 @@ def embedder_for(embeddings: str, settings: WorkerSettings, client: redis.Redis,
     except ValueError as exc:
         raise ConfigError(f"answer.embeddings: {exc}") from None
     own = settings.base_url if settings.provider == provider else None
-    url = own or (settings.sim_url if provider == "sim" else None) or DEFAULT_URLS[provider]
+    url = own or (settings.sim_base_url if provider == "sim" else None) or DEFAULT_URLS[provider]
     key = api_key_for(provider, settings)
     if provider == "ollama":
         embedding_model: EmbeddingModel = OllamaEmbeddings(http, base_url=url, model=model, api_key=key)

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maker_workers.errors import ConfigError
 from maker_workers.ratelimit import ProviderLimits
+from maker_workers.simllm import inprocess
+from maker_workers.simllm.model import SimConfig
 
 
 class WorkerSettings(BaseSettings):
@@ -21,6 +23,9 @@ class WorkerSettings(BaseSettings):
     model: str = Field("sim-hanoi", description="model name sent to the provider")
     base_url: str | None = Field(None, description="the provider's base URL; each provider has a default")
     sim_url: str | None = Field(None, description="the simulated LLM's base URL, for `sim` models without base_url")
+    sim_inprocess: SimConfig | None = Field(
+        None, description="serve the simulated LLM inside this worker (JSON of its config), not over HTTP: benchmarks"
+    )
     api_key: str | None = Field(None, repr=False, description="provider API key (never logged)")
     # The providers' own variables, unprefixed as their SDKs read them; MAKER_API_KEY serves where they are unset.
     openai_api_key: str | None = Field(
@@ -61,6 +66,11 @@ class WorkerSettings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def sim_base_url(self) -> str | None:
+        """Where `sim` models are reached when they have no base_url of their own."""
+        return inprocess.URL if self.sim_inprocess is not None else self.sim_url
 
     @property
     def provider_limits(self) -> ProviderLimits | None:

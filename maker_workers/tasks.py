@@ -22,6 +22,7 @@ from maker_workers.members import Member, members_from
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
 from maker_workers.semantic import Embedder, embedder_for
 from maker_workers.settings import settings
+from maker_workers.simllm import inprocess
 from maker_workers.votes import VoteBook
 
 READY_LINE = "maker worker ready"
@@ -45,6 +46,7 @@ def resources() -> WorkerResources:
     http = httpx.Client(
         timeout=cfg.request_timeout_s,
         limits=httpx.Limits(max_connections=cfg.http_connections, max_keepalive_connections=cfg.http_connections),
+        mounts=inprocess.mounts(cfg.sim_inprocess),
     )
     return WorkerResources(
         redis=client,

@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one fix and one saving. The fix: a channel whose connection dropped says so with a ConnectionError.
+"""kombu's Redis transport, with one fix and one saving. The fix: a channel whose connection dropped says so with
+a ConnectionError.
 
 After a connection to Redis drops, kombu may still use a channel it has closed (to ack a finished task as the
 worker's consumer restarts, or to publish); the channel's `connection` is then None and kombu fails with

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
+from redis.commands.core import Script
 
 from maker_workers import keys
 from maker_workers.errors import store_errors
@@ -143,6 +144,43 @@ class VoteBook:
     ) -> Recorded:
         """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
         `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector."""
+        script, script_keys, args = self._call(
+            contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning
+        )
+        with store_errors(f"recording sample {sample_id}"):
+            outcome, leader, runner_up = script(keys=script_keys, args=args)
+        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        reason = None if kind == "vote" else value
+        return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up, reason=reason)
+
+    def queue(
+        self,
+        pipe: redis.client.Pipeline,
+        contest: Contest,
+        sample_id: str,
+        kind: Literal["vote", "red_flag"],
+        value: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """The same script call as `record`, queued on `pipe` (whose `execute` returns the raw replies): for
+        benchmarks/scale_out.py, which measures how many of them one Redis serves."""
+        script, script_keys, args = self._call(contest, sample_id, kind, value, input_tokens, output_tokens)
+        script(keys=script_keys, args=args, client=pipe)
+
+    def _call(
+        self,
+        contest: Contest,
+        sample_id: str,
+        kind: str,
+        value: str,
+        input_tokens: int,
+        output_tokens: int,
+        payload: str = "",
+        drawn_by: Drawer | None = None,
+        meaning: Meaning | None = None,
+    ) -> tuple[Script, list[str], list[Any]]:
+        """The script to run for one sample, with its KEYS and ARGV (lua/record_sample.lua's contract)."""
         drawn_by = drawn_by or Drawer()
         step = contest.keys
         run = contest.run_id
@@ -154,41 +192,36 @@ class VoteBook:
             cost = -1 if meaning.cost_nusd is None else meaning.cost_nusd
             extra_args = [meaning.vector, meaning.group, repr(meaning.threshold), meaning.max_candidates]
             extra_args += [meaning.tokens, cost]
-        with store_errors(f"recording sample {sample_id}"):
-            outcome, leader, runner_up = script(
-                keys=[
-                    step.seen,
-                    step.tally,
-                    step.status,
-                    step.payloads,
-                    keys.notify(run),
-                    keys.events(run),
-                    keys.stats(run),
-                    step.voters,
-                    *extra_keys,
-                ],
-                args=[
-                    sample_id,
-                    kind,
-                    value,
-                    payload,
-                    contest.k,
-                    contest.step,
-                    contest.input_hash,
-                    input_tokens,
-                    output_tokens,
-                    self._events_maxlen,
-                    self._contest_ttl_s,
-                    drawn_by.model,
-                    -1 if drawn_by.cost_nusd is None else drawn_by.cost_nusd,
-                    "1" if drawn_by.by_model else "0",
-                    self._worker,
-                    *extra_args,
-                ],
-            )
-        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
-        reason = None if kind == "vote" else value
-        return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up, reason=reason)
+        script_keys = [
+            step.seen,
+            step.tally,
+            step.status,
+            step.payloads,
+            keys.notify(run),
+            keys.events(run),
+            keys.stats(run),
+            step.voters,
+            *extra_keys,
+        ]
+        args = [
+            sample_id,
+            kind,
+            value,
+            payload,
+            contest.k,
+            contest.step,
+            contest.input_hash,
+            input_tokens,
+            output_tokens,
+            self._events_maxlen,
+            self._contest_ttl_s,
+            drawn_by.model,
+            -1 if drawn_by.cost_nusd is None else drawn_by.cost_nusd,
+            "1" if drawn_by.by_model else "0",
+            self._worker,
+            *extra_args,
+        ]
+        return script, script_keys, args
 
     def _entry(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> dict[str, str | int]:
         worker = {"worker": self._worker} if self._worker else {}

@@ -137,7 +137,9 @@ def _drive(
             with contextlib.suppress(MakerError):
                 runner.store.finish(str(exc))
             raise
-        wall = time.perf_counter() - started
+        # Until the last commit: the drain that follows (samples still in flight, waited for so that their
+        # cost is counted) is not the run's work.
+        wall = (runner.ended_at or time.perf_counter()) - started
         runner.store.finish(failure)
         stats = runner.store.stats()
         return _Outcome(runner.run_id, failure is None, failure, stats, wall, finish(runner), detail)

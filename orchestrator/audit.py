@@ -146,7 +146,9 @@ def audit(client: redis.Redis, run_id: str) -> AuditReport:
     task = load_task(definition)
     with store_errors(f"reading the config of run {run_id}"):
         config = json.loads(client.hget(keys.meta(run_id), "config") or "{}")
-    base_k, speculate = int(config.get("k", 1)), int(config.get("speculate", 0))
+    base_k = int(config.get("k", 1))
+    speculate = config.get("speculate", 0)  # None: adaptive, never deeper than speculate_max
+    speculate = int(config.get("speculate_max", 32) if speculate is None else speculate)
     events, trimmed, stream_check = _read_events(client, run_id)
     raised = sorted((e.step, _number(e.fields.get("k"))) for e in events if e.kind == "k_changed")
     try:

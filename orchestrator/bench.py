@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -23,7 +24,7 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
 from orchestrator.cluster import ClusterOptions, cluster_for_run
 from orchestrator.embedded import Embedded
-from orchestrator.report import Scorer
+from orchestrator.report import Scorer, wasted_samples
 from orchestrator.runner import Runner, VotingConfig
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -50,7 +51,10 @@ class CpuClock:
         return {name: round(1000 * (after[name] - before.get(name, 0.0)) / items, 3) for name in after}
 
 
-class BenchResult(BaseModel):
+class Phase(BaseModel):
+    """One cluster's figures: the engine and the bare no-op task, measured on the same broker and workers."""
+
+    sim: str  # how the workers reached the simulated model: "in-process", "http", or "the cluster's own"
     steps: int
     errors: int
     samples: int
@@ -61,8 +65,16 @@ class BenchResult(BaseModel):
     noop_tasks_per_s: float
     noop_lockstep_tasks_per_s: float
     ratio: float
+    wasted_samples: int
     engine_cpu_ms_per_sample: dict[str, float]
     noop_cpu_ms_per_task: dict[str, float]
+
+
+class BenchResult(Phase):
+    """The headline figures are the engine's with the sim in process (the model's stand-in costs the engine
+    nothing, as a remote model would not); `http` is the same run with the sim over HTTP, for comparison."""
+
+    http: Phase | None = None
 
 
 def _noop_rate(client: redis.Redis, broker: Celery, rounds: int, batch: int) -> float:
@@ -82,20 +94,7 @@ def _noop_rate(client: redis.Redis, broker: Celery, rounds: int, batch: int) -> 
     return rounds * batch / elapsed
 
 
-def run_bench(
-    disks: int,
-    k: int,
-    workers: int,
-    concurrency: int,
-    noop_tasks: int,
-    redis_url: str | None,
-    speculate: int = 0,
-    console: Console | None = None,
-) -> BenchResult:
-    console = console or Console()
-    options = ClusterOptions(
-        redis_url=redis_url, workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0)
-    )
+def _phase(options: ClusterOptions, sim: str, disks: int, voting: VotingConfig, noop_tasks: int) -> Phase:
     with cluster_for_run(options) as cluster:
         clock = CpuClock(cluster.embedded)
         client, broker = cluster.client, cluster.broker
@@ -104,18 +103,18 @@ def run_bench(
         noop_rate = _noop_rate(client, broker, 1, noop_tasks)
         noop_cpu = clock.per_item_ms(before, noop_tasks)
 
-        voting = VotingConfig(k=k, speculate=speculate)
         runner = Runner(client, broker, voting, HanoiTask(disks), health_check=cluster.health_check)
         scorer = Scorer(disks)
         before = clock.read()
         started = time.perf_counter()
         runner.run(scorer.observe)
         wall = time.perf_counter() - started
-        samples = runner.store.stats()["samples"]
+        stats = runner.store.stats()
+        samples = stats["samples"]
         engine_cpu = clock.per_item_ms(before, samples)
-        lockstep_rate = _noop_rate(client, broker, min(scorer.steps, 500), k)
-
-    result = BenchResult(
+        lockstep_rate = _noop_rate(client, broker, min(scorer.steps, 500), voting.k)
+    return Phase(
+        sim=sim,
         steps=scorer.steps,
         errors=scorer.errors,
         samples=samples,
@@ -126,23 +125,62 @@ def run_bench(
         noop_tasks_per_s=round(noop_rate, 1),
         noop_lockstep_tasks_per_s=round(lockstep_rate, 1),
         ratio=round(samples / wall / noop_rate, 3),
+        wasted_samples=wasted_samples(stats),
         engine_cpu_ms_per_sample=engine_cpu,
         noop_cpu_ms_per_task=noop_cpu,
     )
-    table = Table(title=f"maker bench: {disks} disks, k={k}, speculate={speculate}, zero simulated latency")
+
+
+def run_bench(
+    disks: int,
+    k: int,
+    workers: int,
+    concurrency: int,
+    noop_tasks: int,
+    redis_url: str | None,
+    speculate: int | None = None,
+    console: Console | None = None,
+    http: bool = True,
+) -> BenchResult:
+    """`http`: also run the engine with the sim over HTTP (the embedded cluster only), printed beside."""
+    console = console or Console()
+    voting = VotingConfig(k=k) if speculate is None else VotingConfig(k=k, speculate=speculate)
+    options = ClusterOptions(
+        redis_url=redis_url, workers=workers, concurrency=concurrency, sim=SimConfig(latency_ms=0.0)
+    )
+    if redis_url is not None:
+        result = BenchResult(**_phase(options, "the cluster's own", disks, voting, noop_tasks).model_dump())
+    else:
+        inprocess = options.model_copy(update={"sim_inprocess": True})
+        result = BenchResult(**_phase(inprocess, "in-process", disks, voting, noop_tasks).model_dump())
+        if http:
+            result.http = _phase(options, "http", disks, voting, noop_tasks)
+    _print(console, result, disks, voting)
+    return result
+
+
+def _print(console: Console, result: BenchResult, disks: int, voting: VotingConfig) -> None:
+    phases = [result] + ([result.http] if result.http else [])
+    table = Table(title=f"maker bench: {disks} disks, k={voting.k}, speculate={voting.speculate}, zero model latency")
     table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("steps (errors)", f"{result.steps} ({result.errors})")
-    table.add_row("engine: samples/s", f"{result.engine_samples_per_s:.0f}")
-    table.add_row("engine: per-step overhead", f"{result.step_overhead_ms:.2f} ms")
-    table.add_row("bare no-op task, bulk: tasks/s", f"{result.noop_tasks_per_s:.0f}")
-    table.add_row(f"bare no-op task, {k} at a time: tasks/s", f"{result.noop_lockstep_tasks_per_s:.0f}")
-    table.add_row("engine samples/s ÷ bulk no-op tasks/s", f"{result.ratio:.2f}")
-    for name, ms in result.engine_cpu_ms_per_sample.items():
-        table.add_row(
+    for phase in phases:
+        table.add_column(f"sim {phase.sim}", justify="right")
+
+    def row(name: str, show: Callable[[Phase], str]) -> None:
+        table.add_row(name, *(show(phase) for phase in phases))
+
+    row("steps (errors)", lambda p: f"{p.steps} ({p.errors})")
+    row("engine: samples/s", lambda p: f"{p.engine_samples_per_s:.0f}")
+    row("engine: per-step overhead", lambda p: f"{p.step_overhead_ms:.2f} ms")
+    row("engine: wasted samples (speculation)", lambda p: f"{p.wasted_samples}")
+    row("bare no-op task, bulk: tasks/s", lambda p: f"{p.noop_tasks_per_s:.0f}")
+    row(f"bare no-op task, {voting.k} at a time: tasks/s", lambda p: f"{p.noop_lockstep_tasks_per_s:.0f}")
+    row("engine samples/s ÷ bulk no-op tasks/s", lambda p: f"{p.ratio:.2f}")
+    for name in {name: None for phase in phases for name in phase.engine_cpu_ms_per_sample}:
+        row(
             f"CPU per sample / per no-op task: {name}",
-            f"{ms:.2f} / {result.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms",
+            lambda p, name=name: (
+                f"{p.engine_cpu_ms_per_sample.get(name, 0.0):.2f} / {p.noop_cpu_ms_per_task.get(name, 0.0):.2f} ms"
+            ),
         )
     console.print(table)
-    print(result.model_dump_json(), flush=True)  # one line, unwrapped, for scripts
-    return result

@@ -30,6 +30,7 @@ class ClusterOptions(BaseModel):
     workers: int = Field(2, ge=1, description="embedded Celery worker processes")
     concurrency: int = Field(8, ge=1, description="threads per embedded worker")
     sim: SimConfig = Field(default_factory=SimConfig, description="the embedded simulated LLM")
+    sim_inprocess: bool = Field(False, description="the embedded sim inside each worker, not over HTTP (benchmarks)")
     models: ModelOptions = Field(default_factory=ModelOptions, description="the model(s) the embedded workers call")
 
 
@@ -61,7 +62,11 @@ def cluster_for_run(options: ClusterOptions) -> Iterator[Cluster]:
         if redis_url is None:
             embedded = stack.enter_context(
                 Embedded(
-                    workers=options.workers, concurrency=options.concurrency, sim=options.sim, models=options.models
+                    workers=options.workers,
+                    concurrency=options.concurrency,
+                    sim=options.sim,
+                    models=options.models,
+                    sim_inprocess=options.sim_inprocess,
                 )
             )
             redis_url = embedded.redis_url

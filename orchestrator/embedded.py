@@ -130,8 +130,10 @@ class Embedded:
         start_timeout_s: float = 60.0,
         models: ModelOptions | None = None,
         metrics_port: int | None = None,
+        sim_inprocess: bool = False,
     ) -> None:
-        """`metrics_port` (else MAKER_METRICS_PORT): worker i serves its Prometheus metrics on that port + i."""
+        """`metrics_port` (else MAKER_METRICS_PORT): worker i serves its Prometheus metrics on that port + i.
+        `sim_inprocess`: each worker serves the sim to itself (no HTTP, no sim process), for benchmarks."""
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
@@ -140,6 +142,7 @@ class Embedded:
         self.models = models or ModelOptions()
         self.start_timeout_s = start_timeout_s
         self.metrics_port = metrics_port
+        self.sim_inprocess = sim_inprocess
         self.metrics_ports: list[int] = []  # the workers'
         self.processes: list[Process] = []
         self.redis_url = ""
@@ -166,7 +169,7 @@ class Embedded:
         redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
-        if self.models.needs_sim:
+        if self.models.needs_sim and not self.sim_inprocess:
             self._start_sim()
         self.start_workers(self.workers)
 
@@ -189,6 +192,7 @@ class Embedded:
             "MAKER_REDIS_URL": url,
             "MAKER_BROKER_URL": url,
             **self.models.worker_env(self.sim_url or None),
+            "MAKER_SIM_INPROCESS": self.sim.model_dump_json() if self.sim_inprocess else None,
         }
         first = sum(p.name.startswith("worker-") for p in self.processes)
         workers = [

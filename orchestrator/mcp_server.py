@@ -111,7 +111,12 @@ class _Reliability(BaseModel):
     p: float = Field(
         DEFAULT_P, gt=0.5, le=1, description="with target_reliability: the chance one valid sample is right"
     )
-    speculate: int = Field(0, ge=0, le=MAX_SPECULATE, description="also vote this many steps ahead (hides latency)")
+    speculate: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SPECULATE,
+        description="vote this many steps ahead (hides latency; 0: off); omitted: adapted to what it wastes",
+    )
 
     @model_validator(mode="after")
     def _k_or_target(self) -> _Reliability:

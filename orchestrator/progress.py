@@ -49,18 +49,30 @@ class StepProgress(_Bar):
         self._task = self._progress.add_task(
             "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0, cost="", reliability=""
         )
-        self._samples = self._red_flags = self._rounds = self._done = 0
-        self._started = time.perf_counter()
+        self._samples = self._red_flags = self._rounds = self._done = self._shown = 0
+        self._started = self._shown_at = time.perf_counter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.update(self._task, advance=self._done - self._shown)  # the steps since the last redraw
+        super().__exit__(exc_type, exc, tb)
 
     def advance(self, step: CommittedStep) -> None:
+        """Counted at every step, drawn at most 20 times a second: a million steps must not pay for a million
+        redraws."""
         self._done += 1
         self._samples += step.samples
         self._red_flags += step.red_flags
         self._rounds = max(self._rounds, step.rounds)
-        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
+        now = time.perf_counter()
+        if now - self._shown_at < 0.05:
+            return
+        self._shown_at, advance, self._shown = now, self._done - self._shown, self._done
+        rate = self._done / max(now - self._started, 1e-9)
         self._progress.update(
             self._task,
-            advance=1,
+            advance=advance,
             rate=rate,
             samples=self._samples,
             red_flags=self._red_flags,

@@ -4,7 +4,7 @@ Publishing a sample again is safe (the vote script counts a sample id once), so 
 dropped connection is retried on a fresh one. kombu's own retry is not enough: after a reset it can keep a
 closed channel (maker_workers/transport.py turns what that raises into a ConnectionError; an AttributeError
 from elsewhere in kombu is taken the same way). One connection for every send is also cheaper than taking
-one from the pool per sample.
+one from the pool per sample, and a round's samples go in one batch: one round trip to Redis.
 """
 
 from __future__ import annotations
@@ -12,15 +12,20 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Connection
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from maker_workers.celery_app import SAMPLE_TASK
+from maker_workers.celery_app import QUEUE, SAMPLE_TASK
 from maker_workers.connections import waiting_for_redis
 from maker_workers.errors import REDIS_FULL, StoreError
 from maker_workers.sampling import SampleRequest
+
+# Broker priorities: kombu's Redis transport keeps a list per priority step (0, 3, 6, 9) and its workers pop the
+# lowest first.
+URGENT, LATER = 0, 3
 
 
 def _full(exc: BaseException) -> bool:
@@ -28,9 +33,12 @@ def _full(exc: BaseException) -> bool:
 
 
 def _broken(exc: BaseException) -> bool:
-    """A connection that went away (kombu's OperationalError, or its closed-channel AttributeError); a
-    full Redis is not: sending again cannot help."""
-    return isinstance(exc, (OperationalError, AttributeError, ConnectionError, TimeoutError)) and not _full(exc)
+    """A connection that went away (kombu's OperationalError, or its closed-channel AttributeError; a batch that
+    failed so); a full Redis is not: sending again cannot help."""
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        return _broken(exc.__cause__)
+    gone = (OperationalError, AttributeError, ConnectionError, TimeoutError, redis.ConnectionError, redis.TimeoutError)
+    return isinstance(exc, gone) and not _full(exc)
 
 
 class Publisher:
@@ -42,6 +50,11 @@ class Publisher:
 
     def send(self, request: SampleRequest, argsrepr: str) -> None:
         """`argsrepr` is what Flower shows of the task, instead of a saferepr of the whole state."""
+        self.send_many([(request, argsrepr, URGENT)])
+
+    def send_many(self, requests: list[tuple[SampleRequest, str, int]]) -> None:
+        """Each request with its `argsrepr` and priority, in one batch; all of it is sent again if any of it may
+        not have been (a sample sent twice is counted once)."""
         retrying = Retrying(
             retry=retry_if_exception(_broken),
             stop=stop_after_delay(self.give_up_after_s),
@@ -54,26 +67,32 @@ class Publisher:
         try:
             for attempt in retrying:
                 with attempt:
-                    self._send(request, argsrepr)
+                    self._send(requests)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             spent = f"{self.give_up_after_s:.0f} s"
             raise StoreError(f"sending a sample to the broker failed for {spent}: {cause}") from cause
-        except OperationalError as exc:
+        except (OperationalError, BatchPublishError, redis.RedisError) as exc:
             raise StoreError(f"sending a sample to the broker failed: {REDIS_FULL if _full(exc) else exc}") from exc
 
-    def _send(self, request: SampleRequest, argsrepr: str) -> None:
+    def _send(self, requests: list[tuple[SampleRequest, str, int]]) -> None:
         if self._producer is None:
             self._connection = self.broker.connection_for_write()
             self._producer = self.broker.amqp.Producer(self._connection, auto_declare=False)
+            self._producer.maybe_declare(self.broker.amqp.queues[QUEUE])  # once, not per message
         try:
-            self.broker.send_task(
-                SAMPLE_TASK,
-                args=[request.model_dump(mode="json")],
-                task_id=request.sample_id,
-                argsrepr=argsrepr,
-                producer=self._producer,
-            )
+            with self._producer.batch():
+                for request, argsrepr, priority in requests:
+                    self.broker.send_task(
+                        SAMPLE_TASK,
+                        args=[request.model_dump(mode="json")],
+                        task_id=request.sample_id,
+                        argsrepr=argsrepr,
+                        priority=priority,
+                        producer=self._producer,
+                        declare=[],
+                        retry=False,  # retried above, on a fresh connection
+                    )
         except BaseException:
             self.close()  # the next attempt starts on a fresh connection
             raise

@@ -110,6 +110,11 @@ class ModelCounts(BaseModel):
         return models
 
 
+def wasted_samples(stats: dict[str, int]) -> int:
+    """Samples no committed step counted (the stats' `committed_samples` are those that were)."""
+    return max(0, stats.get("samples", 0) - stats.get("committed_samples", 0))
+
+
 class RunCounts(BaseModel):
     """The figures every run reports, from its committed steps and the vote script's counters."""
 
@@ -117,6 +122,7 @@ class RunCounts(BaseModel):
     steps: int
     k: int
     samples: int
+    wasted_samples: int = 0  # drawn but counted by no committed step: losing guesses', and ones landing late
     votes: int
     red_flags: int
     red_flags_by_reason: dict[str, int]
@@ -127,7 +133,7 @@ class RunCounts(BaseModel):
     votes_per_step: dict[str, int]
     input_tokens: int
     output_tokens: int
-    wall_s: float
+    wall_s: float  # from the start until the last step was committed (the drain of samples in flight follows)
     temperature_omitted: bool = False
     k_changes: list[tuple[int, int]] = []  # (step, k) from the first step on: k per stretch of steps
     p_estimate: float | None = None  # p as the committed steps' votes imply it (no ground truth)
@@ -153,6 +159,7 @@ class RunCounts(BaseModel):
             "steps": log.steps,
             "k": k,
             "samples": stats.get("samples", 0),
+            "wasted_samples": wasted_samples(stats),
             "votes": stats.get("votes", 0),
             "red_flags": stats.get("red_flags", 0),
             "red_flags_by_reason": RunCounts.by_reason(stats),

@@ -3,10 +3,11 @@
 The orchestrator holds no vote in memory that Redis does not also hold: tallies and decisions live
 in Redis (written by the workers' Lua script), the committed state is checkpointed after every step.
 
-Speculation (`speculate` > 0) hides model latency: while step i is voted on, steps i+1.. are voted on
-too, each with the input the leading answer of the step before would give. Every contest is keyed by its
-exact input, so a guess that loses costs only its samples; it can never add a vote to another input,
-and each committed step is still decided ahead-by-k among samples of exactly its committed input.
+Speculation hides model latency: while step i is voted on, steps i+1.. are voted on too, each with the
+input the leading answer of the step before would give. Every contest is keyed by its exact input, so a
+guess that loses costs only its samples; it can never add a vote to another input, and each committed
+step is still decided ahead-by-k among samples of exactly its committed input. It is on by default, its
+depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
 from orchestrator.method import to_enqueue
-from orchestrator.publisher import Publisher
+from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
+from orchestrator.speculation import Depth
 from orchestrator.store import Checkpoint, RunStore
 
 
@@ -61,7 +63,16 @@ class VotingConfig(BaseModel):
     )
     wait_s: float = Field(2.0, gt=0, description="longest blocking wait before checking the cluster's health")
     stall_warning_s: float = Field(30.0, gt=0, description="silence from every worker this long is reported")
-    speculate: int = Field(0, ge=0, description="steps to vote on ahead of the committed one, on the leading answer")
+    speculate: int | None = Field(
+        None,
+        ge=0,
+        description="steps to vote on ahead of the committed one, on the leading answer (0: none); "
+        "None adapts the depth to the samples it wastes, up to speculate_max",
+    )
+    speculate_max: int = Field(32, ge=1, description="the deepest adaptive speculation goes")
+    speculate_waste: float = Field(
+        0.05, gt=0, lt=1, description="adaptive speculation keeps the share of samples it wastes near this"
+    )
     max_cost_usd: float | None = Field(None, gt=0, description="no new samples once the run has spent this much")
     drain_s: float = Field(
         30.0, ge=0, description="at the end, how long to wait for samples in flight, so the report counts them"
@@ -71,6 +82,12 @@ class VotingConfig(BaseModel):
     )
     adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
     keep_tallies: bool = Field(False, description="keep committed contests' votes in Redis (a vote reads them)")
+    linger_s: int = Field(
+        60,
+        ge=1,
+        description="a committed contest's status, and a dropped guess's keys, stay this long (a sample landing "
+        "later is recorded as late); Redis holds what is live, the answer log and the trace the history",
+    )
     lease_s: float = Field(15.0, gt=0, description="a run whose orchestrator is silent this long may be taken over")
 
     @model_validator(mode="after")
@@ -111,6 +128,9 @@ class _Open:
     rounds: int = 0
     last_error: str | None = None
     patience: int = 1  # doubles each time samples are presumed lost with no sign of a loss (a stall)
+    closed: bool = False  # committed, or dropped from the window: fed no more
+    basis: str | None = None  # the guess the next contest in the window was built on
+    hedged: bool = False  # an extra sample went out because its samples were slow and the run waited on it
 
     @property
     def decided(self) -> bool:
@@ -188,10 +208,17 @@ class Runner:
         self.book = VoteBook(client)
         self.store = RunStore(client, self.run_id)
         self._started = False
+        self.ended_at: float | None = None  # perf_counter() when the last step was committed, before the drain
         # Every sample sent and not yet heard of (guesses' and replaced ones included) -> when it was sent.
         self._outstanding: dict[str, float] = {}
         self.spent_nusd = 0
         self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
+        self.depth = Depth(config.speculate, config.speculate_max, config.speculate_waste)
+        # When the contests are next looked over for samples presumed lost; until then only the contest a notice
+        # touched is (the loop's cost does not grow with the window's depth).
+        self._sweep_at = 0.0
+        self._hedge_after_s: float | None = None  # None: hedging off, or too few samples have landed yet
+        self._dropped: dict[tuple[int, str], int] = {}  # (step, input) of guesses dropped -> samples they drew
 
     @property
     def in_flight(self) -> int:
@@ -221,6 +248,7 @@ class Runner:
             self.publisher.close()  # the drain below only listens; a later send opens a new connection
             with contextlib.suppress(MakerError):  # lapses by itself if Redis is gone
                 self.store.release(self._holder)
+        self.ended_at = time.perf_counter()
         self.store.stop("done")
         self._drain()
         return state
@@ -235,6 +263,7 @@ class Runner:
         else:
             step, state, previous = saved.step, saved.state, saved.previous
         window: list[_Open] = []  # window[0] has the committed input; the rest are guesses
+        touched: list[_Open] = []  # contests whose view changed since they were last fed
         heard_at = checked_at = time.monotonic()
         warned = False
         while not self.task.done(state, step):
@@ -242,36 +271,56 @@ class Runner:
                 raise StepFailed(step, f"the task is not done after {step} steps (max_steps {self.task.max_steps})")
             if not window:
                 window.append(self._open(step, state, previous))
+                touched.append(window[0])
             front = window[0]
             if front.decided:
                 committed = self._commit(front)
+                self.depth.committed(front.sent)
                 self._read_reliability(committed)
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
-                window.pop(0)
+                window.pop(0).closed = True
+                if len(self._dropped) > 1024:  # guesses dropped behind the committed step never come back
+                    self._dropped = {at: n for at, n in self._dropped.items() if at[0] >= step}
                 if window and window[0].contest.input_hash != self.task.input_hash(state, step, previous):
-                    window.clear()  # the guess was built on another input; it must never be committed
+                    self._drop(window, 0)  # the guess was built on another input; it must never be committed
                 continue
             self._check_caps(front)
-            self._speculate(window)
-            for contest in window:
-                self._forget_lost(contest)
-                self._top_up(contest)
-            notice = self._next_notice(self._until_lost(window))
+            opened = self._speculate(window)
+            touched += opened
+            now = time.monotonic()
+            if now >= self._sweep_at:
+                touched = self._sweep(window, now)
+            for contest in touched:
+                if not contest.closed:
+                    self._top_up(contest, urgent=contest is front)
+            touched = []
+            wake_at = self._sweep_at
+            if not opened and window[-1].guess is not None:  # the window cannot grow: the run waits on the front
+                ending = len(window) <= self.depth.depth  # not for want of depth: the task ends after the last
+                for contest in window if ending else [front]:
+                    wake_at = min(wake_at, self._hedge(contest, now, 0.5 if ending else 1.0))
+            notice = self._next_notice(min(self.config.wait_s, max(0.05, wake_at - now)))
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
                 self.store.hold(self._holder, self.config.lease_s)  # also: a full Redis fails the run here
                 self._timeout_s = self._sample_timeout()
+                self._hedge_after_s = self._hedge_after()
+                self._sweep_at = 0.0  # a new timeout: look everything over again
+                self._forget_unheard(now)
                 if self.store.stopped() == "cancelled":
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
             if notice is not None:
                 heard_at, warned = now, False
-                if not self._route(window, notice):
-                    self._reread(window)
+                routed, fresh = self._route(window, notice)
+                if not fresh:
+                    touched = self._reread(window)
+                elif routed is not None:
+                    touched.append(routed)
                 continue
-            self._reread(window)  # a lost notice must cost a re-read, never a hang
+            touched = self._reread(window)  # a lost notice must cost a re-read, never a hang
             silent = now - heard_at
             if silent >= self.config.stall_warning_s and not warned:
                 warned = True  # once per silence: the caller decides whether to go on waiting
@@ -305,6 +354,8 @@ class Runner:
             front.known.winner,
             keep=self.config.keep_tallies,
             rounds=committed.rounds,
+            samples=committed.samples,
+            linger_s=self.config.linger_s,
         )
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         return committed
@@ -369,31 +420,49 @@ class Runner:
         known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
         return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
 
-    def _speculate(self, window: list[_Open]) -> None:
-        while len(window) <= self.config.speculate:
+    def _speculate(self, window: list[_Open]) -> list[_Open]:
+        """Open guesses up to the speculation depth; returns those opened."""
+        opened: list[_Open] = []
+        while len(window) <= self.depth.depth:
             last = window[-1]
             if last.guess is None:
-                return
-            answer = last.known.leading_answer
+                break
             try:
+                answer = last.known.leading_answer
                 state = self.task.next_state(last.state, last.step, last.previous, answer)
                 if self.task.done(state, last.step + 1):
-                    return
-            except MakerError:  # a guess the task cannot even build on is not worth voting ahead of
-                return
+                    break
+            except (MakerError, ValueError):  # a guess the task cannot even build on is not worth voting ahead of
+                break
+            last.basis = last.guess
             window.append(self._open(last.step + 1, state, answer))
+            opened.append(window[-1])
+            # A guess dropped on a tie and opened again finds its votes in Redis: they were not wasted after all.
+            self.depth.dropped(-self._dropped.pop((last.step + 1, window[-1].contest.input_hash), 0))
+        return opened
 
-    @staticmethod
-    def _see(window: list[_Open], i: int, known: Snapshot) -> None:
-        """Replace window[i]'s view; the guesses built on its old leader are off the path if that changed."""
+    def _drop(self, window: list[_Open], start: int) -> None:
+        """Drop the guesses from window[start] on: what they drew is wasted, and their keys go within a minute
+        (a guess that comes back sooner finds its votes)."""
+        dropped = window[start:]
+        del window[start:]
+        for contest in dropped:
+            contest.closed = True
+            self.depth.dropped(contest.sent)
+            self._dropped[(contest.step, contest.contest.input_hash)] = contest.sent
+        self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s)
+
+    def _see(self, window: list[_Open], i: int, known: Snapshot) -> None:
+        """Replace window[i]'s view; the guesses built on its leader are off the path once another leads. A tie
+        drops nothing: the leader may well come back, and what was drawn on it would be drawn again."""
         contest = window[i]
-        guess = contest.guess
         contest.known = known
-        if contest.guess != guess:
-            del window[i + 1 :]
+        if len(window) > i + 1 and contest.guess is not None and contest.guess != contest.basis:
+            self._drop(window, i + 1)
 
-    def _route(self, window: list[_Open], notice: Notice) -> bool:
-        """Apply a notice to its open contest; False when it was stale and the view needs a re-read."""
+    def _route(self, window: list[_Open], notice: Notice) -> tuple[_Open | None, bool]:
+        """Apply a notice to its open contest: (that contest, or None for a committed step's or a dropped guess's,
+        and False when the notice was stale so the view needs a re-read)."""
         if notice.outcome is Outcome.FATAL:
             raise Rejected(notice.reason or "the provider refused the run")
         self._hear_cost(notice)
@@ -401,21 +470,22 @@ class Runner:
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
                 contest.hear(notice)
                 if notice.outcome is Outcome.SKIPPED:
-                    return True  # carries no snapshot
+                    return contest, True  # carries no snapshot
                 if notice.snapshot.samples < contest.known.samples:  # an old notice, or the keys expired
-                    return False
+                    return contest, False
                 self._see(window, i, notice.snapshot)
-                return True
-        return True  # a late outcome of a committed step or of a dropped guess
+                return contest, True
+        return None, True
 
-    def _reread(self, window: list[_Open]) -> None:
-        """Replace every open contest's view with what Redis holds now."""
+    def _reread(self, window: list[_Open]) -> list[_Open]:
+        """Replace every open contest's view with what Redis holds now; returns the window."""
         i = 0
         while i < len(window):  # a changed leader drops the guesses after it
             self._see(window, i, self.book.snapshot(window[i].contest))
             i += 1
+        return list(window)
 
-    def _top_up(self, contest: _Open) -> None:
+    def _top_up(self, contest: _Open, urgent: bool) -> None:
         cfg, known = self.config, contest.known
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
             return  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
@@ -425,9 +495,7 @@ class Runner:
         if needed:
             self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
-            for _ in range(needed):
-                contest.in_flight[self._send(contest)] = time.monotonic()
-                contest.sent += 1
+            self._send(contest, needed, urgent)
 
     def _check_caps(self, front: _Open) -> None:
         cfg, known = self.config, front.known
@@ -457,35 +525,48 @@ class Runner:
                 "the model's answers do not parse, see the run's events",
             )
 
-    def _send(self, contest: _Open) -> str:
-        sample_id = uuid.uuid4().hex
-        request = SampleRequest(
-            run_id=self.run_id,
-            step=contest.step,
-            input_hash=contest.contest.input_hash,
-            state=contest.state,
-            previous=contest.previous,
-            sample_id=sample_id,
-            # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
-            # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
-            temperature=self.config.first_temperature if contest.sent == 0 else self.config.later_temperature,
-            first=contest.sent == 0,
-            later_temperature=self.config.later_temperature,
-            k=contest.contest.k,
-            may_be_decided=contest.sent >= contest.contest.k or contest.known.samples > 0,
-            member=contest.step + contest.sent,
-        )
-        self.publisher.send(request, argsrepr=f"run={self.run_id} step={contest.step}")
-        self._outstanding[sample_id] = time.monotonic()
-        return sample_id
+    def _send(self, contest: _Open, count: int, urgent: bool) -> None:
+        """`count` more samples of `contest`, sent in one batch. The run waits on a contest's first sample (the
+        next guess is built on it) and on the front's (it is committed next): those go ahead of the others in
+        the broker's queue, or a deep window's backlog would stand between every step and the next."""
+        requests = []
+        for sent in range(contest.sent, contest.sent + count):
+            request = SampleRequest(
+                run_id=self.run_id,
+                step=contest.step,
+                input_hash=contest.contest.input_hash,
+                state=contest.state,
+                previous=contest.previous,
+                sample_id=uuid.uuid4().hex,
+                # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
+                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
+                temperature=self.config.first_temperature if sent == 0 else self.config.later_temperature,
+                first=sent == 0,
+                later_temperature=self.config.later_temperature,
+                k=contest.contest.k,
+                may_be_decided=sent >= contest.contest.k or contest.known.samples > 0,
+                member=contest.step + sent,
+            )
+            priority = URGENT if urgent or sent == 0 else LATER
+            requests.append((request, f"run={self.run_id} step={contest.step}", priority))
+        self.publisher.send_many(requests)
+        sent_at = time.monotonic()
+        for request, _, _ in requests:
+            self._outstanding[request.sample_id] = contest.in_flight[request.sample_id] = sent_at
+        contest.sent += count
+        self._sweep_at = min(self._sweep_at, sent_at + self._timeout_s)  # the soonest it can be presumed lost
 
-    def _until_lost(self, window: list[_Open]) -> float:
-        """How long to wait for a notice: until the next sample in flight would be presumed lost, so that
-        its replacement goes out then, not at the next wait_s."""
-        lost_at = [self._lost_at(contest, at) for contest in window for at in contest.in_flight.values()]
-        if not lost_at:
-            return self.config.wait_s
-        return min(self.config.wait_s, max(0.05, min(lost_at) - time.monotonic()))
+    def _sweep(self, window: list[_Open], now: float) -> list[_Open]:
+        """Forget the samples presumed lost in every contest, and set when to look again: when the next sample
+        in flight would be presumed lost, so that its replacement goes out then, not at the next wait_s.
+        Returns the window, every contest of which is to be fed."""
+        lost_at = now + self.config.wait_s
+        for contest in window:
+            self._forget_lost(contest)
+            for sent_at in contest.in_flight.values():
+                lost_at = min(lost_at, self._lost_at(contest, sent_at))
+        self._sweep_at = lost_at
+        return list(window)
 
     def _next_notice(self, wait_s: float | None = None) -> Notice | None:
         try:
@@ -511,6 +592,26 @@ class Runner:
             self._latencies.append(time.monotonic() - sent_at)
             self._landed_sent_at = max(self._landed_sent_at, sent_at)
         return notice
+
+    def _hedge_after(self) -> float | None:
+        """How long the run waits on its front contest's samples before it sends one more: twice the median
+        latency. Off without speculation (which asks for the fewest samples), and until 20 samples have landed."""
+        if self.config.speculate == 0 or len(self._latencies) < 20:
+            return None
+        return 2 * sorted(self._latencies)[len(self._latencies) // 2]
+
+    def _hedge(self, contest: _Open, now: float, sooner: float = 1.0) -> float:
+        """While the run waits on `contest` (the front when the window cannot grow; every contest once the task
+        ends after the window), one extra sample once its oldest has been out `_hedge_after_s`: whichever lands
+        first counts, so one slow straggler no longer holds every step behind it. Returns when to look again."""
+        if self._hedge_after_s is None or contest.hedged or contest.decided or not contest.in_flight:
+            return now + self.config.wait_s
+        due = min(contest.in_flight.values()) + self._hedge_after_s * sooner
+        if due > now:
+            return due
+        contest.hedged = True
+        self._send(contest, 1, urgent=True)
+        return now + self.config.wait_s
 
     def _sample_timeout(self) -> float:
         """A few times the recent p99 latency (send to outcome, queueing included), within the floor and
@@ -541,6 +642,13 @@ class Runner:
         if sent_at < self._landed_sent_at:
             return sent_at + self._timeout_s
         return sent_at + min(self.config.sample_timeout_s, self._timeout_s * contest.patience)
+
+    def _forget_unheard(self, now: float) -> None:
+        """Samples unheard of for longer than the timeout's cap are not waited for, even by the drain: forgotten,
+        so that what the orchestrator holds does not grow with the run."""
+        unheard = now - self.config.sample_timeout_s
+        for sample_id in [s for s, sent_at in self._outstanding.items() if sent_at < unheard]:
+            del self._outstanding[sample_id]
 
     def _forget_lost(self, contest: _Open) -> None:
         """Samples presumed lost (`_lost_at`) are dropped from the contest's view, so new ones replace them.

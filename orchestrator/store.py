@@ -149,10 +149,13 @@ class RunStore:
         winner: str,
         keep: bool = False,
         rounds: int = 0,
+        samples: int = 0,
+        linger_s: int = 60,
     ) -> None:
         """Checkpoint step `step`'s result and log its answer, once, even if this call is repeated;
         the winner's votes are credited to the models that cast them, the step's `rounds` are counted, and
-        the contest's votes are dropped (unless `keep`): Redis holds what is live, not the history."""
+        the contest's votes are dropped and its status lingers `linger_s` (unless `keep`); `samples` (the
+        contest's) are counted as committed, so the rest of the run's samples are what it wasted."""
         with store_errors(f"checkpointing step {step}"):
             at = self._commit(
                 keys=[
@@ -165,8 +168,18 @@ class RunStore:
                     contest.payloads,
                     contest.first,
                     contest.vectors,
+                    contest.status,
                 ],
-                args=[step, canonical(next_state), canonical(answer), winner, "keep" if keep else "", rounds],
+                args=[
+                    step,
+                    canonical(next_state),
+                    canonical(answer),
+                    winner,
+                    "keep" if keep else "",
+                    rounds,
+                    samples,
+                    linger_s,
+                ],
             )
         if int(at) != step + 1:
             raise StoreError(
@@ -177,6 +190,16 @@ class RunStore:
         """Every committed step's winning answer, in order (what a resumed run's scorer replays)."""
         with store_errors(f"reading the answers of run {self.run_id}"):
             return [json.loads(a) for a in self.client.lrange(keys.answers(self.run_id), 0, -1)]
+
+    def forget(self, contests: list[StepKeys], linger_s: int = 60) -> None:
+        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL)."""
+        if not contests:
+            return
+        with store_errors("expiring dropped guesses"), self.client.pipeline(transaction=False) as pipe:
+            for contest in contests:
+                for key in contest.every():
+                    pipe.expire(key, linger_s)
+            pipe.execute()
 
     def stats(self) -> dict[str, int]:
         """The run's counters as the vote script keeps them (samples, red flags by reason, tokens...)."""

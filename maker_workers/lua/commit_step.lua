@@ -9,12 +9,16 @@
 -- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
 -- KEYS[5..9] the contest's seen set, tally, payloads, first-sample claim and candidate vectors (semantic
 --            contests): not needed once committed (the answer log holds the result), so they go now,
---            unless ARGV[5] is "keep". Its status hash stays until it expires: a sample that lands later
---            finds the step decided and is recorded as late.
+--            unless ARGV[5] is "keep".
+-- KEYS[10]   the contest's status hash: it lingers ARGV[8] seconds (unless "keep"), so that a sample landing
+--            later finds the step decided and is recorded as late; then it goes too.
 --
 -- ARGV[1] the step being committed   ARGV[2] the state it produced   ARGV[3] its winning answer
 -- ARGV[4] the winning vote key     ARGV[5] "keep" to keep the contest's keys (a one-step vote reads its tally)
 -- ARGV[6] the rounds of samples the step took: added to the stats' `rounds`, and `max_rounds` kept (maker watch)
+-- ARGV[7] the samples the committed contest counted: added to the stats' `committed_samples`; every other
+--         sample (a losing guess's, one landing after its step was decided) is what speculation wasted
+-- ARGV[8] seconds the status hash lingers after the commit
 --
 -- Returns the checkpoint's step after the call: ARGV[1] + 1 when committed now or before;
 -- anything else means the checkpoint is elsewhere (another orchestrator drives this run).
@@ -31,6 +35,8 @@ if rounds > 0 then
     redis.call('HSET', KEYS[4], 'max_rounds', rounds)
   end
 end
+local samples = tonumber(ARGV[7] or 0)
+if samples > 0 then redis.call('HINCRBY', KEYS[4], 'committed_samples', samples) end
 local voters = redis.call('HGETALL', KEYS[3])
 for i = 1, #voters, 2 do
   local at = string.find(voters[i], ' ', 1, true)
@@ -38,5 +44,8 @@ for i = 1, #voters, 2 do
     redis.call('HINCRBY', KEYS[4], 'model:' .. string.sub(voters[i], 1, at - 1) .. ':winning_votes', voters[i + 1])
   end
 end
-if ARGV[5] ~= 'keep' then redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]) end
+if ARGV[5] ~= 'keep' then
+  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+  redis.call('EXPIRE', KEYS[10], tonumber(ARGV[8]))
+end
 return step + 1
