@@ -48,6 +48,13 @@ SimProfile = Annotated[
     str | None,
     typer.Option(help=f"simulate a measured model ({', '.join(PROFILES)}); --sim-* flags override it [none]"),
 ]
+SimInprocess = Annotated[
+    bool,
+    typer.Option(
+        "--sim-inprocess",
+        help="serve the simulated LLM inside each embedded worker instead of over HTTP (less CPU per sample)",
+    ),
+]
 SimLatencyScale = Annotated[
     float | None, typer.Option(help="multiply the simulated latency, e.g. 0.01 for a profile in tests [1]")
 ]
@@ -417,6 +424,7 @@ def hanoi(
     from_calibration: FromCalibration = None,
     adaptive_k: AdaptiveK = False,
     metrics_port: MetricsPort = 0,
+    sim_inprocess: SimInprocess = False,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
@@ -425,6 +433,10 @@ def hanoi(
     )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
+    if sim_inprocess:
+        if redis_url or not models.needs_sim:
+            fail("--sim-inprocess puts the embedded simulated LLM in the embedded workers: not with --redis-url")
+        cluster = cluster.model_copy(update={"sim_inprocess": True})
     caps = {
         "max_samples": max_samples,
         "max_red_flags": max_red_flags,

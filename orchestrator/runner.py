@@ -47,6 +47,8 @@ from orchestrator.reliability import LiveReliability
 from orchestrator.speculation import Depth
 from orchestrator.store import Checkpoint, RunStore
 
+NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
+
 
 class VotingConfig(BaseModel):
     k: int = Field(3, ge=1, description="margin the winner needs over the runner-up")
@@ -131,6 +133,7 @@ class _Open:
     closed: bool = False  # committed, or dropped from the window: fed no more
     basis: str | None = None  # the guess the next contest in the window was built on
     hedged: bool = False  # an extra sample went out because its samples were slow and the run waited on it
+    fresh: bool = False  # never opened before in this run: its first sample is the first without claiming it
 
     @property
     def decided(self) -> bool:
@@ -209,6 +212,7 @@ class Runner:
         self.store = RunStore(client, self.run_id)
         self._started = False
         self.ended_at: float | None = None  # perf_counter() when the last step was committed, before the drain
+        self._fresh_after: int | None = None  # see _run
         # Every sample sent and not yet heard of (guesses' and replaced ones included) -> when it was sent.
         self._outstanding: dict[str, float] = {}
         self.spent_nusd = 0
@@ -256,6 +260,8 @@ class Runner:
     def _run(self, on_commit: Callable[[CommittedStep], None]) -> JSON:
         saved = self.start()
         stats = self.store.stats()
+        # No sample of this run was ever recorded: a contest past the last one this runner opened is empty in Redis.
+        self._fresh_after = -1 if not stats.get("samples") else None
         self.spent_nusd = stats.get("cost_nusd", 0)
         self.k = max(self.k, self.store.raised_k() or 0)  # a resumed run keeps what adaptive k raised
         if saved is None:
@@ -291,16 +297,16 @@ class Runner:
             now = time.monotonic()
             if now >= self._sweep_at:
                 touched = self._sweep(window, now)
-            for contest in touched:
-                if not contest.closed:
-                    self._top_up(contest, urgent=contest is front)
+            self._send(
+                [(contest, self._top_up(contest), contest is front) for contest in touched if not contest.closed]
+            )
             touched = []
             wake_at = self._sweep_at
             if not opened and window[-1].guess is not None:  # the window cannot grow: the run waits on the front
                 ending = len(window) <= self.depth.depth  # not for want of depth: the task ends after the last
                 for contest in window if ending else [front]:
                     wake_at = min(wake_at, self._hedge(contest, now, 0.5 if ending else 1.0))
-            notice = self._next_notice(min(self.config.wait_s, max(0.05, wake_at - now)))
+            notices = self._next_notices(min(self.config.wait_s, max(0.05, wake_at - now)))
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
                 self._health_check()
@@ -312,13 +318,14 @@ class Runner:
                 if self.store.stopped() == "cancelled":
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
-            if notice is not None:
+            if notices:
                 heard_at, warned = now, False
-                routed, fresh = self._route(window, notice)
-                if not fresh:
-                    touched = self._reread(window)
-                elif routed is not None:
-                    touched.append(routed)
+                for notice in notices:
+                    routed, fresh = self._route(window, notice)
+                    if not fresh:
+                        touched = self._reread(window)
+                    elif routed is not None:
+                        touched.append(routed)
                 continue
             touched = self._reread(window)  # a lost notice must cost a re-read, never a hang
             silent = now - heard_at
@@ -412,13 +419,20 @@ class Runner:
             if not any(sent_at > alive for sent_at in self._outstanding.values()):
                 return
             self.store.hold(self._holder, self.config.lease_s)  # the drain may outlast a lease
-            self._next_notice()
+            self._next_notices()
 
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
         contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.k)
-        known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
-        return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
+        fresh = self._fresh_after is not None and step > self._fresh_after
+        if fresh:
+            known = Snapshot()  # nothing to read: one round trip less a step
+            self._fresh_after = step
+        else:
+            known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
+        return _Open(
+            step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples, fresh=fresh
+        )
 
     def _speculate(self, window: list[_Open]) -> list[_Open]:
         """Open guesses up to the speculation depth; returns those opened."""
@@ -450,7 +464,9 @@ class Runner:
             contest.closed = True
             self.depth.dropped(contest.sent)
             self._dropped[(contest.step, contest.contest.input_hash)] = contest.sent
-        self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s)
+        # A fresh contest's first sample went without a claim: claimed now, so that reopened it draws no second.
+        claim = [contest.contest.keys for contest in dropped if contest.fresh and contest.sent]
+        self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s, claim)
 
     def _see(self, window: list[_Open], i: int, known: Snapshot) -> None:
         """Replace window[i]'s view; the guesses built on its leader are off the path once another leads. A tie
@@ -485,17 +501,18 @@ class Runner:
             i += 1
         return list(window)
 
-    def _top_up(self, contest: _Open, urgent: bool) -> None:
+    def _top_up(self, contest: _Open) -> int:
+        """How many more samples `contest` needs now (counted as a round when any)."""
         cfg, known = self.config, contest.known
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
-            return  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
+            return 0  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
         needed = to_enqueue(contest.contest.k, known.margin, len(contest.in_flight))
         # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
         needed = min(needed, max(0, cfg.max_samples - known.samples - len(contest.in_flight)))
         if needed:
             self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
-            self._send(contest, needed, urgent)
+        return needed
 
     def _check_caps(self, front: _Open) -> None:
         cfg, known = self.config, front.known
@@ -525,10 +542,23 @@ class Runner:
                 "the model's answers do not parse, see the run's events",
             )
 
-    def _send(self, contest: _Open, count: int, urgent: bool) -> None:
-        """`count` more samples of `contest`, sent in one batch. The run waits on a contest's first sample (the
-        next guess is built on it) and on the front's (it is committed next): those go ahead of the others in
-        the broker's queue, or a deep window's backlog would stand between every step and the next."""
+    def _send(self, batch: list[tuple[_Open, int, bool]]) -> None:
+        """(contest, how many more samples, urgent), sent in one batch. The run waits on a contest's first sample
+        (the next guess is built on it) and on an urgent one's (the front: it is committed next): those go ahead
+        of the others in the broker's queue, or a deep window's backlog would stand between every step and the
+        next."""
+        requests = []
+        for contest, count, urgent in batch:
+            requests += self._requests(contest, count, urgent)
+        if not requests:
+            return
+        self.publisher.send_many([(request, argsrepr, priority) for _, request, argsrepr, priority in requests])
+        sent_at = time.monotonic()
+        for contest, request, _, _ in requests:
+            self._outstanding[request.sample_id] = contest.in_flight[request.sample_id] = sent_at
+        self._sweep_at = min(self._sweep_at, sent_at + self._timeout_s)  # the soonest one can be presumed lost
+
+    def _requests(self, contest: _Open, count: int, urgent: bool) -> list[tuple[_Open, SampleRequest, str, int]]:
         requests = []
         for sent in range(contest.sent, contest.sent + count):
             request = SampleRequest(
@@ -539,22 +569,19 @@ class Runner:
                 previous=contest.previous,
                 sample_id=uuid.uuid4().hex,
                 # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
-                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
+                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote. A fresh
+                # contest's first is the first: no claim (a worker's round trip a step).
                 temperature=self.config.first_temperature if sent == 0 else self.config.later_temperature,
-                first=sent == 0,
+                first=sent == 0 and not contest.fresh,
                 later_temperature=self.config.later_temperature,
                 k=contest.contest.k,
                 may_be_decided=sent >= contest.contest.k or contest.known.samples > 0,
                 member=contest.step + sent,
             )
             priority = URGENT if urgent or sent == 0 else LATER
-            requests.append((request, f"run={self.run_id} step={contest.step}", priority))
-        self.publisher.send_many(requests)
-        sent_at = time.monotonic()
-        for request, _, _ in requests:
-            self._outstanding[request.sample_id] = contest.in_flight[request.sample_id] = sent_at
+            requests.append((contest, request, f"run={self.run_id} step={contest.step}", priority))
         contest.sent += count
-        self._sweep_at = min(self._sweep_at, sent_at + self._timeout_s)  # the soonest it can be presumed lost
+        return requests
 
     def _sweep(self, window: list[_Open], now: float) -> list[_Open]:
         """Forget the samples presumed lost in every contest, and set when to look again: when the next sample
@@ -568,20 +595,28 @@ class Runner:
         self._sweep_at = lost_at
         return list(window)
 
-    def _next_notice(self, wait_s: float | None = None) -> Notice | None:
+    def _next_notices(self, wait_s: float | None = None) -> list[Notice]:
+        """The next notice, waited for up to `wait_s`, and every other one already there (up to a batch): at a
+        high rate one wake-up hears of many samples. Empty when none came, or when a reply was lost."""
+        notify = keys.notify(self.run_id)
         try:
             with store_errors("waiting for outcomes"):
                 timeout = round(wait_s or self.config.wait_s, 3)
-                popped = self._waiter.blpop([keys.notify(self.run_id)], timeout=timeout)
+                popped = self._waiter.blpop([notify], timeout=timeout)
+                if popped is None:
+                    return []
+                with self._waiter.pipeline(transaction=True) as pipe:
+                    more, _ = pipe.lrange(notify, 0, NOTICE_BATCH - 2).ltrim(notify, NOTICE_BATCH - 1, -1).execute()
         except StoreError as exc:
             if not isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError)):
                 raise
             self._reconnect(exc)
-            return None  # what the lost reply carried, the re-read that follows finds in the contests
+            return []  # what the lost reply carried, the re-read that follows finds in the contests
         self._reconnects = 0
-        if popped is None:
-            return None
-        notice = Notice.model_validate_json(popped[1])
+        return [self._heard(raw) for raw in (popped[1], *more)]
+
+    def _heard(self, raw: bytes) -> Notice:
+        notice = Notice.model_validate_json(raw)
         if notice.sample_id not in self._outstanding:
             # Not this runner's: a sample of an earlier, ended attempt at the run. What it said of the
             # provider (a refusal, an unknown price) may since have been fixed; its counts are in Redis.
@@ -610,7 +645,7 @@ class Runner:
         if due > now:
             return due
         contest.hedged = True
-        self._send(contest, 1, urgent=True)
+        self._send([(contest, 1, True)])
         return now + self.config.wait_s
 
     def _sample_timeout(self) -> float:

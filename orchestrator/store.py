@@ -191,11 +191,14 @@ class RunStore:
         with store_errors(f"reading the answers of run {self.run_id}"):
             return [json.loads(a) for a in self.client.lrange(keys.answers(self.run_id), 0, -1)]
 
-    def forget(self, contests: list[StepKeys], linger_s: int = 60) -> None:
-        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL)."""
+    def forget(self, contests: list[StepKeys], linger_s: int = 60, claim: list[StepKeys] | None = None) -> None:
+        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL); `claim` the
+        first sample of those whose first went unclaimed."""
         if not contests:
             return
         with store_errors("expiring dropped guesses"), self.client.pipeline(transaction=False) as pipe:
+            for contest in claim or []:
+                pipe.set(contest.first, "sent-unclaimed", nx=True)
             for contest in contests:
                 for key in contest.every():
                     pipe.expire(key, linger_s)
