@@ -141,8 +141,11 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
+DISKS = 9  # long enough a run (about 7 s calm) for several workers to be killed in it
+
+
 def hanoi_json(*args: str) -> dict:
-    result = run_cli("hanoi", "--disks", "7", "--json", *args, timeout=200)
+    result = run_cli("hanoi", "--disks", str(DISKS), "--json", *args, timeout=200)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -182,12 +185,12 @@ def test_lost_replies_everywhere_and_killed_workers_cost_seconds_not_minutes(tmp
     assert stormy["solved"] and stormy["errors"] == 0
     assert proxy.dropped >= 10 and len(kills) >= 2
     assert audit.returncode == 0 and audit.stdout.strip().endswith("audit: clean"), audit.stdout + audit.stderr
-    state = hanoi.initial_state(7)
+    state = hanoi.initial_state(DISKS)
     for line in trace.read_text().splitlines():  # the trace replays move by move to the solved state
         step = json.loads(line)
         state = hanoi.apply_move(state, tuple(step["move"]))
         assert state == step["next_state"]
-    assert state == [[], [], [7, 6, 5, 4, 3, 2, 1]]
+    assert state == hanoi.goal_state(DISKS)
     assert stormy["wall_s"] < calm["wall_s"] + 30
 
 

@@ -87,11 +87,14 @@ def test_a_cancelled_run_stops_within_seconds_and_can_be_resumed(cluster: Embedd
 
 
 def test_a_committed_contest_keeps_only_its_decision(cluster: Embedded) -> None:
-    """Redis holds what is live: a committed step's seen set, tally and payloads go at commit."""
+    """Redis holds what is live: a committed step's seen set, tally and payloads go at commit; its status lingers
+    `linger_s`, so that a sample landing after the decision is recorded as late (its seen set then lingers as
+    long); a dropped guess's keys expire as soon."""
     client = redis.Redis.from_url(cluster.redis_url)
-    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(), HanoiTask(5))
+    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(linger_s=30), HanoiTask(5))
     runner.run()
-    left = {key.decode().rsplit(":", 1)[-1] for key in client.scan_iter(f"maker:{{{runner.run_id}}}:step:*")}
-    assert left == {"status"}
+    left = list(client.scan_iter(f"maker:{{{runner.run_id}}}:step:*"))
+    assert {key.decode().rsplit(":", 1)[-1] for key in left} <= {"status", "seen"}
+    assert all(0 < client.ttl(key) <= 30 for key in left)
     statuses = list(client.scan_iter(keys.step_status_pattern(runner.run_id)))
     assert len(statuses) == 31 and all(client.hget(s, "decided") == b"1" and client.ttl(s) > 0 for s in statuses)
