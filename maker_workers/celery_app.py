@@ -28,7 +28,7 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_default_queue=QUEUE,
         task_serializer="json",
         accept_content=["json"],
-        worker_prefetch_multiplier=4,
+        worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # No ack emulation: the orchestrator, not the broker, redelivers. A sample unheard of is replaced within

@@ -173,7 +173,7 @@ def _draw(
     embedder: Embedder | None,
 ) -> Recorded | None:
     contest = request.contest
-    if request.may_be_decided and not book.wants(contest):
+    if book.stopped(contest.run_id) or (request.may_be_decided and not book.wants(contest)):
         book.skip(contest, request.sample_id)
         return None
 

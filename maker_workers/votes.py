@@ -7,6 +7,7 @@ read back by `VoteBook.snapshot`, so no Python code ever ranks votes.
 from __future__ import annotations
 
 import json
+import time
 from enum import StrEnum
 from importlib import resources
 from typing import Any, Literal
@@ -129,6 +130,7 @@ class VoteBook:
         self._events_maxlen = events_maxlen
         self._contest_ttl_s = contest_ttl_s
         self._worker = worker
+        self._stopped: dict[str, tuple[float, bool]] = {}  # run id -> (when read, whether it stopped)
 
     def record(
         self,
@@ -278,11 +280,25 @@ class VoteBook:
             claimed = self._client.set(contest.keys.first, sample_id, nx=True, ex=self._contest_ttl_s)
             return bool(claimed) or self._client.get(contest.keys.first) in (sample_id.encode(), sample_id)
 
+    def stopped(self, run_id: str, fresh_s: float = 1.0) -> bool:
+        """Whether the run stopped sending samples (done, cancelled, out of budget), as read at most `fresh_s` ago:
+        a speculative window's first samples skip `wants`, and must not all be drawn after a cancel."""
+        now = time.monotonic()
+        read_at, stopped = self._stopped.get(run_id, (-fresh_s, False))
+        if now - read_at >= fresh_s:
+            with store_errors(f"reading run {run_id}"):
+                stopped = bool(self._client.hexists(keys.meta(run_id), "stop"))
+            if len(self._stopped) > 1024:  # runs long gone
+                self._stopped.clear()
+            self._stopped[run_id] = (now, stopped)
+        return stopped
+
     def wants(self, contest: Contest) -> bool:
-        """Whether a sample of this contest is still worth drawing: its step is undecided and its run
-        still sends samples (one that ended, spent its budget or was cancelled does not)."""
+        """Whether a sample of this contest is still worth drawing: its step is undecided and not yet committed
+        (a committed contest's status is gone a minute later), and its run still sends samples (one that ended,
+        spent its budget or was cancelled does not)."""
+        run = contest.run_id
         with store_errors(f"reading step {contest.step}"), self._client.pipeline(transaction=False) as pipe:
-            decided, stopped = (
-                pipe.hget(contest.keys.status, "decided").hexists(keys.meta(contest.run_id), "stop").execute()
-            )
-        return decided not in (b"1", "1") and not stopped
+            pipe.hget(contest.keys.status, "decided").hexists(keys.meta(run), "stop")
+            decided, stopped, at = pipe.hget(keys.checkpoint(run), "step").execute()
+        return decided not in (b"1", "1") and not stopped and contest.step >= int(at or 0)

@@ -84,7 +84,10 @@ MaxSamples = Annotated[int | None, typer.Option(min=1, help="a step undecided af
 MaxRedFlags = Annotated[int | None, typer.Option(min=1, help="a step with this many red flags fails [100]")]
 MaxErrors = Annotated[int | None, typer.Option(min=1, help="a step with this many failed provider calls fails [20]")]
 Workers = Annotated[int, typer.Option(min=1, help="embedded Celery worker processes")]
-Concurrency = Annotated[int, typer.Option(min=1, help="threads per embedded worker")]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(min=1, help="threads per embedded worker [8 for a simulated model with no latency, else 32]"),
+]
 BrokerUrl = Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")]
 Speculate = Annotated[
     int | None,
@@ -137,7 +140,7 @@ def cluster_options(
     redis_url: str | None,
     broker_url: str | None,
     workers: int,
-    concurrency: int,
+    concurrency: int | None,
     sim_flags: dict[str, float | int | str | None],
     models: ModelOptions,
     resume: str | None = None,
@@ -393,7 +396,7 @@ def hanoi(
     disks: Annotated[int, typer.Option(min=1, max=30, help="number of disks; the run has 2^N - 1 steps")] = 10,
     k: Annotated[int | None, typer.Option(min=1, help="votes the winner needs ahead of the runner-up [3]")] = None,
     workers: Workers = 2,
-    concurrency: Concurrency = 8,
+    concurrency: Concurrency = None,
     sim_error_rate: SimErrorRate = None,
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
@@ -485,7 +488,7 @@ def run(
         int | None, typer.Option(min=1, help="votes the winner needs ahead of the runner-up [spec, 3]")
     ] = None,
     workers: Workers = 2,
-    concurrency: Concurrency = 8,
+    concurrency: Concurrency = None,
     sim_error_rate: SimErrorRate = None,
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
@@ -584,7 +587,7 @@ def vote(
     max_errors: MaxErrors = None,
     max_output_tokens: Annotated[int | None, typer.Option(min=1, help="longer answers are red flags [750]")] = None,
     workers: Workers = 2,
-    concurrency: Concurrency = 8,
+    concurrency: Concurrency = None,
     sim_error_rate: SimErrorRate = None,
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
@@ -890,7 +893,7 @@ def calibrate(
     samples: Annotated[int, typer.Option(min=1, max=100_000, help="samples to draw, one per random step")] = 400,
     draw_seed: Annotated[int | None, typer.Option(help="seed of the random choice of steps [random]")] = None,
     workers: Workers = 2,
-    concurrency: Concurrency = 8,
+    concurrency: Concurrency = None,
     sim_error_rate: SimErrorRate = None,
     sim_latency_ms: SimLatency = None,
     sim_malformed_rate: SimMalformed = None,
@@ -1189,7 +1192,7 @@ def mcp(
         str | None, typer.Option(envvar="MAKER_MCP_TOKEN", help="streamable-http: bearer token every request needs")
     ] = None,
     workers: Workers = 2,
-    concurrency: Concurrency = 8,
+    concurrency: Concurrency = None,
     redis_url: RedisUrl = None,
     broker_url: BrokerUrl = None,
     provider: ProviderName = None,

@@ -28,10 +28,22 @@ class ClusterOptions(BaseModel):
     redis_url: str | None = None
     broker_url: str | None = None
     workers: int = Field(2, ge=1, description="embedded Celery worker processes")
-    concurrency: int = Field(8, ge=1, description="threads per embedded worker")
+    concurrency: int | None = Field(
+        None, ge=1, description="threads per embedded worker; None: 8 for a simulated model with no latency, else 32"
+    )
     sim: SimConfig = Field(default_factory=SimConfig, description="the embedded simulated LLM")
     sim_inprocess: bool = Field(False, description="the embedded sim inside each worker, not over HTTP (benchmarks)")
     models: ModelOptions = Field(default_factory=ModelOptions, description="the model(s) the embedded workers call")
+
+    @property
+    def threads(self) -> int:
+        """Threads wait on the model: a model with latency needs many in flight (speculation keeps them busy); a
+        simulated one with none keeps the CPU busy instead, where fewer threads contend less for the GIL."""
+        if self.concurrency is not None:
+            return self.concurrency
+        sim = self.sim
+        no_latency = sim.latency_scale == 0 or (sim.latency_ms == 0 and sim.latency_floor_ms == 0)
+        return 8 if self.models.needs_sim and no_latency else 32
 
 
 @dataclass
@@ -63,7 +75,7 @@ def cluster_for_run(options: ClusterOptions) -> Iterator[Cluster]:
             embedded = stack.enter_context(
                 Embedded(
                     workers=options.workers,
-                    concurrency=options.concurrency,
+                    concurrency=options.threads,
                     sim=options.sim,
                     models=options.models,
                     sim_inprocess=options.sim_inprocess,

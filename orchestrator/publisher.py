@@ -29,6 +29,8 @@ URGENT, LATER = 0, 3
 
 
 def _full(exc: BaseException) -> bool:
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        return _full(exc.__cause__)
     return "maxmemory" in str(exc) or "OOM" in str(exc)
 
 

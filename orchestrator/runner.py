@@ -133,7 +133,7 @@ class _Open:
     closed: bool = False  # committed, or dropped from the window: fed no more
     basis: str | None = None  # the guess the next contest in the window was built on
     hedged: bool = False  # an extra sample went out because its samples were slow and the run waited on it
-    fresh: bool = False  # never opened before in this run: its first sample is the first without claiming it
+    fresh: bool = False  # never opened before in this run: nothing of it is in Redis to read back
 
     @property
     def decided(self) -> bool:
@@ -282,10 +282,13 @@ class Runner:
             if front.decided:
                 committed = self._commit(front)
                 self.depth.committed(front.sent)
+                k = self.k
                 self._read_reliability(committed)
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
                 window.pop(0).closed = True
+                if self.k != k and window:
+                    self._drop(window, 0)  # opened at the old k: "from then on" includes the guesses
                 if len(self._dropped) > 1024:  # guesses dropped behind the committed step never come back
                     self._dropped = {at: n for at, n in self._dropped.items() if at[0] >= step}
                 if window and window[0].contest.input_hash != self.task.input_hash(state, step, previous):
@@ -297,9 +300,8 @@ class Runner:
             now = time.monotonic()
             if now >= self._sweep_at:
                 touched = self._sweep(window, now)
-            self._send(
-                [(contest, self._top_up(contest), contest is front) for contest in touched if not contest.closed]
-            )
+            fed = {id(contest): contest for contest in touched if not contest.closed}.values()  # each once
+            self._send([(contest, self._top_up(contest), contest is front) for contest in fed])
             touched = []
             wake_at = self._sweep_at
             if not opened and window[-1].guess is not None:  # the window cannot grow: the run waits on the front
@@ -320,12 +322,18 @@ class Runner:
                 checked_at = now
             if notices:
                 heard_at, warned = now, False
+                stale, late = False, []
                 for notice in notices:
                     routed, fresh = self._route(window, notice)
-                    if not fresh:
-                        touched = self._reread(window)
-                    elif routed is not None:
+                    stale = stale or not fresh
+                    if routed is not None:
                         touched.append(routed)
+                    elif (notice.step, notice.input_hash) in self._dropped:
+                        late.append(keys.step(self.run_id, notice.step, notice.input_hash))
+                if stale:  # once for the batch: the notices after a stale one are older than what it reads
+                    touched = self._reread(window)
+                if late:  # a dropped guess's sample that landed after the drop made its keys anew: they go too
+                    self.store.forget(late, self.config.linger_s)
                 continue
             touched = self._reread(window)  # a lost notice must cost a re-read, never a hang
             silent = now - heard_at
@@ -430,6 +438,8 @@ class Runner:
             self._fresh_after = step
         else:
             known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
+            if (step, digest) in self._dropped:  # its keys were set to expire when it was dropped: live again
+                self.store.revive(contest.keys)
         return _Open(
             step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples, fresh=fresh
         )
@@ -464,9 +474,7 @@ class Runner:
             contest.closed = True
             self.depth.dropped(contest.sent)
             self._dropped[(contest.step, contest.contest.input_hash)] = contest.sent
-        # A fresh contest's first sample went without a claim: claimed now, so that reopened it draws no second.
-        claim = [contest.contest.keys for contest in dropped if contest.fresh and contest.sent]
-        self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s, claim)
+        self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s)
 
     def _see(self, window: list[_Open], i: int, known: Snapshot) -> None:
         """Replace window[i]'s view; the guesses built on its leader are off the path once another leads. A tie
@@ -569,10 +577,9 @@ class Runner:
                 previous=contest.previous,
                 sample_id=uuid.uuid4().hex,
                 # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
-                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote. A fresh
-                # contest's first is the first: no claim (a worker's round trip a step).
+                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
                 temperature=self.config.first_temperature if sent == 0 else self.config.later_temperature,
-                first=sent == 0 and not contest.fresh,
+                first=sent == 0,
                 later_temperature=self.config.later_temperature,
                 k=contest.contest.k,
                 may_be_decided=sent >= contest.contest.k or contest.known.samples > 0,

@@ -36,7 +36,8 @@ class Depth:
         return self._wasted / total if total else 0.0
 
     def dropped(self, samples: int) -> None:
-        self._wasted += samples
+        """Negative when a dropped guess comes back: what it drew was not wasted after all."""
+        self._wasted = max(0.0, self._wasted + samples)
 
     def committed(self, samples: int) -> None:
         self._useful = self._useful * _MEMORY + samples

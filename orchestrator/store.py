@@ -18,6 +18,7 @@ from maker_workers import keys
 from maker_workers.domains.base import JSON, canonical
 from maker_workers.errors import ConfigError, StoreError, store_errors
 from maker_workers.keys import StepKeys
+from maker_workers.settings import settings
 
 _COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
 _LEASE = resources.files("maker_workers").joinpath("lua/lease.lua").read_text()
@@ -191,17 +192,21 @@ class RunStore:
         with store_errors(f"reading the answers of run {self.run_id}"):
             return [json.loads(a) for a in self.client.lrange(keys.answers(self.run_id), 0, -1)]
 
-    def forget(self, contests: list[StepKeys], linger_s: int = 60, claim: list[StepKeys] | None = None) -> None:
-        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL); `claim` the
-        first sample of those whose first went unclaimed."""
+    def forget(self, contests: list[StepKeys], linger_s: int = 60) -> None:
+        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL)."""
+        self._expire(contests, linger_s, "expiring dropped guesses")
+
+    def revive(self, contest: StepKeys) -> None:
+        """A dropped guess opened again keeps its keys the contest's TTL again (`forget` had shortened it)."""
+        self._expire([contest], settings().contest_ttl_s, "reviving a guess")
+
+    def _expire(self, contests: list[StepKeys], seconds: int, doing: str) -> None:
         if not contests:
             return
-        with store_errors("expiring dropped guesses"), self.client.pipeline(transaction=False) as pipe:
-            for contest in claim or []:
-                pipe.set(contest.first, "sent-unclaimed", nx=True)
+        with store_errors(doing), self.client.pipeline(transaction=False) as pipe:
             for contest in contests:
                 for key in contest.every():
-                    pipe.expire(key, linger_s)
+                    pipe.expire(key, seconds)
             pipe.execute()
 
     def stats(self) -> dict[str, int]:

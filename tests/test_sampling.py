@@ -169,3 +169,28 @@ def test_only_one_sample_of_a_contest_is_drawn_at_the_first_temperature(book: Vo
         draw_sample(first, TASK, member(provider), book, FAST)
     temperatures = [json.loads(call.content).get("temperature") for call in calls]
     assert temperatures == [0.0, 0.1, 0.0]
+
+
+def test_a_stopped_run_draws_not_even_the_first_samples_that_skip_the_decided_check(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    """A speculative window's first samples skip `wants`; after a cancel they must still not be paid for."""
+    client.hset(keys.meta("r"), "stop", "cancelled")
+    try:
+        provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+        unchecked = request("after-cancel").model_copy(update={"may_be_decided": False})
+        assert draw_sample(unchecked, TASK, member(provider), book, FAST) is None
+        assert calls == []
+    finally:
+        client.hdel(keys.meta("r"), "stop")
+
+
+def test_a_sample_of_a_committed_step_is_not_drawn_once_its_status_is_gone(book: VoteBook, client: redis.Redis) -> None:
+    """A committed contest's status lingers a minute; after that the checkpoint says the step is done."""
+    client.hset(keys.checkpoint("r"), "step", 5)
+    try:
+        provider, calls = answering(completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"))
+        assert draw_sample(request("late"), TASK, member(provider), book, FAST) is None  # step 0 < 5
+        assert calls == []
+    finally:
+        client.delete(keys.checkpoint("r"))
