@@ -130,7 +130,7 @@ class VoteBook:
         self._events_maxlen = events_maxlen
         self._contest_ttl_s = contest_ttl_s
         self._worker = worker
-        self._stopped: dict[str, tuple[float, bool]] = {}  # run id -> (when read, whether it stopped)
+        self._going: dict[str, float] = {}  # run id -> when it was last read to be still going
 
     def record(
         self,
@@ -281,16 +281,18 @@ class VoteBook:
             return bool(claimed) or self._client.get(contest.keys.first) in (sample_id.encode(), sample_id)
 
     def stopped(self, run_id: str, fresh_s: float = 1.0) -> bool:
-        """Whether the run stopped sending samples (done, cancelled, out of budget), as read at most `fresh_s` ago:
-        a speculative window's first samples skip `wants`, and must not all be drawn after a cancel."""
+        """Whether the run stopped sending samples (done, cancelled, out of budget): a speculative window's first
+        samples skip `wants`, and must not all be drawn after a cancel. "Still going" is trusted for `fresh_s`;
+        "stopped" is read again every time, so a resumed run's samples are not skipped."""
         now = time.monotonic()
-        read_at, stopped = self._stopped.get(run_id, (-fresh_s, False))
-        if now - read_at >= fresh_s:
-            with store_errors(f"reading run {run_id}"):
-                stopped = bool(self._client.hexists(keys.meta(run_id), "stop"))
-            if len(self._stopped) > 1024:  # runs long gone
-                self._stopped.clear()
-            self._stopped[run_id] = (now, stopped)
+        if now - self._going.get(run_id, -fresh_s) < fresh_s:
+            return False
+        with store_errors(f"reading run {run_id}"):
+            stopped = bool(self._client.hexists(keys.meta(run_id), "stop"))
+        if not stopped:
+            if len(self._going) > 1024:  # runs long gone
+                self._going.clear()
+            self._going[run_id] = now
         return stopped
 
     def wants(self, contest: Contest) -> bool:

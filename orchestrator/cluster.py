@@ -43,7 +43,8 @@ class ClusterOptions(BaseModel):
             return self.concurrency
         sim = self.sim
         no_latency = sim.latency_scale == 0 or (sim.latency_ms == 0 and sim.latency_floor_ms == 0)
-        return 8 if self.models.needs_sim and no_latency else 32
+        only_sim = self.models.needs_sim and not self.models.ensemble
+        return 8 if only_sim and no_latency else 32
 
 
 @dataclass

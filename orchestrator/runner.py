@@ -84,6 +84,9 @@ class VotingConfig(BaseModel):
     )
     adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
     keep_tallies: bool = Field(False, description="keep committed contests' votes in Redis (a vote reads them)")
+    contest_ttl_s: int = Field(
+        3_600, ge=60, description="the TTL a guess opened again gets back (the workers' MAKER_CONTEST_TTL_S)"
+    )
     linger_s: int = Field(
         60,
         ge=1,
@@ -133,7 +136,6 @@ class _Open:
     closed: bool = False  # committed, or dropped from the window: fed no more
     basis: str | None = None  # the guess the next contest in the window was built on
     hedged: bool = False  # an extra sample went out because its samples were slow and the run waited on it
-    fresh: bool = False  # never opened before in this run: nothing of it is in Redis to read back
 
     @property
     def decided(self) -> bool:
@@ -282,13 +284,10 @@ class Runner:
             if front.decided:
                 committed = self._commit(front)
                 self.depth.committed(front.sent)
-                k = self.k
                 self._read_reliability(committed)
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
                 window.pop(0).closed = True
-                if self.k != k and window:
-                    self._drop(window, 0)  # opened at the old k: "from then on" includes the guesses
                 if len(self._dropped) > 1024:  # guesses dropped behind the committed step never come back
                     self._dropped = {at: n for at, n in self._dropped.items() if at[0] >= step}
                 if window and window[0].contest.input_hash != self.task.input_hash(state, step, previous):
@@ -328,11 +327,11 @@ class Runner:
                     stale = stale or not fresh
                     if routed is not None:
                         touched.append(routed)
-                    elif (notice.step, notice.input_hash) in self._dropped:
+                    elif notice.outcome is not Outcome.SKIPPED and self._gone(notice, step):
                         late.append(keys.step(self.run_id, notice.step, notice.input_hash))
                 if stale:  # once for the batch: the notices after a stale one are older than what it reads
                     touched = self._reread(window)
-                if late:  # a dropped guess's sample that landed after the drop made its keys anew: they go too
+                if late:  # a sample that landed after its contest was dropped or committed may have made keys anew
                     self.store.forget(late, self.config.linger_s)
                 continue
             touched = self._reread(window)  # a lost notice must cost a re-read, never a hang
@@ -432,17 +431,16 @@ class Runner:
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
         contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.k)
-        fresh = self._fresh_after is not None and step > self._fresh_after
-        if fresh:
+        if self._fresh_after is not None and step > self._fresh_after:
             known = Snapshot()  # nothing to read: one round trip less a step
             self._fresh_after = step
         else:
             known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
-            if (step, digest) in self._dropped:  # its keys were set to expire when it was dropped: live again
-                self.store.revive(contest.keys)
-        return _Open(
-            step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples, fresh=fresh
-        )
+            if known.samples:  # a guess dropped (by this runner or an earlier one) had its keys set to expire
+                self.store.revive(contest.keys, self.config.contest_ttl_s)
+        # A dropped guess opened again finds its votes in Redis: what it drew was not wasted after all.
+        self.depth.dropped(-self._dropped.pop((step, digest), 0))
+        return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
 
     def _speculate(self, window: list[_Open]) -> list[_Open]:
         """Open guesses up to the speculation depth; returns those opened."""
@@ -461,9 +459,14 @@ class Runner:
             last.basis = last.guess
             window.append(self._open(last.step + 1, state, answer))
             opened.append(window[-1])
-            # A guess dropped on a tie and opened again finds its votes in Redis: they were not wasted after all.
-            self.depth.dropped(-self._dropped.pop((last.step + 1, window[-1].contest.input_hash), 0))
         return opened
+
+    def _gone(self, notice: Notice, step: int) -> bool:
+        """Whether a notice that routes to no open contest is of a dropped guess or a committed step (whose keys,
+        made anew by a late sample, are to expire as theirs did)."""
+        if self.config.keep_tallies:
+            return False
+        return notice.step < step or (notice.step, notice.input_hash) in self._dropped
 
     def _drop(self, window: list[_Open], start: int) -> None:
         """Drop the guesses from window[start] on: what they drew is wasted, and their keys go within a minute

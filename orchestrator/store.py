@@ -18,7 +18,6 @@ from maker_workers import keys
 from maker_workers.domains.base import JSON, canonical
 from maker_workers.errors import ConfigError, StoreError, store_errors
 from maker_workers.keys import StepKeys
-from maker_workers.settings import settings
 
 _COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
 _LEASE = resources.files("maker_workers").joinpath("lua/lease.lua").read_text()
@@ -196,9 +195,9 @@ class RunStore:
         """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL)."""
         self._expire(contests, linger_s, "expiring dropped guesses")
 
-    def revive(self, contest: StepKeys) -> None:
+    def revive(self, contest: StepKeys, ttl_s: int) -> None:
         """A dropped guess opened again keeps its keys the contest's TTL again (`forget` had shortened it)."""
-        self._expire([contest], settings().contest_ttl_s, "reviving a guess")
+        self._expire([contest], ttl_s, "reviving a guess")
 
     def _expire(self, contests: list[StepKeys], seconds: int, doing: str) -> None:
         if not contests:
