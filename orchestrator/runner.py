@@ -306,7 +306,7 @@ class Runner:
             if not opened and window[-1].guess is not None:  # the window cannot grow: the run waits on the front
                 ending = len(window) <= self.depth.depth  # not for want of depth: the task ends after the last
                 for contest in window if ending else [front]:
-                    wake_at = min(wake_at, self._hedge(contest, now, 0.5 if ending else 1.0))
+                    wake_at = min(wake_at, self._hedge(contest, now, 0.25 if ending else 1.0))
             notices = self._next_notices(min(self.config.wait_s, max(0.05, wake_at - now)))
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
