@@ -51,14 +51,15 @@ def _children(pid: int) -> list[int]:
 
 
 def _redis_port(orchestrator: int) -> int | None:
-    """The embedded redis-server's port, from its command line (a child of the orchestrator)."""
+    """The embedded redis-server's port (a child of the orchestrator), from its process title: redis-server
+    rewrites its command line to `redis-server 127.0.0.1:PORT`."""
     for child in _children(orchestrator):
         try:
-            argv = (Path("/proc") / str(child) / "cmdline").read_bytes().decode().split("\0")
+            title = (Path("/proc") / str(child) / "cmdline").read_bytes().decode().replace("\0", " ").split()
         except OSError:
             continue
-        if argv and argv[0].endswith("redis-server") and "--port" in argv:
-            return int(argv[argv.index("--port") + 1])
+        if title and title[0].endswith("redis-server") and len(title) > 1 and ":" in title[1]:
+            return int(title[1].rsplit(":", 1)[1])
     return None
 
 
