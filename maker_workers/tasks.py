@@ -43,10 +43,10 @@ class WorkerResources:
 def resources() -> WorkerResources:
     cfg = settings()
     client = connect(cfg.redis_url, max_connections=cfg.http_connections)
-    http = httpx.Client(
+    http = inprocess.client(
+        cfg.sim_inprocess,
         timeout=cfg.request_timeout_s,
         limits=httpx.Limits(max_connections=cfg.http_connections, max_keepalive_connections=cfg.http_connections),
-        mounts=inprocess.mounts(cfg.sim_inprocess),
     )
     return WorkerResources(
         redis=client,

@@ -11,6 +11,9 @@ import httpx
 import pytest
 
 from maker_workers.domains import hanoi
+from maker_workers.errors import ProviderError
+from maker_workers.providers import provider_for
+from maker_workers.simllm import inprocess
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from tests.conftest import ROOT, run_cli
@@ -212,3 +215,58 @@ def test_a_revised_answer_has_a_wrong_draft_before_the_one_that_counts(
     assert text.count("move = ") == 2 and text.count("next_state = ") == 2
     assert hanoi.parse(text, 3) == ((1, 2, 1), [[3], [2, 1], []])  # the last one counts
     assert hanoi.parse(text.split("Wait")[0], 3)[0] != (1, 2, 1)  # the draft was wrong
+
+
+def test_worker_processes_serving_the_sim_in_process_draw_apart() -> None:
+    """Every worker process builds its own in-process sim from the same config: with one seeded sequence each,
+    their n-th answers to a prompt were the same, so a contest's votes from two workers came in correlated pairs
+    (a 16-disk run committed a wrong move). Above T=0 they must draw apart; at T=0 they still agree."""
+    config = SimConfig(error_rate=0.45, malformed_rate=0.0, too_long_rate=0.0, seed=11)
+    state, previous = [[4, 3], [1], [2]], (2, 0, 2)
+    answers: list[list[str]] = []
+    for _ in range(2):  # what two worker processes do, each at its start
+        with inprocess.client(config) as client:
+            answers.append(
+                [
+                    chat(client, inprocess.URL, state, previous, temperature=t)["choices"][0]["message"]["content"]
+                    for t in [0.0] + [0.1] * 40
+                ]
+            )
+    one, other = answers
+    assert one[0] == other[0]  # T=0: a pure function of (seed, prompt)
+    assert len(set(one[1:])) > 1
+    assert one[1:] != other[1:]
+    same = sum(a == b for a, b in zip(one[1:], other[1:], strict=True))
+    assert same < 35  # independent draws agree by chance (both right, or the same mistake), not one for one
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"api_key": "sim-key"}, "sim-key"),
+        ({"api_key": "sim-key"}, "wrong"),
+        ({"rate_429": 1.0, "retry_after_s": 0.25}, None),
+        ({"rate_500": 1.0}, None),
+        ({"rate_timeout": 1.0, "timeout_hold_s": 0.05}, None),  # held, then hung up on
+        ({"rate_timeout": 1.0, "timeout_hold_s": 2.0}, None),  # held past the client's read timeout
+        ({"quota_exhausted": True}, None),
+    ],
+)
+def test_the_sim_in_process_answers_a_provider_as_the_http_sim_does(
+    start_sim: Callable[..., SimServer], config: dict, key: str | None
+) -> None:
+    """The in-process sim's fast path (no httpx request machinery) must look the same to the provider code as the
+    sim over a socket: keys, statuses, Retry-After, hang-ups and read timeouts alike."""
+    sim = SimConfig(error_rate=0.0, malformed_rate=0.0, too_long_rate=0.0, **config)
+    messages = hanoi.messages(hanoi.initial_state(3), None)
+
+    def outcome(client: httpx.Client, url: str) -> tuple[str, str, float | None]:
+        provider = provider_for("sim", "sim-hanoi", url, key, client)
+        try:
+            return "answer", provider.complete(messages, temperature=0.0, max_tokens=100).text, None
+        except ProviderError as exc:
+            return type(exc).__name__, str(exc).replace(url, "URL"), getattr(exc, "retry_after", None)
+
+    server = start_sim(**sim.model_dump())
+    with httpx.Client(timeout=0.5) as over_http, inprocess.client(sim, timeout=0.5) as in_process:
+        assert outcome(in_process, inprocess.URL) == outcome(over_http, server.url)

@@ -107,9 +107,11 @@ def count_tokens(text: str) -> int:
 
 
 class SimModel:
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, stream: str = "") -> None:
+        """`stream` sets apart the draws above T=0 of models that share a seed: every worker process serving the
+        sim in process has its own, or their n-th answers to one prompt would be the same (correlated votes)."""
         self.config = config
-        self._rng = random.Random(config.seed)
+        self._rng = random.Random(f"{config.seed}/{stream}" if stream else config.seed)
         self._lock = threading.Lock()
         self._length_norm = _length_norm(config)
 

@@ -220,10 +220,11 @@ Outcome = tuple[float, int | str, bytes | None]
 class SimApp:
     """Turns one parsed request into (delay, response bytes, or None: hang up after the delay)."""
 
-    def __init__(self, config: SimConfig) -> None:
-        self.model = SimModel(config)
+    def __init__(self, config: SimConfig, stream: str = "") -> None:
+        self.model = SimModel(config, stream)
         self.stats = Stats()
-        self._faults = random.Random(f"faults/{config.seed}")  # apart from the answers' generator
+        # Apart from the answers' generator (and, like it, per stream).
+        self._faults = random.Random(f"faults/{config.seed}/{stream}" if stream else f"faults/{config.seed}")
 
     def handle(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, bytes | None]:
         path = path.rstrip("/")
