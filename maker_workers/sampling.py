@@ -186,7 +186,7 @@ def _draw(
         return book.wants(contest)
 
     if request.first and not book.claim_first(contest, request.sample_id):
-        request = request.model_copy(update={"temperature": request.later_temperature})
+        request = request.model_copy(update={"temperature": request.later_temperature, "first": False})
     max_tokens = task.max_output_tokens or policy.max_output_tokens
     messages = task.messages(request.state, request.step, request.previous)
     unpaid = Drawer(model=member.label, cost_nusd=0, by_model=by_model)  # a failed call served nothing
@@ -216,6 +216,7 @@ def _draw(
             payload=payload,
             drawn_by=drawn_by,
             meaning=meaning,
+            first=request.first,  # the vote script counts one vote drawn at the first temperature per contest
         )
 
     if completion.truncated or completion.output_tokens > max_tokens:

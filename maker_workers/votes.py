@@ -143,16 +143,18 @@ class VoteBook:
         payload: str = "",
         drawn_by: Drawer | None = None,
         meaning: Meaning | None = None,
+        first: bool = False,
     ) -> Recorded:
         """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
-        `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector."""
+        `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector; `first` when it
+        was drawn at the first temperature, having claimed that (`claim_first`)."""
         script, script_keys, args = self._call(
-            contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning
+            contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning, first
         )
         with store_errors(f"recording sample {sample_id}"):
-            outcome, leader, runner_up = script(keys=script_keys, args=args)
-        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
-        reason = None if kind == "vote" else value
+            outcome, leader, runner_up, *said = script(keys=script_keys, args=args)
+        # The reason the script recorded: a vote it red-flags itself (a second T=0 vote, a semantic cap) has one.
+        outcome, reason = (_text(v) for v in (outcome, said[0] if said else None))
         return Recorded(outcome=Outcome(outcome), leader_votes=leader, runner_up_votes=runner_up, reason=reason)
 
     def queue(
@@ -181,6 +183,7 @@ class VoteBook:
         payload: str = "",
         drawn_by: Drawer | None = None,
         meaning: Meaning | None = None,
+        first: bool = False,
     ) -> tuple[Script, list[str], list[Any]]:
         """The script to run for one sample, with its KEYS and ARGV (lua/record_sample.lua's contract)."""
         drawn_by = drawn_by or Drawer()
@@ -203,6 +206,7 @@ class VoteBook:
             keys.events(run),
             keys.stats(run),
             step.voters,
+            step.first,
             *extra_keys,
         ]
         args = [
@@ -221,6 +225,7 @@ class VoteBook:
             -1 if drawn_by.cost_nusd is None else drawn_by.cost_nusd,
             "1" if drawn_by.by_model else "0",
             self._worker,
+            "1" if first else "0",
             *extra_args,
         ]
         return script, script_keys, args
@@ -304,3 +309,7 @@ class VoteBook:
             pipe.hget(contest.keys.status, "decided").hexists(keys.meta(run), "stop")
             decided, stopped, at = pipe.hget(keys.checkpoint(run), "step").execute()
         return decided not in (b"1", "1") and not stopped and contest.step >= int(at or 0)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

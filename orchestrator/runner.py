@@ -435,9 +435,10 @@ class Runner:
             known = Snapshot()  # nothing to read: one round trip less a step
             self._fresh_after = step
         else:
+            # A guess dropped (by this runner or an earlier one) had its keys set to expire: live again, before
+            # they are read (read first, they could expire in between and the votes counted be gone).
+            self.store.revive(contest.keys, self.config.contest_ttl_s)
             known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
-            if known.samples:  # a guess dropped (by this runner or an earlier one) had its keys set to expire
-                self.store.revive(contest.keys, self.config.contest_ttl_s)
         # A dropped guess opened again finds its votes in Redis: what it drew was not wasted after all.
         self.depth.dropped(-self._dropped.pop((step, digest), 0))
         return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)

@@ -192,7 +192,9 @@ class RunStore:
             return [json.loads(a) for a in self.client.lrange(keys.answers(self.run_id), 0, -1)]
 
     def forget(self, contests: list[StepKeys], linger_s: int = 60) -> None:
-        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL)."""
+        """Let dropped guesses' keys expire within `linger_s` (they were kept for the contest's TTL). All of them
+        together, the claim of the T=0 sample with the votes: a guess opened again finds both or neither, so it
+        never counts two T=0 votes."""
         self._expire(contests, linger_s, "expiring dropped guesses")
 
     def revive(self, contest: StepKeys, ttl_s: int) -> None:

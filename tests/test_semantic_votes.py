@@ -140,7 +140,7 @@ def test_a_contest_past_its_candidate_cap_red_flags_the_vote_and_says_so(book: V
     for i, vector in enumerate([[1, 0, 0], [0, 1, 0]]):
         book.record(contest, f"s{i}", "vote", f"answer{i}", meaning=meaning(vector, cap=2))
     refused = book.record(contest, "s2", "vote", "answer2", meaning=meaning([0, 0, 1], cap=2))
-    assert refused.outcome is Outcome.RED_FLAG
+    assert refused.outcome is Outcome.RED_FLAG and refused.reason == "too_many_candidates"
     joined = book.record(contest, "s3", "vote", "answer3", meaning=meaning([1, 0.01, 0], cap=2))
     assert joined.outcome is Outcome.VOTE  # a vote that joins a candidate is still counted
     snapshot = book.snapshot(contest)

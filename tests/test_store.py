@@ -91,10 +91,19 @@ def test_a_committed_contest_keeps_only_its_decision(cluster: Embedded) -> None:
     `linger_s`, so that a sample landing after the decision is recorded as late (its seen set then lingers as
     long); a dropped guess's keys expire as soon."""
     client = redis.Redis.from_url(cluster.redis_url)
-    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(linger_s=30), HanoiTask(5))
-    runner.run()
-    left = list(client.scan_iter(f"maker:{{{runner.run_id}}}:step:*"))
-    assert {key.decode().rsplit(":", 1)[-1] for key in left} <= {"status", "seen"}
-    assert all(0 < client.ttl(key) <= 30 for key in left)
-    statuses = list(client.scan_iter(keys.step_status_pattern(runner.run_id)))
-    assert len(statuses) == 31 and all(client.hget(s, "decided") == b"1" and client.ttl(s) > 0 for s in statuses)
+    task = HanoiTask(5)
+    runner = Runner(client, make_app(cluster.redis_url), VotingConfig(linger_s=30), task)
+    steps: list[CommittedStep] = []
+    runner.run(steps.append)
+    previous = [None] + [step.answer for step in steps[:-1]]
+    committed = [
+        keys.step(runner.run_id, s.step, task.input_hash(s.state, s.step, p))
+        for s, p in zip(steps, previous, strict=True)
+    ]
+    assert len(committed) == 31
+    for contest in committed:
+        assert client.hget(contest.status, "decided") == b"1" and 0 < client.ttl(contest.status) <= 30
+        gone = set(contest.every()) - {contest.status, contest.seen}
+        assert not client.exists(*gone)
+    left = list(client.scan_iter(f"maker:{{{runner.run_id}}}:step:*"))  # dropped guesses' keys too
+    assert left and all(0 < client.ttl(key) <= 30 for key in left)

@@ -187,6 +187,29 @@ def test_a_contests_keys_expire_together_whenever_each_appears(client: redis.Red
     assert max(ttls) - min(ttls) <= 1 and max(ttls) <= 30, ttls
 
 
+def test_a_contest_counts_one_vote_drawn_at_the_first_temperature(client: redis.Redis) -> None:
+    """At T=0 a model answers the same every time: a second T=0 vote would be the first one again. A sample that
+    claimed the first draw, then lost the claim while in flight (its guess dropped, the keys expired, the guess
+    opened again and another sample claimed it), is red-flagged; one landing where nobody holds the claim takes it."""
+    book = VoteBook(client, contest_ttl_s=120)
+    c = contest(k=3)
+    assert book.claim_first(c, "old")
+    client.delete(*c.keys.every())  # the dropped guess's keys expired, the claim with them
+    assert book.claim_first(c, "new")  # the guess came back: a new first sample
+    assert book.record(c, "new", "vote", "A", first=True).outcome is Outcome.VOTE
+    late = book.record(c, "old", "vote", "A", first=True)  # the old one lands after all
+    assert late.outcome is Outcome.RED_FLAG and late.reason == "second_first_sample"  # the worker's metric's label
+    assert client.hget(keys.stats("r1"), "red_flag:second_first_sample") == b"1"
+    warm = book.record(c, "warm", "vote", "A")  # drawn at the later temperature: counts
+    assert warm.outcome is Outcome.VOTE and warm.reason is None
+    assert book.snapshot(c).leader_votes == 2
+
+    other = contest(k=3, step=1)
+    assert book.record(other, "lone", "vote", "B", first=True).outcome is Outcome.VOTE  # nobody held the claim
+    assert client.get(other.keys.first) == b"lone" and 0 < client.ttl(other.keys.first) <= 120
+    assert not book.claim_first(other, "another")  # so no other sample is drawn at T=0
+
+
 def test_every_notice_carries_the_contests_whole_snapshot(book: VoteBook, client: redis.Redis) -> None:
     c = contest(k=3)
     for i, vote in enumerate(["A", "B", "B", "A", "C"]):

@@ -14,6 +14,7 @@
 --                        (votes and red flags carry their output_tokens: calibration's per-sample lengths)
 -- KEYS[7] stats    HASH  run-wide counters, and per model (`model:<label>:<counter>`)
 -- KEYS[8] voters   HASH  "<model label> <vote key>" -> counted votes (ensembles only): which model voted for what
+-- KEYS[9] first    STRING the sample id that holds the contest's one draw at the first temperature (T=0)
 --
 -- ARGV[1] sample id
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
@@ -29,13 +30,15 @@
 -- ARGV[13] what the call cost, in nano-dollars; -1 when the model's price is unknown
 -- ARGV[14] "1" to count votes by model in KEYS[8] (an ensemble: the report gives each model's share)
 -- ARGV[15] the worker process that drew it (host/pid), "" when unknown: `maker watch` lists who is heard from
--- ARGV[16..21], KEYS[9]: semantic contests only (answer.match: semantic), see lua/semantic.lua
+-- ARGV[16] "1" when the sample was drawn at the first temperature (it held KEYS[9] when it was drawn)
+-- ARGV[17..22], KEYS[10]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
 -- run's stats as `fatal`, so anyone can see why the run ended.
 --
--- Returns {outcome, leader_votes, runner_up_votes} where outcome is one of
--- "duplicate", "late", "vote", "decided", "red_flag", "error", "fatal".
+-- Returns {outcome, leader_votes, runner_up_votes, reason} where outcome is one of
+-- "duplicate", "late", "vote", "decided", "red_flag", "error", "fatal", and reason is the red flag's or error's
+-- (a vote this script red-flags has one too), absent otherwise.
 
 local sample_id, kind, value, payload = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = tonumber(ARGV[5])
@@ -92,8 +95,19 @@ local decided = current[1] == '1'
 local leader = current[2] or nil
 local leader_votes, runner_up_votes = tonumber(current[3] or 0), tonumber(current[4] or 0)
 local outcome
+-- A contest counts one vote drawn at the first temperature: at T=0 a model gives the same answer every time, so a
+-- second one is the first one again, not a vote. The claim names its sample; one that lost it while in flight (its
+-- guess was dropped, the keys expired with the claim, the guess came back and a new sample claimed it) is red-flagged.
+if kind == 'vote' and ARGV[16] == '1' then
+  local holder = redis.call('GET', KEYS[9])
+  if not holder then
+    redis.call('SET', KEYS[9], sample_id)  -- its TTL is set with the other keys' below
+  elseif holder ~= sample_id then
+    kind, value = 'red_flag', 'second_first_sample'
+  end
+end
 -- A semantic contest's script starts with lua/semantic.lua: it assigns the vote to its candidate (or red-flags it).
-if ARGV[16] then kind, value = semantic(kind, value, decided) end
+if ARGV[17] then kind, value = semantic(kind, value, decided) end
 
 if kind == 'red_flag' then
   outcome = 'red_flag'
@@ -145,7 +159,7 @@ if left < 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
   left = ttl
 end
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[8]}) do
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[8], KEYS[9]}) do
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, left) end
 end
 
@@ -170,4 +184,4 @@ local notice = {sample_id = sample_id, step = step, input_hash = input_hash, out
 if outcome == 'red_flag' or outcome == 'error' or outcome == 'fatal' then notice.reason = value end
 if spent then notice.spent_nusd = spent else notice.cost_unknown = model end
 redis.call('RPUSH', KEYS[5], cjson.encode(notice))
-return {outcome, leader_votes, runner_up_votes}
+return {outcome, leader_votes, runner_up_votes, notice.reason}
