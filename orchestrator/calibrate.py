@@ -99,7 +99,9 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     scale = 1.0 + z * z / n
     centre = (share + z * z / (2 * n)) / scale
     half = z / scale * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact arithmetic puts the share inside; floats can land the bound just short of it (40 of 40 gave a high end
+    # of 0.9999999999999999, below p = 1.0).
+    return max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half))
 
 
 def _percentile(ordered: list[int], q: float) -> int:

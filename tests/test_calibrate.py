@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.calibrate import wilson
 from tests.conftest import run_cli
@@ -111,13 +113,20 @@ def test_wilson_interval_matches_known_values() -> None:
     assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
 
 
+@given(st.integers(min_value=1, max_value=10_000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_interval_holds_the_measured_share(counts: tuple[int, int]) -> None:
+    successes, n = counts
+    low, high = wilson(successes, n)
+    assert 0.0 <= low <= successes / n <= high <= 1.0
+
+
 def test_calibration_of_a_spec_task_draws_its_steps_from_a_reference_runs_trace(tmp_path: Path) -> None:
     trace = tmp_path / "multiply.jsonl"
     result = run_cli("run", "examples/multiply.yaml", "--trace", str(trace), "--json")
     assert result.returncode == 0, result.stderr
     result = run_cli(
         "calibrate", "examples/multiply.yaml", "--trace", str(trace), "--samples", "60", "--sim-error-rate", "0.2",
-        "--json",
+        "--workers", "1", "--concurrency", "1", "--draw-seed", "0", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     got = last_json(result.stdout)

