@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -141,7 +142,12 @@ def main() -> None:
     run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     watcher = Watcher(run.pid, args.every_s)
     watcher.start()
-    out, _ = run.communicate()
+    # Stopping this script stops the run, which shuts its cluster down (a Ctrl-C reaches both already).
+    signal.signal(signal.SIGTERM, lambda *_: run.terminate())
+    try:
+        out, _ = run.communicate()
+    except KeyboardInterrupt:
+        out, _ = run.communicate()
     watcher.done.set()
     watcher.join()
     elapsed = time.perf_counter() - started
