@@ -21,6 +21,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from maker_workers.errors import ConfigError, MakerError
+from maker_workers.settings import settings
 
 _TRANSIENT = [redis.ConnectionError, redis.TimeoutError]
 RETRIES = 20  # about 30 s at this backoff: a Redis restart, AOF loaded
@@ -95,11 +96,12 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def reach(client: redis.Redis, url: str, setting: str, patience_s: float = 15.0) -> None:
+def reach(client: redis.Redis, url: str, setting: str) -> None:
     """The first contact: a ping with a short connect timeout. A wrong password, or a timeout (a TLS URL on a
     plain port, a host that drops packets), is said at once: ConfigError for the password, MakerError otherwise.
-    A refused connection or a Redis still loading its data is waited for up to `patience_s` (a worker started
-    while Redis restarts), saying so from the third try; `setting` names where the URL came from."""
+    A refused connection or a Redis still loading its data is waited for up to MAKER_REDIS_WAIT_S (a worker
+    started while Redis restarts), saying so from the third try; `setting` names where the URL came from."""
+    patience_s = settings().redis_wait_s
     probe = _same_server(client, 0, socket_connect_timeout=5.0, socket_timeout=5.0)
     give_up_at = time.monotonic() + patience_s
     try:
@@ -118,6 +120,8 @@ def reach(client: redis.Redis, url: str, setting: str, patience_s: float = 15.0)
                     time.sleep(min(0.2 * attempt, 2.0))
                     continue
                 hint = ""
+                if transient and patience_s:
+                    hint = f" (waited {patience_s:g} s for it; MAKER_REDIS_WAIT_S sets how long)"
                 if url.startswith("rediss://"):
                     hint = " (rediss:// speaks TLS: is that port a TLS port? A plain one needs redis://)"
                 raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}{hint}; check {setting}") from exc

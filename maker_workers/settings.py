@@ -43,6 +43,12 @@ class WorkerSettings(BaseSettings):
     price_in: float | None = Field(None, ge=0, description="$ per million input tokens (overrides the price table)")
     price_out: float | None = Field(None, ge=0, description="$ per million output tokens (with price_in)")
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
+    redis_wait_s: float = Field(
+        15.0,
+        ge=0,
+        description="how long the first contact waits for a Redis that refuses connections or is still loading its "
+        "data (one starting or restarting beside the worker); 0: not at all",
+    )
     request_timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(4, ge=0, description="retries of a failed provider call before it counts as an error")
     http_connections: int = Field(64, ge=1)

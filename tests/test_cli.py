@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,14 @@ def test_bad_input_gets_one_clear_message() -> None:
 
 
 def test_an_unreachable_redis_is_a_clear_error() -> None:
-    result = run_cli("hanoi", "--disks", "2", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = run_cli("hanoi", "--disks", "2", "--redis-url", url, MAKER_REDIS_WAIT_S="1.5")
+    assert time.monotonic() - started < 10  # waited 1.5 s for a Redis that may be starting, not the default 15
     assert result.returncode == 1
-    assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "cannot reach Redis" in said and "waited 1.5 s for it; MAKER_REDIS_WAIT_S sets how long" in said
+    assert "Traceback" not in result.stderr
 
 
 def test_bench_prints_its_figures() -> None:

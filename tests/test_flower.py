@@ -110,6 +110,6 @@ def test_flower_says_what_is_wrong_before_it_starts() -> None:
     assert half.returncode == 2 and "USER:PASSWORD" in half.stderr
     nowhere = run_cli("flower")
     assert nowhere.returncode == 2 and "--redis-url" in nowhere.stderr
-    unreachable = run_cli("flower", MAKER_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:1/0")
+    unreachable = run_cli("flower", MAKER_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:1/0", MAKER_REDIS_WAIT_S="1")
     assert unreachable.returncode == 1 and "cannot reach Redis" in unreachable.stderr
     assert PASSWORD not in unreachable.stderr
