@@ -203,6 +203,9 @@ class Runner:
         self.live = LiveReliability()
         self._warned_drift = False
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
+        # Every sample id this runner sends starts so: a notice is known to be this attempt's even after the
+        # sample was forgotten (`_forget_unheard`), so a refusal that comes that late still ends the run.
+        self._sample_prefix = uuid.uuid4().hex[:8]
         self._latencies: deque[float] = deque(maxlen=500)  # recent send-to-outcome times, seconds
         self._timeout_s = config.sample_timeout_s  # recomputed from them every wait_s
         self._landed_sent_at = 0.0  # when the latest-sent sample that has landed was sent
@@ -579,7 +582,7 @@ class Runner:
                 input_hash=contest.contest.input_hash,
                 state=contest.state,
                 previous=contest.previous,
-                sample_id=uuid.uuid4().hex,
+                sample_id=self._sample_prefix + uuid.uuid4().hex[8:],
                 # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
                 # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
                 temperature=self.config.first_temperature if sent == 0 else self.config.later_temperature,
@@ -628,7 +631,7 @@ class Runner:
 
     def _heard(self, raw: bytes) -> Notice:
         notice = Notice.model_validate_json(raw)
-        if notice.sample_id not in self._outstanding:
+        if not notice.sample_id.startswith(self._sample_prefix):
             # Not this runner's: a sample of an earlier, ended attempt at the run. What it said of the
             # provider (a refusal, an unknown price) may since have been fixed; its counts are in Redis.
             outcome = Outcome.ERROR if notice.outcome is Outcome.FATAL else notice.outcome

@@ -6,8 +6,10 @@ each provider's own API shape.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,17 +19,20 @@ import pytest
 import redis
 
 from maker_workers import keys
-from maker_workers.celery_app import make_app
+from maker_workers.celery_app import QUEUE, make_app
 from maker_workers.domains.hanoi import HanoiTask
+from maker_workers.errors import Rejected
+from maker_workers.sampling import SampleRequest, record_failure
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
-from maker_workers.votes import Notice, Outcome, Snapshot
+from maker_workers.votes import Notice, Outcome, Snapshot, VoteBook
 from orchestrator import api
 from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
 from orchestrator.runner import Runner, VotingConfig
 from tests.conftest import OrchestratorDied, dies_after, run_cli, running_sim
+from tests.watching import until
 
 
 @pytest.mark.parametrize(
@@ -279,3 +284,39 @@ def test_a_resumed_run_does_not_hear_the_refusals_of_its_earlier_attempt(priced:
     client.rpush(keys.notify(first.run_id), stale.model_dump_json())
     resumed = Runner(client, make_app(priced.redis_url), VotingConfig(), task, run_id=first.run_id)
     assert resumed.run() == [[], [], [3, 2, 1]]
+
+
+def queued_sample(client: redis.Redis, run_id: str) -> dict[str, Any] | None:
+    """A sample request of `run_id` waiting in the broker's queue (no worker takes it here)."""
+    for raw in client.lrange(QUEUE, 0, -1):
+        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        if args[0]["run_id"] == run_id:
+            return args[0]
+    return None
+
+
+def test_a_refusal_heard_after_its_sample_was_given_up_on_still_ends_the_run(redis_url: str) -> None:
+    """A sample unheard of past the timeout's cap is forgotten (the orchestrator keeps nothing that grows with
+    the run); should it land at last refused (a worker that sat in retries), the refusal is still this run's, and
+    ends it as it would have on time, instead of being taken for an earlier attempt's and counted as an error."""
+    client = redis.Redis.from_url(redis_url)
+    voting = VotingConfig(sample_timeout_s=0.5, sample_timeout_floor_s=0.1, wait_s=0.2, speculate=0)
+    runner = Runner(client, make_app(redis_url), voting, HanoiTask(2))
+    ended: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # handed to the test's thread
+            ended.append(exc)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    request = until(lambda: queued_sample(client, runner.run_id), 10, "a sample of the run in the broker's queue")
+    given_up = lambda: request["sample_id"] not in runner._outstanding  # noqa: E731 - what _forget_unheard drops
+    until(given_up, 10, "the queued sample given up on")
+    refused = Rejected("sim at URL answered 401 Unauthorized: check MAKER_API_KEY")
+    record_failure(VoteBook(client), SampleRequest.model_validate(request), refused)
+    driver.join(10)
+    assert not driver.is_alive() and len(ended) == 1
+    assert isinstance(ended[0], Rejected) and "401 Unauthorized" in str(ended[0])
