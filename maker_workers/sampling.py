@@ -35,7 +35,9 @@ class SampleRequest(BaseModel):
     previous: JSON = None  # the winning answer of the step before
     sample_id: str
     temperature: float | None
-    first: bool = False  # asks to be the contest's first sample: it keeps `temperature` only if it claims that
+    # Asks to be the contest's one sample at `temperature` (T=0); one that finds another holds that claim is drawn
+    # at `later_temperature` (see _draw).
+    first: bool = False
     later_temperature: float | None = None  # what it is drawn at when another sample was first
     k: int
     # False for the first k samples of a contest nobody has voted in: a decision needs k votes, so
@@ -185,7 +187,11 @@ def _draw(
     def wanted() -> bool:  # asked after every wait: a wait costs far more than this look-up
         return book.wants(contest)
 
-    if request.first and not book.claim_first(contest, request.sample_id):
+    # A first sample asks for the T=0 claim before the draw only when its contest may have been opened before (a
+    # guess reopened, a resumed run): a second first sample is then drawn at the later temperature. In a contest
+    # the orchestrator knows fresh there is no other to race, and its vote takes the claim as it lands (the vote
+    # script red-flags a second T=0 vote all the same): one round trip less a step.
+    if request.first and request.may_be_decided and not book.claim_first(contest, request.sample_id):
         request = request.model_copy(update={"temperature": request.later_temperature, "first": False})
     max_tokens = task.max_output_tokens or policy.max_output_tokens
     messages = task.messages(request.state, request.step, request.previous)

@@ -171,6 +171,32 @@ def test_only_one_sample_of_a_contest_is_drawn_at_the_first_temperature(book: Vo
     assert temperatures == [0.0, 0.1, 0.0]
 
 
+def test_a_fresh_contests_first_sample_takes_the_t0_claim_as_its_vote_lands(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    """In a contest the orchestrator knows fresh, the first sample does not ask for the T=0 claim before its draw
+    (a round trip a step): its vote takes it. A rival first sample drawn at T=0 all the same (a guess dropped with
+    its first sample in flight, then reopened) is red-flagged: a contest never counts two T=0 votes."""
+    fresh = request("fresh", k=5).model_copy(update={"first": True, "later_temperature": 0.1, "may_be_decided": False})
+    seen: list[tuple[float | None, bytes | None]] = []  # each call's temperature, and who held the claim then
+
+    def handle(call: httpx.Request) -> httpx.Response:
+        seen.append((json.loads(call.content).get("temperature"), client.get(fresh.contest.keys.first)))
+        return completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]")
+
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    provider = OpenAICompatible(http, base_url="http://llm.test/v1", model="m", api_key=None)
+    assert draw_sample(fresh, TASK, member(provider), book, FAST).outcome is Outcome.VOTE
+    assert seen == [(0.0, None)]  # drawn at T=0 without asking first
+    assert client.get(fresh.contest.keys.first) == b"fresh"  # the vote took the claim
+    rival = draw_sample(fresh.model_copy(update={"sample_id": "rival"}), TASK, member(provider), book, FAST)
+    assert rival.outcome is Outcome.RED_FLAG and rival.reason == "second_first_sample"
+    reopened = fresh.model_copy(update={"sample_id": "reopened", "may_be_decided": True})  # it asks, and is told
+    assert draw_sample(reopened, TASK, member(provider), book, FAST).outcome is Outcome.VOTE
+    assert [temperature for temperature, _ in seen] == [0.0, 0.0, 0.1]
+    assert book.snapshot(fresh.contest).leader_votes == 2
+
+
 def test_a_stopped_run_draws_not_even_the_first_samples_that_skip_the_decided_check(
     book: VoteBook, client: redis.Redis
 ) -> None:
