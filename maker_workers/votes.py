@@ -20,6 +20,7 @@ from maker_workers import keys
 from maker_workers.errors import store_errors
 
 _SOURCE = resources.files("maker_workers").joinpath("lua/record_sample.lua").read_text()
+_CLAIM_FIRST = resources.files("maker_workers").joinpath("lua/claim_first.lua").read_text()
 # Semantic contests run the same script after the prelude that assigns a vote to its candidate.
 _SEMANTIC_SOURCE = resources.files("maker_workers").joinpath("lua/semantic.lua").read_text() + _SOURCE
 
@@ -127,6 +128,7 @@ class VoteBook:
         self._client = client
         self._script = client.register_script(_SOURCE)
         self._semantic_script = client.register_script(_SEMANTIC_SOURCE)
+        self._claim_first = client.register_script(_CLAIM_FIRST)
         self._events_maxlen = events_maxlen
         self._contest_ttl_s = contest_ttl_s
         self._worker = worker
@@ -280,10 +282,11 @@ class VoteBook:
 
     def claim_first(self, contest: Contest, sample_id: str) -> bool:
         """Whether this sample is the contest's first (the one drawn at the first temperature): one sample
-        id claims it, once, whichever orchestrator sent it. Lives as long as a contest's keys do."""
+        id claims it, once, whichever orchestrator sent it. Lives as long as the contest's status does
+        (lua/claim_first.lua)."""
+        step = contest.keys
         with store_errors(f"claiming the first sample of step {contest.step}"):
-            claimed = self._client.set(contest.keys.first, sample_id, nx=True, ex=self._contest_ttl_s)
-            return bool(claimed) or self._client.get(contest.keys.first) in (sample_id.encode(), sample_id)
+            return self._claim_first(keys=[step.first, step.status], args=[sample_id, self._contest_ttl_s]) == 1
 
     def stopped(self, run_id: str, fresh_s: float = 1.0) -> bool:
         """Whether the run stopped sending samples (done, cancelled, out of budget): a speculative window's first

@@ -210,6 +210,24 @@ def test_a_contest_counts_one_vote_drawn_at_the_first_temperature(client: redis.
     assert not book.claim_first(other, "another")  # so no other sample is drawn at T=0
 
 
+def test_a_t0_claim_lives_no_longer_than_its_contests_status(client: redis.Redis) -> None:
+    """A first sample that reaches a worker after its step was committed, or its guess dropped (the status then
+    lingers a minute), must not leave a claim behind for the contest's whole TTL: a guess opened again would find
+    the claim without the votes, and the key would outlive the contest."""
+    book = VoteBook(client, contest_ttl_s=3_600)
+    lingering = contest(k=3, step=7)
+    book.record(lingering, "s1", "vote", "A")
+    client.expire(lingering.keys.status, 60)  # what a commit or `forget` leaves
+    assert book.claim_first(lingering, "late")
+    assert 0 < client.ttl(lingering.keys.first) <= 60
+    assert book.claim_first(lingering, "late")  # delivered twice: still its own
+    assert not book.claim_first(lingering, "other")
+
+    unopened = contest(k=3, step=8)  # no status yet: the contest's own TTL
+    assert book.claim_first(unopened, "first")
+    assert 3_590 < client.ttl(unopened.keys.first) <= 3_600
+
+
 def test_every_notice_carries_the_contests_whole_snapshot(book: VoteBook, client: redis.Redis) -> None:
     c = contest(k=3)
     for i, vote in enumerate(["A", "B", "B", "A", "C"]):

@@ -30,7 +30,8 @@
 -- ARGV[13] what the call cost, in nano-dollars; -1 when the model's price is unknown
 -- ARGV[14] "1" to count votes by model in KEYS[8] (an ensemble: the report gives each model's share)
 -- ARGV[15] the worker process that drew it (host/pid), "" when unknown: `maker watch` lists who is heard from
--- ARGV[16] "1" when the sample was drawn at the first temperature (it held KEYS[9] when it was drawn)
+-- ARGV[16] "1" when the sample was drawn at the first temperature: having claimed KEYS[9] (lua/claim_first.lua), or
+--          in a contest the orchestrator knew fresh, to claim it here
 -- ARGV[17..22], KEYS[10]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
