@@ -33,38 +33,55 @@ class InProcessTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         read_timeout = request.extensions.get("timeout", {}).get("read")
-        return self.serve(
-            request.method, request.url.path, request.read(), dict(request.headers), request, read_timeout
-        )
+        headers = dict(request.headers)  # httpx gives the names in lower case, as the sim reads them off a socket
+        return self.serve(request.method, request.url.path, request.read(), headers, request, read_timeout, lazy=False)
 
     def serve(
         self,
         method: str,
         path: str,
-        body: bytes,
+        body: bytes | Any,
         headers: dict[str, str],
         request: httpx.Request,
         read_timeout: float | None,
+        *,
+        lazy: bool,
     ) -> httpx.Response:
-        """As the HTTP sim answers over a socket: `headers` with lower-case names, the answer after its latency,
-        a read timeout when that is longer than `read_timeout`, a hang-up when the sim holds the request."""
-        delay, raw = self.app.handle(method, path, body, headers)
+        """As the HTTP sim answers over a socket: the answer after its latency, a read timeout when that is longer
+        than `read_timeout`, a hang-up when the sim holds the request. `body` its bytes or its JSON already
+        parsed; `headers` with lower-case names; `lazy`: a success's body is not encoded (see `_Answered`)."""
+        delay, reply = self.app.reply(method, path, body, headers)
         if read_timeout is not None and delay > read_timeout:
             time.sleep(read_timeout)
             raise httpx.ReadTimeout("the simulated LLM did not answer in time", request=request)
         if delay > 0:
             time.sleep(delay)
-        if raw is None:  # the HTTP sim holds the request, then hangs up
+        if not isinstance(reply.status, int) or reply.payload is None:  # the sim holds the request, then hangs up
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
-        head, _, content = raw.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode().split("\r\n")
-        fields = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
-        return httpx.Response(int(status_line.split()[1]), headers=fields, content=content, request=request)
+        return _Answered(reply.status, reply.payload, reply.headers, request, lazy=lazy)
+
+
+class _Answered(httpx.Response):
+    """The sim's answer as httpx hands it over. `json()` is the sim's payload itself (made anew for each request),
+    without encoding and decoding it; with `lazy`, a success's body is not even encoded (provider code reads a
+    success through `json()`, and quotes an error's text: an error's body is always there)."""
+
+    def __init__(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str], request: httpx.Request, *, lazy: bool
+    ) -> None:
+        content = None if lazy and status < 400 else json.dumps(payload).encode()
+        fields = {"content-type": "application/json", **headers}
+        super().__init__(status, headers=fields, content=content, request=request)
+        self._payload = payload
+
+    def json(self, **kwargs: Any) -> Any:
+        return self._payload
 
 
 class InProcessClient(httpx.Client):
-    """An httpx client whose JSON POSTs to the in-process sim skip httpx's request building (a third of a
-    worker's CPU per sample went there and to the sim); every other request goes through httpx as usual."""
+    """An httpx client whose JSON POSTs to the in-process sim skip httpx's request building and the JSON round
+    trips (a third of a worker's CPU per sample went there and to the sim); every other request goes through httpx
+    as usual."""
 
     def __init__(self, config: SimConfig, **kwargs: Any) -> None:
         self._sim = InProcessTransport(config)
@@ -78,12 +95,9 @@ class InProcessClient(httpx.Client):
             # Names in lower case, as the sim reads them off a socket.
             fields = {name.lower(): value for name, value in (headers or {}).items()}
             request = self._requests.get(url) or self._requests.setdefault(url, httpx.Request("POST", url))
-            return self._sim.serve("POST", url.removeprefix(ORIGIN), _encoded(json), fields, request, self.timeout.read)
+            path = url.removeprefix(ORIGIN)
+            return self._sim.serve("POST", path, json, fields, request, self.timeout.read, lazy=True)
         return super().post(url, json=json, headers=headers, **kwargs)
-
-
-def _encoded(body: Any) -> bytes:
-    return json.dumps(body).encode()
 
 
 def client(config: SimConfig | None, **kwargs: Any) -> httpx.Client:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from maker_workers.domains.answers import SIM_EMBEDDING_MODEL
@@ -62,16 +62,31 @@ def _response(status: int, payload: dict[str, Any], headers: dict[str, str] | No
     return head.encode() + body
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One answer before it goes on the wire: the in-process sim hands it to httpx as it is."""
+
+    status: int | str  # "timeout": the request is held, then hung up on
+    payload: dict[str, Any] | None  # None: hang up, answering nothing
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def raw(self) -> bytes | None:
+        """The HTTP response's bytes; None to hang up."""
+        if self.payload is None or isinstance(self.status, str):
+            return None
+        return _response(self.status, self.payload, self.headers)
+
+
 def _error(
     status: int,
     message: str,
     kind: str = "invalid_request_error",
     code: str | None = None,
     headers: dict[str, str] | None = None,
-) -> bytes:
+) -> Reply:
     """An error in OpenAI's shape, whatever the route: every provider adapter reads it."""
     error = {"message": message, "type": kind} | ({"code": code} if code else {})
-    return _response(status, {"error": error}, headers)
+    return Reply(status, {"error": error}, headers or {})
 
 
 @dataclass(frozen=True)
@@ -214,7 +229,6 @@ class Stats:
 
 # What the app makes of one request: the delay before answering, the status /stats counts it under,
 # and the response, None to hang up without one.
-Outcome = tuple[float, int | str, bytes | None]
 
 
 class SimApp:
@@ -227,60 +241,68 @@ class SimApp:
         self._faults = random.Random(f"faults/{config.seed}/{stream}" if stream else f"faults/{config.seed}")
 
     def handle(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, bytes | None]:
+        """(delay, the response's bytes, or None: hang up after the delay)."""
+        delay, reply = self.reply(method, path, body, headers)
+        return delay, reply.raw()
+
+    def reply(self, method: str, path: str, body: bytes | Any, headers: dict[str, str]) -> tuple[float, Reply]:
+        """(delay, the answer) to one request; `body` its bytes, or its JSON already parsed (the in-process sim's:
+        no JSON round trip), which is only read. `headers` with names in lower case."""
         path = path.rstrip("/")
         if method == "GET" and path in ("/health", "/v1/health"):
-            return 0.0, _response(200, {"status": "ok", "config": self.model.config.model_dump()})
+            return 0.0, Reply(200, {"status": "ok", "config": self.model.config.model_dump()})
         if method == "GET" and path in ("/stats", "/v1/stats"):
-            return 0.0, _response(200, self.stats.report())
+            return 0.0, Reply(200, self.stats.report())
         self.stats.arrived()
-        delay, status, response = self._serve(method, path, body, headers)
-        self.stats.by_status[str(status)] += 1
-        return delay, response
+        delay, reply = self._serve(method, path, body, headers)
+        self.stats.by_status[str(reply.status)] += 1
+        return delay, reply
 
-    def _serve(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    def _serve(self, method: str, path: str, body: bytes | Any, headers: dict[str, str]) -> tuple[float, Reply]:
         shape = next((shape for end, shape in _ROUTES if path.endswith(end)), None)
         embed_shape = next((shape for end, shape in _EMBED_ROUTES if path.endswith(end)), None)
         if method != "POST" or (shape or embed_shape) is None:
             routes = ", ".join(f"...{end}" for end, _ in _ROUTES + _EMBED_ROUTES)
-            return 0.0, 404, _error(404, f"no route {method} {path}; POST to {routes}")
+            return 0.0, _error(404, f"no route {method} {path}; POST to {routes}")
         try:
+            request = json.loads(body) if isinstance(body, bytes | bytearray) else body
             if embed_shape is not None:
-                model, texts = _read_embed(json.loads(body))
+                model, texts = _read_embed(request)
             else:
-                ask = _read(shape or "openai", json.loads(body))
+                ask = _read(shape or "openai", request)
                 model = ask.model
         except (ValueError, KeyError, TypeError, StopIteration) as exc:
-            return 0.0, 400, _error(400, f"cannot answer this request: {exc!r}")
+            return 0.0, _error(400, f"cannot answer this request: {exc!r}")
         self.stats.asked(model)
         cfg = self.model.config
         if cfg.api_key is not None and _key_of(headers) != cfg.api_key:
-            return 0.0, 401, _error(401, "Incorrect API key provided.", code="invalid_api_key")
+            return 0.0, _error(401, "Incorrect API key provided.", code="invalid_api_key")
         if cfg.quota_exhausted:
             quota = "You exceeded your current quota, please check your plan and billing details."
-            return 0.0, 429, _error(429, quota, "insufficient_quota", "insufficient_quota")
+            return 0.0, _error(429, quota, "insufficient_quota", "insufficient_quota")
         fault = self._draw_fault()
         if fault == "429":
             wait = f"{cfg.retry_after_s:g}"
             limited = f"Rate limit reached for requests. Please try again in {wait}s."
-            return 0.0, 429, _error(429, limited, "requests", "rate_limit_exceeded", {"Retry-After": wait})
+            return 0.0, _error(429, limited, "requests", "rate_limit_exceeded", {"Retry-After": wait})
         if fault == "500":
-            return 0.0, 500, _error(500, "The server had an error while processing your request.", "server_error")
+            return 0.0, _error(500, "The server had an error while processing your request.", "server_error")
         if fault == "timeout":
-            return cfg.timeout_hold_s, "timeout", None
+            return cfg.timeout_hold_s, Reply("timeout", None)
         if embed_shape is not None:  # a refusal is a chat answer: embeddings have none
             tokens = sum(count_tokens(text) for text in texts)
             self.stats.served(model, tokens, 0)
-            return self.model.latency_s(), 200, _response(200, _render_embed(embed_shape, model, texts, tokens))
+            return self.model.latency_s(), Reply(200, _render_embed(embed_shape, model, texts, tokens))
         if fault == "refusal":
             answer = Answer(text=REFUSAL, output_tokens=count_tokens(REFUSAL), truncated=False)
         else:
             try:
                 answer = self.model.answer(ask.prompt, ask.temperature, ask.max_tokens)
             except ValueError as exc:
-                return 0.0, 400, _error(400, f"cannot answer this request: {exc!r}")
+                return 0.0, _error(400, f"cannot answer this request: {exc!r}")
         prompt_tokens = sum(count_tokens(text) for text in ask.texts)
         self.stats.served(ask.model, prompt_tokens, answer.output_tokens)
-        return self.model.latency_s(), 200, _response(200, _render(shape, ask, answer, prompt_tokens))
+        return self.model.latency_s(), Reply(200, _render(shape, ask, answer, prompt_tokens))
 
     def _draw_fault(self) -> str | None:
         """One draw picks at most one fault, each with its configured share."""
@@ -325,7 +347,7 @@ class _Connection(asyncio.Protocol):
             try:
                 request = self._next_request()
             except HttpError as exc:
-                self.queue.put_nowait((0.0, _error(exc.status, str(exc))))
+                self.queue.put_nowait((0.0, _error(exc.status, str(exc)).raw()))
                 self.queue.put_nowait(None)  # close after answering: the stream is out of step
                 self.buffer.clear()
                 return
