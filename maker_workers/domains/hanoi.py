@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from functools import cache
 from typing import TYPE_CHECKING
 
 from maker_workers.domains.base import Parsed, RedFlag
@@ -68,6 +69,7 @@ def format_move(move: Move | None) -> str:
     return "none" if move is None else f"[{move[0]}, {move[1]}, {move[2]}]"
 
 
+@cache  # built for every sample otherwise, and the same for every step of a run
 def system_prompt(n: int) -> str:
     return f"""You are solving the Towers of Hanoi puzzle with {n} disks, one move at a time.
 There are three pegs, numbered 0, 1 and 2, and disks numbered 1 (smallest) to {n} (largest).
