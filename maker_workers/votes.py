@@ -149,7 +149,8 @@ class VoteBook:
     ) -> Recorded:
         """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
         `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector; `first` when it
-        was drawn at the first temperature, having claimed that (`claim_first`)."""
+        was drawn at the first temperature: having claimed that (`claim_first`), or in a contest the orchestrator
+        knew fresh, where the script takes the claim with the vote."""
         script, script_keys, args = self._call(
             contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning, first
         )

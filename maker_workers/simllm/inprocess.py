@@ -56,7 +56,7 @@ class InProcessTransport(httpx.BaseTransport):
             raise httpx.ReadTimeout("the simulated LLM did not answer in time", request=request)
         if delay > 0:
             time.sleep(delay)
-        if not isinstance(reply.status, int) or reply.payload is None:  # the sim holds the request, then hangs up
+        if reply.hangs_up:  # the sim holds the request, then hangs up
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
         return _Answered(reply.status, reply.payload, reply.headers, request, lazy=lazy)
 

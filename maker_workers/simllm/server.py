@@ -66,13 +66,17 @@ def _response(status: int, payload: dict[str, Any], headers: dict[str, str] | No
 class Reply:
     """One answer before it goes on the wire: the in-process sim hands it to httpx as it is."""
 
-    status: int | str  # "timeout": the request is held, then hung up on
+    status: int | str  # "timeout": the request is held, then hung up on (/stats counts it so)
     payload: dict[str, Any] | None  # None: hang up, answering nothing
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def hangs_up(self) -> bool:
+        return self.payload is None or isinstance(self.status, str)
+
     def raw(self) -> bytes | None:
         """The HTTP response's bytes; None to hang up."""
-        if self.payload is None or isinstance(self.status, str):
+        if self.hangs_up:
             return None
         return _response(self.status, self.payload, self.headers)
 
@@ -227,12 +231,8 @@ class Stats:
         }
 
 
-# What the app makes of one request: the delay before answering, the status /stats counts it under,
-# and the response, None to hang up without one.
-
-
 class SimApp:
-    """Turns one parsed request into (delay, response bytes, or None: hang up after the delay)."""
+    """Turns one request into the delay before answering and its `Reply` (as bytes for a socket: `handle`)."""
 
     def __init__(self, config: SimConfig, stream: str = "") -> None:
         self.model = SimModel(config, stream)
