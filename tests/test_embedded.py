@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -103,3 +104,15 @@ def test_a_second_interrupt_during_shutdown_still_leaves_no_child(monkeypatch: p
     with pytest.raises(KeyboardInterrupt):
         cluster.close()
     assert all(child.poll() is not None for child in children)
+
+
+def test_one_thread_a_worker_runs_its_tasks_in_the_workers_own_thread() -> None:
+    """--concurrency 1 starts Celery's solo pool (no hand-off to a pool thread) and the run goes as with threads."""
+    with started_cli(
+        "hanoi", "--disks", "9", "--workers", "2", "--concurrency", "1", "--sim-inprocess", "--json"
+    ) as proc:
+        workers = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children_of(proc.pid)]
+        out, _ = proc.communicate(timeout=120)
+    assert [argv[argv.index(b"--pool") + 1] for argv in workers if b"--pool" in argv] == [b"solo", b"solo"]
+    report = json.loads(out.splitlines()[-1])
+    assert report["solved"] and report["errors"] == 0 and report["steps"] == 2**9 - 1
