@@ -84,20 +84,31 @@ def test_a_full_redis_fails_the_run_within_seconds_with_that_reason(private: Emb
 
 
 class LosingBroker:
-    """The broker as kombu's Redis transport can be: now and then a sent message is never delivered."""
+    """The broker as kombu's Redis transport can be: now and then a sent message is never delivered. Loses it where
+    the orchestrator hands a message to Celery (`amqp.send_task_message`)."""
 
     def __init__(self, broker: Celery, every: int) -> None:
         self.broker, self.every, self.sent, self.lost = broker, every, 0, 0
-
-    def send_task(self, *args: Any, **kwargs: Any) -> None:
-        self.sent += 1
-        if self.sent % self.every == 0 and self.sent > 100:  # after the first hundred: latency is known
-            self.lost += 1
-            return
-        self.broker.send_task(*args, **kwargs)
+        self.amqp = _Losing(self)
 
     def __getattr__(self, name: str) -> Any:  # the rest of the app, as it is
         return getattr(self.broker, name)
+
+
+class _Losing:
+    def __init__(self, owner: LosingBroker) -> None:
+        self.owner = owner
+
+    def send_task_message(self, *args: Any, **kwargs: Any) -> None:
+        owner = self.owner
+        owner.sent += 1
+        if owner.sent % owner.every == 0 and owner.sent > 100:  # after the first hundred: latency is known
+            owner.lost += 1
+            return
+        owner.broker.amqp.send_task_message(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of Celery's AMQP side, as it is
+        return getattr(self.owner.broker.amqp, name)
 
 
 def test_a_lost_task_message_costs_seconds_not_the_whole_sample_timeout(private: Embedded) -> None:
