@@ -25,7 +25,7 @@ from maker_workers.simllm.server import SimServer
 from orchestrator import api
 from orchestrator.api import Hooks
 from orchestrator.cluster import Cluster, ClusterOptions, redact
-from orchestrator.embedded import SIM_READY
+from orchestrator.embedded import SIM_READY, pool_for
 from orchestrator.metrics import RunMetrics
 from orchestrator.model_options import ModelOptions
 from orchestrator.phrasings import Candidate
@@ -257,7 +257,7 @@ class Display:
                     calls = "sim-llm in each worker"
                 else:
                     calls = f"model {models.ensemble or f'{models.provider}:{models.model}'}"
-                threads = "1 thread (solo pool)" if embedded.concurrency == 1 else f"{embedded.concurrency} threads"
+                threads = f"{embedded.concurrency} thread(s), {pool_for(embedded.concurrency)} pool"
                 err.print(
                     f"embedded cluster up: redis {cluster.redis_url}, {calls}, {embedded.workers} workers x {threads}",
                     highlight=False,

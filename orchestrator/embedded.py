@@ -230,12 +230,15 @@ class Embedded:
             self._dir.cleanup()
 
 
+def pool_for(concurrency: int) -> str:
+    """Celery's pool for a worker of `concurrency` threads: one task at a time runs in the worker's own thread (the
+    solo pool), since a thread pool of one only adds a hand-off between two threads (README, "Benchmark")."""
+    return "solo" if concurrency == 1 else "threads"
+
+
 def worker_argv(concurrency: int, name: str) -> list[str]:
     """The documented worker line. Heartbeats stay on (one event every 2 s): without them Flower shows a worker
-    offline; gossip and mingle, which only other workers listen to, are off. One task at a time runs in the
-    worker's own thread (Celery's solo pool): a thread pool of one only adds a hand-off between two threads, which
-    costs a model with no latency about a fifth of its pace on two cores (README, "Speed")."""
-    pool = "solo" if concurrency == 1 else "threads"
+    offline; gossip and mingle, which only other workers listen to, are off."""
     return [
         sys.executable,
         "-m",
@@ -244,7 +247,7 @@ def worker_argv(concurrency: int, name: str) -> list[str]:
         "maker_workers.celery_app",
         "worker",
         "--pool",
-        pool,
+        pool_for(concurrency),
         "-c",
         str(concurrency),
         "-n",
