@@ -83,9 +83,10 @@ class StepKeys:
     voters: str  # ensembles only: votes by model
     first: str  # the sample id that drew the contest's first (T=0) sample
     vectors: str  # semantic contests only: each candidate's unit vector (lua/semantic.lua)
+    texts: str  # digests of the texts counted as votes, and distinct texts per candidate (copies count once)
 
     def every(self) -> tuple[str, ...]:
-        return (self.seen, self.tally, self.status, self.payloads, self.voters, self.first, self.vectors)
+        return (self.seen, self.tally, self.status, self.payloads, self.voters, self.first, self.vectors, self.texts)
 
 
 def step_status_pattern(run_id: str) -> str:
@@ -103,6 +104,7 @@ def step(run_id: str, index: int, input_hash: str) -> StepKeys:
         voters=f"{base}:voters",
         first=f"{base}:first",
         vectors=f"{base}:vectors",
+        texts=f"{base}:texts",
     )
 
 

@@ -5,6 +5,7 @@ Kept apart from Celery so it can be driven directly in tests.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from functools import partial
 from typing import Literal, TypeVar
@@ -20,7 +21,7 @@ from maker_workers.members import Member
 from maker_workers.providers import Completion, Provider
 from maker_workers.ratelimit import RateLimiter, estimated_tokens
 from maker_workers.semantic import Embedder
-from maker_workers.votes import Contest, Drawer, Meaning, Recorded, VoteBook
+from maker_workers.votes import Contest, Drawer, Meaning, Recorded, Said, VoteBook
 
 T = TypeVar("T")
 
@@ -57,6 +58,15 @@ class SamplePolicy(BaseModel):
     max_output_tokens: int = 750
     retries: int = 4
     retry_max_wait_s: float = 30.0
+    sample_text_chars: int = 2000  # what of each answer its event keeps: enough to see why it was thrown away
+
+
+def said_of(completion: Completion, policy: SamplePolicy, detail: str = "") -> Said:
+    """What the model said, as its vote or red flag keeps it: an excerpt, a digest of the whole text (copies are
+    byte-identical texts), the parser's reason."""
+    digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest()
+    excerpt = completion.text[: policy.sample_text_chars]
+    return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens)
 
 
 def _retry_wait(policy: SamplePolicy) -> Callable[[RetryCallState], float]:
@@ -210,7 +220,11 @@ def _draw(
     drawn_by = unpaid.model_copy(update={"cost_nusd": cost})
 
     def record(
-        kind: Literal["vote", "red_flag"], value: str, payload: str = "", meaning: Meaning | None = None
+        kind: Literal["vote", "red_flag"],
+        value: str,
+        payload: str = "",
+        meaning: Meaning | None = None,
+        detail: str = "",
     ) -> Recorded:
         return book.record(
             contest,
@@ -223,14 +237,19 @@ def _draw(
             drawn_by=drawn_by,
             meaning=meaning,
             first=request.first,  # the vote script counts one vote drawn at the first temperature per contest
+            said=said_of(completion, policy, detail),
         )
 
-    if completion.truncated or completion.output_tokens > max_tokens:
-        return record("red_flag", "too_long")
+    # The paper's over-long rule, seen from both sides: the provider cut the answer at the limit we asked for (one
+    # token past ours), or it says it wrote more than ours.
+    if completion.truncated:
+        return record("red_flag", "truncated", detail=f"the provider stopped the answer at {max_tokens + 1} tokens")
+    if completion.output_tokens > max_tokens:
+        return record("red_flag", "too_long", detail=f"{completion.output_tokens} tokens, over {max_tokens}")
     try:
         key, answer = task.parse(completion.text, request.state)
     except RedFlag as flag:
-        return record("red_flag", flag.reason)
+        return record("red_flag", flag.reason, detail=flag.detail)
     payload = canonical(answer)
     if task.semantic is None:
         return record("vote", key, "" if payload == key else payload)
@@ -239,7 +258,7 @@ def _draw(
     try:
         meaning = _meaning(task.semantic, embedder, answer, policy, on_wait, wanted)
     except RedFlag as flag:
-        return record("red_flag", flag.reason)
+        return record("red_flag", flag.reason, detail=flag.detail)
     except ProviderError as exc:
         return record_failure(book, request, exc, drawn_by)
     if meaning is None:  # decided, or the run stopped, while it waited: the completion was paid for, so it counts

@@ -58,7 +58,9 @@ def resources() -> WorkerResources:
             worker=f"{socket.gethostname()}/{os.getpid()}",
         ),
         members=members_from(cfg, client, http),
-        policy=SamplePolicy(max_output_tokens=cfg.max_output_tokens, retries=cfg.retries),
+        policy=SamplePolicy(
+            max_output_tokens=cfg.max_output_tokens, retries=cfg.retries, sample_text_chars=cfg.sample_text_chars
+        ),
     )
 
 

@@ -59,6 +59,8 @@ class Snapshot(BaseModel):
     late: int = 0
     candidates: int = 0  # semantic contests: the candidates opened so far
     over_cap: int = 0  # semantic contests: votes refused because max_candidates were open
+    copies: int = 0  # votes whose text was byte-identical to one already counted here (they still count)
+    winner_distinct: int | None = None  # once decided: the different texts among the winner's votes
 
     @property
     def margin(self) -> int:
@@ -83,6 +85,16 @@ class Notice(BaseModel):
     snapshot: Snapshot
     spent_nusd: int | None = None  # the run's spend after this sample, in nano-dollars
     cost_unknown: str | None = None  # set (to the model, if known) when this sample's price is unknown
+
+
+class Said(BaseModel):
+    """What the model said, kept with its vote or red flag: the completion's text (an excerpt, to bound what Redis
+    holds) and its digest (byte-identical texts are copies), and the parser's own reason for a red flag."""
+
+    text: str = ""
+    digest: str = ""
+    detail: str = ""
+    cached_tokens: int = 0  # input tokens the provider read from its prompt cache
 
 
 class Drawer(BaseModel):
@@ -146,13 +158,14 @@ class VoteBook:
         drawn_by: Drawer | None = None,
         meaning: Meaning | None = None,
         first: bool = False,
+        said: Said | None = None,
     ) -> Recorded:
         """`value` is the vote key (or the reason); `payload` the answer when it differs from the key;
         `drawn_by` the model that drew it and what it cost; `meaning` a semantic vote's vector; `first` when it
         was drawn at the first temperature: having claimed that (`claim_first`), or in a contest the orchestrator
-        knew fresh, where the script takes the claim with the vote."""
+        knew fresh, where the script takes the claim with the vote; `said` what the model said."""
         script, script_keys, args = self._call(
-            contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning, first
+            contest, sample_id, kind, value, input_tokens, output_tokens, payload, drawn_by, meaning, first, said
         )
         with store_errors(f"recording sample {sample_id}"):
             outcome, leader, runner_up, *said = script(keys=script_keys, args=args)
@@ -187,9 +200,11 @@ class VoteBook:
         drawn_by: Drawer | None = None,
         meaning: Meaning | None = None,
         first: bool = False,
+        said: Said | None = None,
     ) -> tuple[Script, list[str], list[Any]]:
         """The script to run for one sample, with its KEYS and ARGV (lua/record_sample.lua's contract)."""
         drawn_by = drawn_by or Drawer()
+        said = said or Said()
         step = contest.keys
         run = contest.run_id
         script = self._script
@@ -210,6 +225,7 @@ class VoteBook:
             keys.stats(run),
             step.voters,
             step.first,
+            step.texts,
             *extra_keys,
         ]
         args = [
@@ -229,6 +245,10 @@ class VoteBook:
             "1" if drawn_by.by_model else "0",
             self._worker,
             "1" if first else "0",
+            said.cached_tokens,
+            said.digest,
+            said.text,
+            said.detail,
             *extra_args,
         ]
         return script, script_keys, args

@@ -36,13 +36,13 @@ from maker_workers.errors import ConfigError, MakerError, Rejected, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Notice, Outcome
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.method import wilson
 from orchestrator.publisher import Publisher
 from orchestrator.report import cost_usd
 from orchestrator.runner import VotingConfig
 from orchestrator.store import RunStore
 
 UNREACHABLE_K = 10**6  # the calibration run's margin: one sample per contest never decides it
-Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 LENGTH_EDGES = (200, 400, 700)  # output-token buckets: the paper saw errors rise past about 700
 ANSWERED = ("vote", "red_flag", "error", "fatal")  # the event kinds that close a sample
 
@@ -91,17 +91,6 @@ class Calibration(BaseModel):
     cost_per_sample_usd: float | None  # per answer (vote or red flag): what a plan's samples cost
     temperature_omitted: bool  # the model refused a temperature: it answered at its own default
     wall_s: float
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion: sound near 0 and 1, where p lives."""
-    share = successes / n
-    scale = 1.0 + z * z / n
-    centre = (share + z * z / (2 * n)) / scale
-    half = z / scale * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n))
-    # Exact arithmetic puts the share inside; floats can land the bound just short of it (40 of 40 gave a high end
-    # of 0.9999999999999999, below p = 1.0).
-    return max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half))
 
 
 def _percentile(ordered: list[int], q: float) -> int:

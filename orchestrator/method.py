@@ -9,14 +9,17 @@ import math
 
 from maker_workers.errors import ConfigError
 
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
 
 def _check_p(p: float) -> None:
     if not 0.5 < p <= 1.0:
         raise ConfigError(f"p (the chance a valid sample is right) must be in (0.5, 1], got {p}")
 
 
-def p_sub(p: float, k: int) -> float:
-    """Chance a step decided ahead-by-k picks the right answer (gambler's ruin, one rival)."""
+def p_sub(p: float, k: float) -> float:
+    """Chance a step decided ahead-by-k picks the right answer (gambler's ruin, one rival); a mean margin (a real
+    k) reads the same way."""
     if not 0.0 < p <= 1.0:
         raise ConfigError(f"p must be in (0, 1], got {p}")
     if p == 1.0:
@@ -67,3 +70,14 @@ def to_enqueue(k: int, margin: int, in_flight: int) -> int:
     """
     need = max(0, k - margin - in_flight)
     return max(need, 1) if in_flight == 0 else need
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion: sound near 0 and 1, where p lives."""
+    share = successes / n
+    scale = 1.0 + z * z / n
+    centre = (share + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n))
+    # Exact arithmetic puts the share inside; floats can land the bound just short of it (40 of 40 gave a high end
+    # of 0.9999999999999999, below p = 1.0).
+    return max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half))

@@ -5,11 +5,19 @@ A step's losing votes are the model's errors on it (the winner is taken to be ri
 p ≈ (winning votes + 1) / (all votes + 2) over the last WINDOW committed steps: Laplace's rule, so that a
 run whose every vote agreed does not claim p = 1, over a window, so that a model that drifts (a harder
 stretch of the task, a provider's bad hour) shows within a hundred steps rather than being averaged away.
+
+Copies are not votes. A model sampled near T=0 returns the same text again and again: five byte-identical
+completions are one observation, not five, and the formulas' independent samples they are not. Each text is
+counted once here (the vote script counts a step's `copies` and its winner's distinct texts): in p, and in the
+margin a step was really decided by, which the reading uses in place of k when it is smaller. A run whose votes
+are mostly copies says so (`alike`): its reading rests on little evidence, and no reading from votes alone can see
+a step whose every sample makes the same mistake; calibration against known answers can (`maker calibrate`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
@@ -19,48 +27,102 @@ from orchestrator import method
 MIN_STEPS = 30
 MIN_VOTES = 100
 WINDOW = 100
+ALIKE = 0.5  # past this share of copies among a step's later votes, the votes are called alike
 
 
 class Reading(BaseModel):
-    p: float  # estimated chance one valid sample is right
-    step_error: float  # chance a step is decided wrong at the k in use
-    reliability: float  # chance the whole run (steps done and left) is error-free at that k
+    p: float  # estimated chance one valid sample is right, each distinct text counted once
+    step_error: float  # chance a step is decided wrong at the margin it is really decided by
+    reliability: float  # chance the whole run (steps done and left) is error-free at that margin
+    margin: float  # the mean margin in distinct texts, at most k: k itself when no vote was a copy
+    copy_share: float  # copies among the votes after each step's first: 0 for independent samples
+
+
+@dataclass(frozen=True)
+class _Step:
+    votes: int  # distinct texts among the step's votes
+    winning: int  # distinct texts among the winner's votes
+    margin: float  # the winner's distinct texts over the runner-up's votes, at most k
+    copies: int
+    later: int  # votes after the first: where a copy can be
 
 
 class LiveReliability:
     def __init__(self, window: int = WINDOW) -> None:
-        self._recent: deque[tuple[int, int]] = deque(maxlen=window)
-        self.steps = 0  # in the window
-        self.votes = 0
-        self.winning_votes = 0
+        self._recent: deque[_Step] = deque(maxlen=window)
 
-    def observe(self, votes: int, winning_votes: int) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            old_votes, old_winning = self._recent[0]
-            self.votes -= old_votes
-            self.winning_votes -= old_winning
-            self.steps -= 1
-        self._recent.append((votes, winning_votes))
-        self.steps += 1
-        self.votes += votes
-        self.winning_votes += winning_votes
+    def observe(
+        self,
+        votes: int,
+        winning_votes: int,
+        *,
+        k: int | None = None,
+        runner_up_votes: int = 0,
+        copies: int = 0,
+        winner_distinct: int | None = None,
+    ) -> None:
+        """One committed step's tally: `copies` of its votes repeated a text already counted, and its winner's
+        votes held `winner_distinct` different texts (None: all different)."""
+        winning = winning_votes if winner_distinct is None else min(winner_distinct, winning_votes)
+        margin = float(winning - runner_up_votes) if k is None else float(min(k, winning - runner_up_votes))
+        self._recent.append(
+            _Step(
+                votes=max(votes - copies, winning),
+                winning=winning,
+                margin=max(margin, 0.0),
+                copies=copies,
+                later=max(votes - 1, 0),
+            )
+        )
+
+    @property
+    def steps(self) -> int:
+        return len(self._recent)
+
+    @property
+    def votes(self) -> int:
+        return sum(s.votes for s in self._recent)
 
     @property
     def p(self) -> float:
-        return (self.winning_votes + 1) / (self.votes + 2)
+        return (sum(s.winning for s in self._recent) + 1) / (self.votes + 2)
+
+    @property
+    def copy_share(self) -> float:
+        later = sum(s.later for s in self._recent)
+        return sum(s.copies for s in self._recent) / later if later else 0.0
+
+    @property
+    def alike(self) -> bool:
+        """Whether most votes were copies: the reading then rests on little evidence (see the module's note)."""
+        return self.copy_share > ALIKE
 
     @property
     def enough(self) -> bool:
         return self.steps >= MIN_STEPS and self.votes >= MIN_VOTES
 
+    def margin(self, k: int) -> float:
+        """The margin steps are really decided by: k, unless copies made it less."""
+        if not self._recent:
+            return float(k)
+        return min(float(k), sum(s.margin for s in self._recent) / len(self._recent))
+
     def reading(self, k: int, total_steps: int | None) -> Reading:
-        step_ok = method.p_sub(self.p, k)
+        margin = self.margin(k)
+        step_ok = method.p_sub(self.p, margin)
         steps = total_steps if total_steps is not None else self.steps
-        return Reading(p=round(self.p, 6), step_error=1.0 - step_ok, reliability=step_ok**steps)
+        return Reading(
+            p=round(self.p, 6),
+            step_error=1.0 - step_ok,
+            reliability=step_ok**steps,
+            margin=round(margin, 3),
+            copy_share=round(self.copy_share, 4),
+        )
 
     def k_for(self, target: float, total_steps: int) -> int | None:
-        """The k the estimate asks for to reach `target` over the run; None while evidence is thin or the
-        model looks no better than a coin (then no k helps: the run's caps will say so)."""
-        if not self.enough or self.p <= 0.5:
+        """The k the estimate asks for to reach `target` over the run; None while evidence is thin, when the
+        votes are copies (a larger k buys more copies, not more evidence), or when the model looks no better than
+        a coin (then no k helps: the run's caps will say so)."""
+        if not self.enough or self.alike or self.p <= 0.5:
             return None
         return method.k_min(self.p, total_steps, target)

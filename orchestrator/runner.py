@@ -48,6 +48,7 @@ from orchestrator.speculation import Depth
 from orchestrator.store import Checkpoint, RunStore
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
+ALIKE_STEPS = 5  # steps committed before copies are worth a warning
 
 
 class VotingConfig(BaseModel):
@@ -115,8 +116,11 @@ class CommittedStep(BaseModel):
     rounds: int
     spent_usd: float | None = None  # the run's spend when the step was committed; None when unknown
     k: int = 0  # the margin this step was decided with
-    p_estimate: float | None = None  # p as the votes so far imply it (no ground truth)
+    copies: int = 0  # votes whose text repeated one already counted in the step, byte for byte
+    winner_distinct: int | None = None  # the different texts among the winner's votes
+    p_estimate: float | None = None  # p as the votes so far imply it (no ground truth; copies counted once)
     reliability: float | None = None  # the chance the whole run is error-free, at that p and this k
+    copy_share: float | None = None  # copies among the votes after each step's first, over the recent steps
 
 
 @dataclass
@@ -172,6 +176,8 @@ class _Open:
             red_flags=known.red_flags,
             rounds=self.rounds,
             k=self.contest.k,
+            copies=known.copies,
+            winner_distinct=known.winner_distinct,
         )
 
 
@@ -202,6 +208,7 @@ class Runner:
         self.k = config.k  # raised by --adaptive-k, for contests opened from then on
         self.live = LiveReliability()
         self._warned_drift = False
+        self._warned_alike = False
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         # Every sample id this runner sends starts so: a notice is known to be this attempt's even after the
         # sample was forgotten (`_forget_unheard`), so a refusal that comes that late still ends the run.
@@ -380,10 +387,27 @@ class Runner:
     def _read_reliability(self, committed: CommittedStep) -> None:
         """What the votes imply so far; with a target, a warning (or, with adaptive_k, a larger k) when the
         run would no longer meet it. k is never lowered."""
-        self.live.observe(committed.votes, committed.winner_votes)
+        self.live.observe(
+            committed.votes,
+            committed.winner_votes,
+            k=committed.k,
+            runner_up_votes=committed.runner_up_votes,
+            copies=committed.copies,
+            winner_distinct=committed.winner_distinct,
+        )
         total = self.task.total_steps()
         reading = self.live.reading(committed.k, total)
         committed.p_estimate, committed.reliability = reading.p, reading.reliability
+        committed.copy_share = reading.copy_share
+        if self.live.alike and self.live.steps >= ALIKE_STEPS and not self._warned_alike:
+            self._warned_alike = True
+            self._on_warning(
+                f"the votes are copies: {reading.copy_share:.0%} of the votes after each step's first repeat an "
+                "answer's text byte for byte (a model sampled near T=0 repeats itself, right or wrong). Each text "
+                f"counts once in the reading (p≈{reading.p:.3f}, margin {reading.margin:.1f} of k={committed.k}), "
+                "and no reading from votes can see a mistake every sample makes: raise the later temperature, give "
+                "the spec prompt variants, use an ensemble, and check the model with `maker calibrate`"
+            )
         target = self.config.target_reliability
         needed = None if target is None or total is None else self.live.k_for(target, total)
         if needed is None or needed <= self.k:

@@ -169,6 +169,7 @@ class RunStore:
                     contest.first,
                     contest.vectors,
                     contest.status,
+                    contest.texts,
                 ],
                 args=[
                     step,

@@ -144,7 +144,7 @@ def test_different_json_answers_are_two_candidates(one: dict[str, Any], two: dic
 
 @given(numbers=st.lists(st.integers(), min_size=1, max_size=6), tail=prose)
 def test_regex_answer_is_the_last_match(numbers: list[int], tail: str) -> None:
-    response = "".join(f"I think... Answer: {n}\n" for n in numbers) + tail.replace("Answer", "")
+    response = "".join(f"I think...\n  Answer: {n} \n" for n in numbers) + tail.replace("Answer", "")
     parsed = RegexAnswer(r"Answer:\s*(?P<answer>-?\d+)").parse(response, None)
     assert parsed.payload == {"answer": str(numbers[-1])}
     assert parsed.key == canonical({"answer": str(numbers[-1])})
@@ -152,7 +152,19 @@ def test_regex_answer_is_the_last_match(numbers: list[int], tail: str) -> None:
 
 def test_regex_answer_gives_none_for_an_unmatched_optional_group() -> None:
     parser = RegexAnswer(r"move (?P<disk>\d+)(?: to (?P<peg>\d+))?")
-    assert parser.parse("move 3 to 1, no: move 2", None).payload == {"disk": "2", "peg": None}
+    assert parser.parse("move 3 to 1\nno:\nmove 2", None).payload == {"disk": "2", "peg": None}
+
+
+def test_a_regex_answer_found_only_inside_a_longer_line_is_a_red_flag_not_a_repair() -> None:
+    parser = RegexAnswer(r"TOTAL:\s*(?P<total>-?\d+)")
+    with pytest.raises(RedFlag) as caught:
+        parser.parse("Adding the next number:\nTOTAL: 1857 + 250 = 2107", None)
+    assert caught.value.reason == "parse"
+    assert "TOTAL: 1857 + 250 = 2107" in caught.value.detail and "whole" in caught.value.detail
+    assert parser.parse("1857 + 250 = 2107\nTOTAL: 2107", None).payload == {"total": "2107"}
+    # The spec may say otherwise (answer.whole_line: false): then the last match anywhere counts.
+    anywhere = RegexAnswer(r"TOTAL:\s*(?P<total>-?\d+)", whole_line=False)
+    assert anywhere.parse("TOTAL: 1857 + 250 = 2107", None).payload == {"total": "1857"}
 
 
 def test_regex_answer_votes_on_the_vote_on_groups() -> None:
@@ -243,7 +255,7 @@ def test_json_nested_past_the_decoders_depth_is_a_red_flag_not_a_crash() -> None
     [
         ({"format": "json"}, 'so: {"b": [1, 2], "a": "x"}'),
         ({"format": "json", "vote_on": ["a"]}, '{"b": 2, "a": {"y": 1, "x": 0}}'),
-        ({"format": "regex", "pattern": r"move (?P<disk>\d+)(?: to (?P<peg>\d+))?"}, "so: move 3"),
+        ({"format": "regex", "pattern": r"move (?P<disk>\d+)(?: to (?P<peg>\d+))?"}, "so:\nmove 3"),
         ({"format": "regex", "pattern": r"(?P<answer>\d+) because (?P<why>.*)", "vote_on": ["answer"]}, "7 because x"),
         ({"format": "text"}, "  The   Answer\n"),
         ({"format": "text", "normalize": ["strip"]}, "  The   Answer\n"),

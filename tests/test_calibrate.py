@@ -54,7 +54,7 @@ def test_calibration_recovers_the_sims_error_rate_inside_its_interval(
     given = got["votes"] + got["red_flags"]
     low, high = wilson(got["votes"], given)
     assert low <= 0.985 <= high and got["valid_rate"] == got["votes"] / given
-    assert set(got["red_flags_by_reason"]) <= {"parse", "too_long"}
+    assert set(got["red_flags_by_reason"]) <= {"parse", "too_long", "truncated"}
     assert sum(got["red_flags_by_reason"].values()) == got["red_flags"]
     tokens = got["output_tokens"]
     assert 0 < tokens["p50"] <= tokens["p90"] <= tokens["p99"] and tokens["mean"] > 0

@@ -82,7 +82,7 @@ def test_a_wrong_well_formed_answer_is_still_a_vote(book: VoteBook, client: redi
     ("response", "reason"),
     [
         (completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=751), "too_long"),
-        (completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=751, finish="length"), "too_long"),
+        (completion("move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]", tokens=751, finish="length"), "truncated"),
         (completion("move = [1, 0, 2]\nnext_state = [[3, 2], []]"), "parse"),
         (completion("I would move disk 1 to peg 2."), "parse"),
     ],
@@ -95,6 +95,22 @@ def test_red_flags_are_discarded_and_counted_by_reason(
     assert recorded is not None and recorded.outcome is Outcome.RED_FLAG
     assert client.hget(keys.stats("r"), f"red_flag:{reason}") == b"1"
     assert client.hlen(keys.step("r", 0, hanoi.input_hash(STATE, None)).tally) == 0
+    # What the model said and why it was thrown away travel with the red flag.
+    (_, event), *_ = client.xrange(keys.events("r"))
+    said = {k.decode(): v.decode() for k, v in event.items()}
+    assert said["kind"] == "red_flag" and said["reason"] == reason
+    assert said["text"] == response.json()["choices"][0]["message"]["content"]
+    assert said["detail"]
+
+
+def test_a_red_flag_keeps_the_parsers_own_reason_and_a_bounded_excerpt(book: VoteBook, client: redis.Redis) -> None:
+    text = "move = [1, 0, 2]\nnext_state = [[3, 2], [], []]" + " " * 5000
+    provider, _ = answering(completion(text))
+    draw_sample(request(), TASK, member(provider), book, FAST.model_copy(update={"sample_text_chars": 100}))
+    (_, event), *_ = client.xrange(keys.events("r"))
+    said = {k.decode(): v.decode() for k, v in event.items()}
+    assert said["text"] == text[:100]
+    assert "1..3 exactly once" in said["detail"] or "disks" in said["detail"], said["detail"]
 
 
 def test_exactly_at_the_token_limit_is_not_a_red_flag(book: VoteBook) -> None:

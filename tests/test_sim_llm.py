@@ -102,6 +102,7 @@ def test_answers_like_an_anthropic_server(sim_server: SimServer, http: httpx.Cli
         json={
             "model": "claude-sim",
             "max_tokens": 100,
+            "temperature": 0,
             "system": system["content"],
             "messages": [{"role": "user", "content": [{"type": "text", "text": user["content"]}]}],
         },

@@ -251,24 +251,43 @@ class JsonAnswer:
 
 
 class RegexAnswer:
-    """The last match of a pattern with named groups; the payload is the match's groups by name.
+    """The last line the pattern matches whole (leading and trailing spaces aside); the payload is the match's groups
+    by name. A pattern found only inside a longer line (`TOTAL: 1857 + 250 = 2107` for `TOTAL:\\s*(?P<total>\\d+)`)
+    is a red flag: reading 1857 out of it would repair the answer by accident. `whole_line=False` takes the last
+    match anywhere instead.
 
     A digit other than 0-9 in a group is a red flag: `\\d` matches '٣' and '３' too, which no later step
     reads as the number it looks like.
     """
 
-    def __init__(self, pattern: str, vote_on: Sequence[str] | None = None) -> None:
+    def __init__(self, pattern: str, vote_on: Sequence[str] | None = None, whole_line: bool = True) -> None:
         self.pattern = compile_pattern(pattern)
         self.vote_on = None if vote_on is None else tuple(vote_on)
+        self.whole_line = whole_line
         unknown = [f for f in self.vote_on or () if f not in self.pattern.groupindex]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a named group of the pattern")
 
+    def _last(self, text: str) -> re.Match[str]:
+        if not self.whole_line:
+            last = deque(self.pattern.finditer(text), maxlen=1)  # only the last match counts
+            if not last:
+                raise RedFlag("parse", "no match of the answer pattern in the response")
+            return last[0]
+        lines = deque((m for m in map(self.pattern.fullmatch, map(str.strip, text.splitlines())) if m), maxlen=1)
+        if lines:
+            return lines[0]
+        inside = deque(self.pattern.finditer(text), maxlen=1)
+        if inside:
+            start = text.rfind("\n", 0, inside[0].start()) + 1
+            end = text.find("\n", inside[0].end())
+            line = text[start : end if end >= 0 else len(text)].strip()
+            shown = line if len(line) <= 120 else f"{line[:117]}..."
+            raise RedFlag("parse", f"the answer pattern matches only part of the line {shown!r}: it must match a line whole")
+        raise RedFlag("parse", "no line of the response matches the answer pattern")
+
     def parse(self, text: str, state: JSON) -> Parsed:
-        last = deque(self.pattern.finditer(text), maxlen=1)  # only the last match counts
-        if not last:
-            raise RedFlag("parse", "no match of the answer pattern in the response")
-        payload = last[0].groupdict()
+        payload = self._last(text).groupdict()
         if any(char.isdecimal() and not char.isascii() for value in payload.values() if value for char in value):
             raise RedFlag("parse", "the answer writes a digit other than 0-9")
         return _parsed(vote_key(payload, self.vote_on), payload)

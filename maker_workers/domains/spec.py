@@ -64,7 +64,8 @@ class AnswerSpec(BaseModel):
 
     format: Literal["json", "regex", "text", "hanoi"]
     schema_: Any = Field(default=None, alias="schema")  # json: a JSON Schema the answer must satisfy
-    pattern: str | None = None  # regex: the last match counts; needs named groups
+    pattern: str | None = None  # regex: the last line it matches whole counts; needs named groups
+    whole_line: bool | None = None  # regex: None means true; false takes the last match anywhere, even mid-line
     normalize: bool | list[str] | None = None  # text: None means true (strip, collapse, casefold)
     vote_on: list[str] | None = Field(default=None, min_length=1)  # json, regex: the fields a vote is about
     match: Literal["exact", "semantic"] = "exact"  # semantic: votes on meaning, by embedding similarity
@@ -125,6 +126,8 @@ class AnswerSpec(BaseModel):
         for field, value, owner in (("pattern", self.pattern, "regex"), ("schema", self.schema_, "json")):
             if value is not None and self.format != owner:
                 raise _FieldError(field, f"only applies when answer.format is {owner}")
+        if self.whole_line is not None and self.format != "regex":
+            raise _FieldError("whole_line", "only applies when answer.format is regex")
         if self.normalize is not None and self.format != "text":
             raise _FieldError("normalize", "only applies when answer.format is text")
         if self.vote_on is not None:
@@ -331,7 +334,7 @@ def parser_for(answer: AnswerSpec) -> AnswerParser:
         return JsonAnswer(answer.schema_, answer.vote_on)
     if answer.format == "regex":
         assert answer.pattern is not None  # AnswerSpec requires it
-        return RegexAnswer(answer.pattern, answer.vote_on)
+        return RegexAnswer(answer.pattern, answer.vote_on, answer.whole_line is not False)
     if answer.format == "text":
         return TextAnswer(True if answer.normalize is None else answer.normalize)
     return HanoiAnswer()

@@ -8,8 +8,8 @@
 -- KEYS[3] voters     HASH  the committed contest's votes by model ("<model> <vote key>"; ensembles only)
 -- KEYS[4] stats      HASH  run-wide counters: each model's `model:<label>:winning_votes` grows here
 -- KEYS[5..9] the contest's seen set, tally, payloads, first-sample claim and candidate vectors (semantic
---            contests): not needed once committed (the answer log holds the result), so they go now,
---            unless ARGV[5] is "keep".
+--            contests), and KEYS[11] its texts: not needed once committed (the answer log holds the result), so
+--            they go now, unless ARGV[5] is "keep".
 -- KEYS[10]   the contest's status hash: it lingers ARGV[8] seconds (unless "keep"), so that a sample landing
 --            later finds the step decided and is recorded as late; then it goes too.
 --
@@ -45,7 +45,7 @@ for i = 1, #voters, 2 do
   end
 end
 if ARGV[5] ~= 'keep' then
-  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11])
   redis.call('EXPIRE', KEYS[10], tonumber(ARGV[8]))
 end
 return step + 1

@@ -15,6 +15,9 @@
 -- KEYS[7] stats    HASH  run-wide counters, and per model (`model:<label>:<counter>`)
 -- KEYS[8] voters   HASH  "<model label> <vote key>" -> counted votes (ensembles only): which model voted for what
 -- KEYS[9] first    STRING the sample id that holds the contest's one draw at the first temperature (T=0)
+-- KEYS[10] texts   HASH  `d:<digest>` for every completion text counted as a vote, and `c:<vote key>` -> how many
+--                        distinct texts voted for that key: a vote whose text is byte-identical to one already
+--                        counted is a copy (a model sampled near T=0 repeats itself), which says nothing new
 --
 -- ARGV[1] sample id
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
@@ -32,7 +35,11 @@
 -- ARGV[15] the worker process that drew it (host/pid), "" when unknown: `maker watch` lists who is heard from
 -- ARGV[16] "1" when the sample was drawn at the first temperature: having claimed KEYS[9] (lua/claim_first.lua), or
 --          in a contest the orchestrator knew fresh, to claim it here
--- ARGV[17..22], KEYS[10]: semantic contests only (answer.match: semantic), see lua/semantic.lua
+-- ARGV[17] input tokens read from the provider's prompt cache (part of ARGV[8])
+-- ARGV[18] a digest of the completion's text ("" when none): copies are counted (status `copies`, stats `copies`)
+-- ARGV[19] an excerpt of the completion's text, kept on the vote's or red flag's event ("" to keep none)
+-- ARGV[20] the parser's own reason for a red flag ("" when none), kept on its event as `detail`
+-- ARGV[21..26], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
 -- run's stats as `fatal`, so anyone can see why the run ended.
@@ -48,6 +55,20 @@ local input_tokens, output_tokens = tonumber(ARGV[8]), tonumber(ARGV[9])
 local maxlen, ttl = ARGV[10], tonumber(ARGV[11])
 local model, cost, by_model = ARGV[12], tonumber(ARGV[13]), ARGV[14] == '1'
 local worker = ARGV[15] or ''
+local cached_tokens, digest, excerpt, detail = tonumber(ARGV[17] or 0), ARGV[18] or '', ARGV[19] or '', ARGV[20] or ''
+
+-- What the model said, on the events of a vote or red flag: `maker samples` and the report read it there.
+local function said(fields)
+  if excerpt ~= '' then
+    table.insert(fields, 'text')
+    table.insert(fields, excerpt)
+  end
+  if detail ~= '' then
+    table.insert(fields, 'detail')
+    table.insert(fields, detail)
+  end
+  return fields
+end
 
 local function event(fields)
   local args = {KEYS[6], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
@@ -82,6 +103,7 @@ end
 
 count('samples', 1)
 count('input_tokens', input_tokens)
+if cached_tokens > 0 then count('cached_input_tokens', cached_tokens) end
 count('output_tokens', output_tokens)
 local spent
 if cost >= 0 then
@@ -108,14 +130,14 @@ if kind == 'vote' and ARGV[16] == '1' then
   end
 end
 -- A semantic contest's script starts with lua/semantic.lua: it assigns the vote to its candidate (or red-flags it).
-if ARGV[17] then kind, value = semantic(kind, value, decided) end
+if ARGV[21] then kind, value = semantic(kind, value, decided) end
 
 if kind == 'red_flag' then
   outcome = 'red_flag'
   redis.call('HINCRBY', KEYS[3], 'red_flags', 1)
   count('red_flags', 1)
   redis.call('HINCRBY', KEYS[7], 'red_flag:' .. value, 1)
-  event({'kind', 'red_flag', 'reason', value, 'output_tokens', output_tokens})
+  event(said({'kind', 'red_flag', 'reason', value, 'output_tokens', output_tokens}))
 elseif kind == 'error' or kind == 'fatal' then
   outcome = kind
   redis.call('HINCRBY', KEYS[3], 'errors', 1)
@@ -126,7 +148,7 @@ elseif decided then
   outcome = 'late'
   redis.call('HINCRBY', KEYS[3], 'late', 1)
   redis.call('HINCRBY', KEYS[7], 'late_votes', 1)
-  event({'kind', 'late', 'candidate', value})
+  event(said({'kind', 'late', 'candidate', value}))
 else
   local votes = redis.call('HINCRBY', KEYS[2], value, 1)
   -- A key's payload is its first vote's: stored only when that one differs from the key.
@@ -134,6 +156,16 @@ else
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
   count('votes', 1)
   if by_model then redis.call('HINCRBY', KEYS[8], model .. ' ' .. value, 1) end
+  local copy = false
+  if digest ~= '' then
+    copy = redis.call('HSETNX', KEYS[10], 'd:' .. digest, 1) == 0
+    if copy then
+      redis.call('HINCRBY', KEYS[3], 'copies', 1)
+      count('copies', 1)
+    else
+      redis.call('HINCRBY', KEYS[10], 'c:' .. value, 1)
+    end
+  end
   -- The leader is the one with most votes; the runner-up count is the most any other has. A new vote
   -- changes only its own candidate's count, so the ranking updates without reading the tally.
   if value == leader then
@@ -144,10 +176,17 @@ else
     runner_up_votes = votes
   end
   redis.call('HSET', KEYS[3], 'leader', leader, 'leader_votes', leader_votes, 'runner_up_votes', runner_up_votes)
-  event({'kind', 'vote', 'candidate', value, 'output_tokens', output_tokens})
+  local fields = {'kind', 'vote', 'candidate', value, 'output_tokens', output_tokens}
+  if copy then
+    table.insert(fields, 'copy')
+    table.insert(fields, '1')
+  end
+  event(said(fields))
   if leader_votes >= k + runner_up_votes then
     outcome = 'decided'
-    redis.call('HSET', KEYS[3], 'decided', '1', 'winner', leader)
+    -- How many different texts the winner's votes were: its margin in evidence, copies counted once.
+    local distinct = tonumber(redis.call('HGET', KEYS[10], 'c:' .. leader) or leader_votes)
+    redis.call('HSET', KEYS[3], 'decided', '1', 'winner', leader, 'winner_distinct', distinct)
     redis.call('HINCRBY', KEYS[7], 'decisions', 1)
     event({'kind', 'decided', 'candidate', leader, 'votes', leader_votes, 'runner_up', runner_up_votes})
   else
@@ -160,7 +199,7 @@ if left < 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
   left = ttl
 end
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[8], KEYS[9]}) do
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[8], KEYS[9], KEYS[10]}) do
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, left) end
 end
 

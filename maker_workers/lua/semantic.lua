@@ -2,7 +2,7 @@
 --
 -- VoteBook loads this file in front of record_sample.lua as one script, so a vote is assigned to its
 -- candidate, counted and checked for the margin in one atomic call: two workers can never split one
--- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[17] is given.
+-- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[21] is given.
 --
 -- A candidate is named by its first answer's vote key (its representative: the payload the winner
 -- hands on); its unit vector is stored once, as packed little-endian float32.
@@ -10,14 +10,14 @@
 -- KEYS[3] status   HASH  gains `candidates` (how many) and `over_cap` (votes refused by the cap)
 -- KEYS[6] events   STREAM gains one `phrasing` event per assigned vote: candidate, answer, similarity
 -- KEYS[7] stats    HASH  gains embedding_calls, embedding_tokens, embedding_cost_nusd (embedding_cost_unknown)
--- KEYS[10] vectors HASH  candidate key -> its exact-fields group, "\n", then its packed unit vector
+-- KEYS[11] vectors HASH  candidate key -> its exact-fields group, "\n", then its packed unit vector
 --
--- ARGV[17] the answer's unit vector, packed float32 (its length gives the dimension)
--- ARGV[18] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
+-- ARGV[21] the answer's unit vector, packed float32 (its length gives the dimension)
+-- ARGV[22] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
 --          a candidate of another group is never a match, however similar
--- ARGV[19] threshold: the least cosine similarity that joins a candidate
--- ARGV[20] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
--- ARGV[21] tokens the embedding call served   ARGV[22] what it cost in nano-dollars (-1: unknown)
+-- ARGV[23] threshold: the least cosine similarity that joins a candidate
+-- ARGV[24] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
+-- ARGV[25] tokens the embedding call served   ARGV[26] what it cost in nano-dollars (-1: unknown)
 --
 -- The nearest candidate at or above the threshold wins; equal similarity goes to the smaller key. An answer
 -- that is a representative itself joins its own candidate (similarity 1, whatever float32 rounding gives).
@@ -37,7 +37,7 @@ end
 
 -- Returns the (kind, value) the vote is recorded as: its candidate's key, or a red flag.
 local function semantic(kind, value, decided)
-  local tokens, cost = tonumber(ARGV[21]), tonumber(ARGV[22])
+  local tokens, cost = tonumber(ARGV[25]), tonumber(ARGV[26])
   redis.call('HINCRBY', KEYS[7], 'embedding_calls', 1)
   redis.call('HINCRBY', KEYS[7], 'embedding_tokens', tokens)
   if cost >= 0 then
@@ -47,11 +47,11 @@ local function semantic(kind, value, decided)
   end
   if kind ~= 'vote' or decided then return kind, value end
 
-  local packed, group, threshold = ARGV[17], ARGV[18], tonumber(ARGV[19])
+  local packed, group, threshold = ARGV[21], ARGV[22], tonumber(ARGV[23])
   local mine = unpack_vector(packed)
   local dim = #packed / 4
   local best, best_similarity, count = nil, nil, 0
-  local stored = redis.call('HGETALL', KEYS[10])
+  local stored = redis.call('HGETALL', KEYS[11])
   for i = 1, #stored, 2 do
     count = count + 1
     local entry = stored[i + 1]
@@ -71,15 +71,15 @@ local function semantic(kind, value, decided)
   end
 
   if best == nil then
-    if count >= tonumber(ARGV[20]) then
+    if count >= tonumber(ARGV[24]) then
       redis.call('HINCRBY', KEYS[3], 'over_cap', 1)
       return 'red_flag', 'too_many_candidates'
     end
     best, best_similarity = value, 1
-    redis.call('HSET', KEYS[10], value, group .. '\n' .. packed)
+    redis.call('HSET', KEYS[11], value, group .. '\n' .. packed)
     redis.call('HSET', KEYS[3], 'candidates', count + 1)
     local left = redis.call('TTL', KEYS[3])
-    if redis.call('TTL', KEYS[10]) == -1 then redis.call('EXPIRE', KEYS[10], left > 0 and left or tonumber(ARGV[11])) end
+    if redis.call('TTL', KEYS[11]) == -1 then redis.call('EXPIRE', KEYS[11], left > 0 and left or tonumber(ARGV[11])) end
   end
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'step', ARGV[6], 'input', ARGV[7], 'sample', ARGV[1],
     'kind', 'phrasing', 'candidate', best, 'answer', value, 'similarity', string.format('%.6f', best_similarity))

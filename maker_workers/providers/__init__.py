@@ -38,7 +38,8 @@ def provider_for(name: str, model: str, base_url: str | None, api_key: str | Non
     """Provider `name` serving `model` at `base_url` (None: the provider's default).
 
     `sim` is the simulated LLM, spoken to like any OpenAI server; `openai` is any OpenAI-compatible
-    server (OpenAI, vLLM, Ollama's /v1); `ollama` is Ollama's native API. openai and anthropic need a key.
+    server (OpenAI, vLLM, Ollama's /v1, llama.cpp's server); `ollama` is Ollama's native API. openai and
+    anthropic need a key at their own APIs; a server at another base URL (a local one) may need none.
     """
     if name not in DEFAULT_URLS:
         raise ConfigError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
@@ -47,7 +48,7 @@ def provider_for(name: str, model: str, base_url: str | None, api_key: str | Non
         return Ollama(client, base_url=url, model=model, api_key=api_key)
     if name == "sim":
         return OpenAICompatible(client, base_url=url, model=model, api_key=api_key, name=name)
-    if not api_key:
+    if not api_key and url == DEFAULT_URLS[name]:
         own, *others = key_variables(name)
         raise ConfigError(f"provider {name!r} needs an API key: set {own} (or {' or '.join(others)})")
     if name == "anthropic":

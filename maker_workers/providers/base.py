@@ -11,6 +11,7 @@ class Completion(BaseModel):
     text: str
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0  # of input_tokens, those the provider read from its prompt cache
     truncated: bool = False  # the provider stopped at max_tokens
     temperature_omitted: bool = False  # the model refused a temperature, so none was sent
 

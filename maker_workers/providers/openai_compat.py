@@ -32,11 +32,13 @@ class OpenAICompatible(HttpProvider):
         try:
             choice = data["choices"][0]
             usage = data.get("usage") or {}
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
             return Completion(
                 # A refusal (message.refusal set) comes with no content: an empty answer, red-flagged.
                 text=choice["message"]["content"] or "",
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
+                cached_tokens=int(cached),  # OpenAI counts them inside prompt_tokens
                 truncated=choice.get("finish_reason") == "length",
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -175,6 +175,8 @@ class SimModel:
             if cfg.revised_rate and rng.random() < cfg.revised_rate:  # draws only when asked: answers stay as they were
                 draft = problem.mistake() or problem.other(right, None, rng)
                 text = f"{problem.render(draft)}\nWait, that is not right. Corrected:\n{text}"
+            if temperature > 0:  # drawn last: every draw above is what it was without it
+                text = f"{musing(rng)}\n{text}"
         if length:
             text = _padded(text, problem.filler, length)
         tokens = count_tokens(text)
@@ -197,6 +199,20 @@ class SimModel:
         if kind < self.config.collision_share + self.config.corrupt_share:
             return problem.corrupt(right)
         return problem.other(right, mistake, rng)
+
+
+MUSINGS = (
+    ("Let me", "I will", "Time to", "Now I", "First I", "Here I", "So I", "Okay, I"),
+    ("check", "work out", "go over", "think through", "look at", "read", "reason about", "settle"),
+    ("this step", "the problem", "the input", "what is asked", "the rules", "the current state", "it", "the task"),
+    ("carefully.", "once more.", "step by step.", "slowly.", "in order.", "with care.", "briefly.", "again."),
+)
+
+
+def musing(rng: random.Random) -> str:
+    """A line of prose worded at random, as a real model's wording varies from draw to draw above T=0 (4,096 ways):
+    two right answers are then seldom the same text, while at T=0 they are (copies; orchestrator/reliability.py)."""
+    return " ".join(rng.choice(words) for words in MUSINGS)
 
 
 def _length_factor(tokens: int, slope: float) -> float:
