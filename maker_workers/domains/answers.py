@@ -283,7 +283,9 @@ class RegexAnswer:
             end = text.find("\n", inside[0].end())
             line = text[start : end if end >= 0 else len(text)].strip()
             shown = line if len(line) <= 120 else f"{line[:117]}..."
-            raise RedFlag("parse", f"the answer pattern matches only part of the line {shown!r}: it must match a line whole")
+            raise RedFlag(
+                "parse", f"the answer pattern matches only part of the line {shown!r}: it must match a line whole"
+            )
         raise RedFlag("parse", "no line of the response matches the answer pattern")
 
     def parse(self, text: str, state: JSON) -> Parsed:
