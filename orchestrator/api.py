@@ -41,6 +41,7 @@ from orchestrator.report import (
     embedding_cost_usd,
 )
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.samples import Sample, examples, samples
 from orchestrator.store import Checkpoint, RunStore
 
 __all__ = [
@@ -142,7 +143,8 @@ def _drive(
         wall = (runner.ended_at or time.perf_counter()) - started
         runner.store.finish(failure)
         stats = runner.store.stats()
-        return _Outcome(runner.run_id, failure is None, failure, stats, wall, finish(runner), detail)
+        extra = finish(runner) | {"red_flag_examples": examples(runner.client, runner.run_id)}
+        return _Outcome(runner.run_id, failure is None, failure, stats, wall, extra, detail)
 
 
 def voting_for(spec: TaskSpec, **given: Any) -> VotingConfig:
@@ -187,6 +189,7 @@ def run_spec(
     report = TaskReport.build(out.run_id, task.name, out.done, voting.k, log, out.stats, out.wall_s, out.failure)
     report.failure_detail = out.failure_detail
     report.candidates = out.extra["candidates"]
+    report.red_flag_examples = out.extra["red_flag_examples"]
     return report
 
 
@@ -204,6 +207,7 @@ def run_hanoi(
     out = _drive(HanoiTask(disks), scorer, voting, cluster or ClusterOptions(), run_id, hooks or Hooks())
     report = RunReport.build(out.run_id, voting.k, scorer, out.stats, out.wall_s, out.failure)
     report.failure_detail = out.failure_detail
+    report.red_flag_examples = out.extra["red_flag_examples"]
     return report
 
 
@@ -229,12 +233,15 @@ class VoteResult(BaseModel):
     tally: dict[str, int]  # every candidate's vote key -> counted votes, most first
     candidates: list[Candidate] = []  # semantic matching: each candidate's phrasings
     k: int
-    samples: int
+    samples: list[Sample]  # what each sample said: its text (an excerpt), verdict and reason
+    sample_count: int  # samples drawn
     votes: int
     red_flags: int
     red_flags_by_reason: dict[str, int]
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0
+    copies: int = 0  # votes whose text repeated one already counted, byte for byte
     cost_usd: float | None = 0.0
     embedding_tokens: int = 0
     embedding_cost_usd: float | None = 0.0
@@ -270,7 +277,8 @@ def vote(
     def tally(runner: Runner) -> dict[str, Any]:
         contest = Contest(run_id=runner.run_id, step=0, input_hash=task.input_hash(None, 0, None), k=voting.k)
         found = phrasings(runner.client, runner.run_id) if task.semantic else {}
-        return {"tally": VoteBook(runner.client).tally(contest), "candidates": found.get(0, [])}
+        said = list(samples(runner.client, runner.run_id))
+        return {"tally": VoteBook(runner.client).tally(contest), "candidates": found.get(0, []), "samples": said}
 
     hooks = dataclasses.replace(given, on_step=keep)
     out = _drive(task, log, voting, cluster or ClusterOptions(), None, hooks, finish=tally)
@@ -284,12 +292,15 @@ def vote(
         tally=out.extra["tally"],
         candidates=out.extra["candidates"],
         k=voting.k,
-        samples=out.stats.get("samples", 0),
+        samples=out.extra["samples"],
+        sample_count=out.stats.get("samples", 0),
         votes=out.stats.get("votes", 0),
         red_flags=out.stats.get("red_flags", 0),
         red_flags_by_reason=RunCounts.by_reason(out.stats),
         input_tokens=out.stats.get("input_tokens", 0),
         output_tokens=out.stats.get("output_tokens", 0),
+        cached_input_tokens=out.stats.get("cached_input_tokens", 0),
+        copies=out.stats.get("copies", 0),
         cost_usd=cost_usd(out.stats),
         embedding_tokens=out.stats.get("embedding_tokens", 0),
         embedding_cost_usd=embedding_cost_usd(out.stats),

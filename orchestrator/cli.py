@@ -32,6 +32,8 @@ from orchestrator.phrasings import Candidate
 from orchestrator.progress import SampleProgress, StepProgress
 from orchestrator.report import RunCounts
 from orchestrator.runner import CommittedStep, VotingConfig
+from orchestrator.samples import Sample
+from orchestrator.store import RunStore
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -99,6 +101,12 @@ Speculate = Annotated[
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")]
 Trace = Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")]
+TraceSamples = Annotated[
+    bool,
+    typer.Option(
+        "--trace-samples", help="with --trace: each line lists the step's samples (text, verdict, reason) as `said`"
+    ),
+]
 ProviderName = Annotated[
     str | None, typer.Option("--provider", help="sim, openai (any OpenAI-compatible server), anthropic or ollama [sim]")
 ]
@@ -331,8 +339,16 @@ def _trace_line(step: CommittedStep, **specific: Any) -> dict:
 
 
 def _decided_how(step: CommittedStep) -> dict:
-    """What `maker report` plots from a trace: rounds of sampling, red flags, k, and the run's spend so far."""
-    return {"rounds": step.rounds, "red_flags": step.red_flags, "k": step.k, "spent_usd": step.spent_usd}
+    """What `maker report` plots from a trace: rounds of sampling, red flags, k, and the run's spend so far; the
+    votes that were copies; with --trace-samples, what each sample said."""
+    said = {} if step.said is None else {"said": [s.model_dump(exclude_none=True) for s in step.said]}
+    how = {"rounds": step.rounds, "red_flags": step.red_flags, "k": step.k, "spent_usd": step.spent_usd}
+    return how | {"copies": step.copies} | said
+
+
+def _check_trace(trace: Path | None, trace_samples: bool) -> None:
+    if trace_samples and trace is None:
+        fail("--trace-samples adds each step's samples to the --trace file: give --trace FILE too")
 
 
 def _with_display(
@@ -426,6 +442,7 @@ def hanoi(
     speculate: Speculate = None,
     json_out: JsonOut = False,
     trace: Trace = None,
+    trace_samples: TraceSamples = False,
     resume: Resume = None,
     target_reliability: TargetReliability = None,
     p: ValidP = None,
@@ -452,11 +469,13 @@ def hanoi(
         "max_cost_usd": max_cost_usd,
         "target_reliability": target_reliability,
     }
+    _check_trace(trace, trace_samples)
     voting = voting_config(
         lambda: VotingConfig(
             k=k,
             speculate=speculate,
             adaptive_k=_adaptive(adaptive_k, target_reliability),
+            trace_samples=trace_samples,
             **{name: v for name, v in caps.items() if v is not None},
         )
     )
@@ -518,6 +537,7 @@ def run(
     speculate: Speculate = None,
     json_out: JsonOut = False,
     trace: Trace = None,
+    trace_samples: TraceSamples = False,
     resume: Resume = None,
     target_reliability: TargetReliability = None,
     p: ValidP = None,
@@ -533,6 +553,7 @@ def run(
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     task = guarded(lambda: api.spec_task(spec))
     k = _target_k(k, target_reliability, p, from_calibration, task.total_steps() or task.max_steps)  # a bound: safe
+    _check_trace(trace, trace_samples)
     voting = voting_config(
         lambda: api.voting_for(
             task.spec,
@@ -544,6 +565,7 @@ def run(
             max_cost_usd=max_cost_usd,
             target_reliability=target_reliability,
             adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
+            trace_samples=trace_samples or None,
         )
     )
 
@@ -670,11 +692,16 @@ def vote(
             for key, votes in result.tally.items():
                 print(f"  {votes:4d}  {key}")
         print(
-            f"k={result.k}, samples {result.samples}, votes {result.votes}, red flags {result.red_flags} "
+            f"k={result.k}, samples {result.sample_count}, votes {result.votes}, red flags {result.red_flags} "
             f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}, "
             f"cost {_dollars(result.cost_usd)}"
         )
         _print_embeddings(result.embedding_tokens, result.embedding_cost_usd)
+        flagged: dict[str, Sample] = {}
+        for sample in result.samples:
+            if sample.verdict == "red_flag" and sample.reason:
+                flagged.setdefault(sample.reason, sample)
+        _print_examples(flagged)
     raise typer.Exit(0 if result.decided else 1)
 
 
@@ -746,6 +773,13 @@ def _print_embeddings(tokens: int, cost: float | None) -> None:
         print(f"embeddings (semantic matching): {tokens} tokens, {_dollars(cost)} of the cost")
 
 
+def _print_examples(examples: dict[str, Sample]) -> None:
+    """One answer for each red flag reason: what the model said, and why it was thrown away."""
+    for reason, sample in examples.items():
+        why = f" ({sample.detail})" if sample.detail else ""
+        print(f"  red flag {reason}{why}: {sample.quoted()}")
+
+
 def _print_counts(report: RunCounts) -> None:
     print(
         f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
@@ -757,6 +791,9 @@ def _print_counts(report: RunCounts) -> None:
         f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}"
     )
     _print_embeddings(report.embedding_tokens, report.embedding_cost_usd)
+    if report.copy_share:
+        print(f"copies: {report.copies} votes repeated a text byte for byte ({report.copy_share:.0%} of later votes)")
+    _print_examples(report.red_flag_examples)
     if len(report.models) > 1:
         for label, counts in report.models.items():
             print(
@@ -1133,6 +1170,37 @@ def status(
         print(runs.one_line(reading))
     if not every:
         print("no runs in this Redis")
+
+
+@app.command("samples")
+def samples_command(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", callback=_run_id, help="the run whose samples to list")],
+    step: Annotated[int | None, typer.Option(min=0, help="only this step's samples")] = None,
+    red_flags: Annotated[bool, typer.Option("--red-flags", help="only the answers thrown away")] = False,
+    redis_url: Annotated[str | None, typer.Option(envvar="MAKER_REDIS_URL", help="the Redis the run is in")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per sample, one per line")] = False,
+) -> None:
+    """What the model said: each sample's text (its first characters), verdict (vote, red_flag, late, error) and
+    reason, read from the run's events in its Redis (a long run's stream keeps its latest samples)."""
+    from orchestrator import samples as said
+
+    client = _runs_redis("samples", redis_url)
+    if guarded(lambda: RunStore(client, run_id).task()) is None:
+        fail(f"no run {run_id} in the Redis at {redact(redis_url or '')}: check the run id and --redis-url")
+    found = 0
+    for sample in guarded(lambda: list(said.samples(client, run_id, step=step, red_flags=red_flags))):
+        found += 1
+        if json_out:
+            print(sample.model_dump_json(exclude_none=True))
+            continue
+        verdict = sample.answer if sample.verdict in ("vote", "late") else sample.reason
+        copy = " (a copy)" if sample.repeated else ""
+        why = f" ({sample.detail})" if sample.detail else ""
+        print(f"step {sample.step} {sample.sample[:12]} {sample.verdict}{copy}: {verdict}{why}")
+        if sample.text:
+            print("    " + sample.text.replace("\n", "\n    "))
+    if not found and not json_out:
+        err.print("no samples found (the run's events hold none of this kind)", highlight=False)
 
 
 @app.command()

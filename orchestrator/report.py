@@ -12,6 +12,7 @@ from maker_workers.domains.base import JSON
 from maker_workers.pricing import usd
 from orchestrator.phrasings import Candidate
 from orchestrator.runner import CommittedStep
+from orchestrator.samples import Sample
 
 
 class StepLog:
@@ -25,6 +26,7 @@ class StepLog:
         self.k_changes: list[tuple[int, int]] = []  # (step, k) where the margin changed (--adaptive-k)
         self.p_estimate: float | None = None
         self.reliability: float | None = None
+        self.copy_share: float | None = None
 
     def observe(self, step: CommittedStep) -> None:
         self.steps += 1
@@ -33,7 +35,7 @@ class StepLog:
         self.last_state = step.next_state
         if not self.k_changes or step.k != self.k_changes[-1][1]:
             self.k_changes.append((step.step, step.k))
-        self.p_estimate, self.reliability = step.p_estimate, step.reliability
+        self.p_estimate, self.reliability, self.copy_share = step.p_estimate, step.reliability, step.copy_share
 
     def replay(self, answers: list[JSON], state: JSON) -> None:
         """Count the steps an earlier orchestrator committed, before a resumed run goes on."""
@@ -133,11 +135,15 @@ class RunCounts(BaseModel):
     votes_per_step: dict[str, int]
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # of input_tokens, those the provider read from its prompt cache
+    copies: int = 0  # votes whose text repeated, byte for byte, one already counted in their step
+    copy_share: float | None = None  # copies among the votes after each step's first (recent steps): 0 when independent
     wall_s: float  # from the start until the last step was committed (the drain of samples in flight follows)
     temperature_omitted: bool = False
     k_changes: list[tuple[int, int]] = []  # (step, k) from the first step on: k per stretch of steps
-    p_estimate: float | None = None  # p as the committed steps' votes imply it (no ground truth)
+    p_estimate: float | None = None  # p as the committed steps' votes imply it (no ground truth; copies once)
     reliability: float | None = None  # the chance the whole run is error-free at that p and the last k
+    red_flag_examples: dict[str, Sample] = {}  # one answer for each red flag reason: what the model said, and why
     cost_usd: float | None = 0.0  # what the samples cost; None when a model's price is unknown
     embedding_tokens: int = 0  # semantic matching: what the embedding calls served (their cost is in cost_usd)
     embedding_cost_usd: float | None = 0.0  # their part of cost_usd; None when the embedding model's price is unknown
@@ -170,6 +176,9 @@ class RunCounts(BaseModel):
             "votes_per_step": {str(v): n for v, n in sorted(log.votes_per_step.items())},
             "input_tokens": stats.get("input_tokens", 0),
             "output_tokens": stats.get("output_tokens", 0),
+            "cached_input_tokens": stats.get("cached_input_tokens", 0),
+            "copies": stats.get("copies", 0),
+            "copy_share": log.copy_share,
             "wall_s": round(wall_s, 3),
             "temperature_omitted": bool(stats.get("temperature_omitted")),
             "k_changes": log.k_changes,

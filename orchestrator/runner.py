@@ -17,9 +17,10 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import redis
 from celery import Celery
@@ -41,14 +42,21 @@ from maker_workers.errors import (
 from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
-from orchestrator.method import to_enqueue
+from orchestrator.method import to_enqueue, wilson
 from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
+from orchestrator.samples import Sample, Tail, thrown
 from orchestrator.speculation import Depth
 from orchestrator.store import Checkpoint, RunStore
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
 ALIKE_STEPS = 5  # steps committed before copies are worth a warning
+EARLY_SAMPLES = 20  # a run whose first this many answers are all red flags is stopped: the model cannot do the task
+EARLY_VOTES = 20  # a step with this many votes, whose leader has surely less than half of them, is stopped
+HOW_TO_CHECK = (
+    "measure the model on this task with `maker calibrate` and plan k with `maker plan` before spending more "
+    "(`maker samples RUN_ID` lists what it said, on a cluster's Redis)"
+)
 
 
 class VotingConfig(BaseModel):
@@ -85,6 +93,7 @@ class VotingConfig(BaseModel):
     )
     adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
     keep_tallies: bool = Field(False, description="keep committed contests' votes in Redis (a vote reads them)")
+    trace_samples: bool = Field(False, description="hand each committed step what its samples said (--trace-samples)")
     contest_ttl_s: int = Field(
         3_600, ge=60, description="the TTL a guess opened again gets back (the workers' MAKER_CONTEST_TTL_S)"
     )
@@ -121,6 +130,7 @@ class CommittedStep(BaseModel):
     p_estimate: float | None = None  # p as the votes so far imply it (no ground truth; copies counted once)
     reliability: float | None = None  # the chance the whole run is error-free, at that p and this k
     copy_share: float | None = None  # copies among the votes after each step's first, over the recent steps
+    said: list[Sample] | None = None  # with trace_samples: each sample of the step, its text and verdict
 
 
 @dataclass
@@ -209,6 +219,8 @@ class Runner:
         self.live = LiveReliability()
         self._warned_drift = False
         self._warned_alike = False
+        self._outcomes: Counter[Outcome] = Counter()  # what this runner's samples came to, for the early stop
+        self._tail: Tail | None = None  # with trace_samples
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         # Every sample id this runner sends starts so: a notice is known to be this attempt's even after the
         # sample was forgotten (`_forget_unheard`), so a refusal that comes that late still ends the run.
@@ -382,6 +394,9 @@ class Runner:
             linger_s=self.config.linger_s,
         )
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
+        if self.config.trace_samples:
+            self._tail = self._tail or Tail(self.client, self.run_id)
+            committed.said = self._tail.take(committed.step, front.contest.input_hash)
         return committed
 
     def _read_reliability(self, committed: CommittedStep) -> None:
@@ -520,6 +535,7 @@ class Runner:
         and False when the notice was stale so the view needs a re-read)."""
         if notice.outcome is Outcome.FATAL:
             raise Rejected(notice.reason or "the provider refused the run")
+        self._outcomes[notice.outcome] += 1
         self._hear_cost(notice)
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
@@ -554,17 +570,35 @@ class Runner:
         return needed
 
     def _check_caps(self, front: _Open) -> None:
+        """Fail the front step at a cap, or early when the model plainly cannot do the task: its first answers all
+        red flags, or no answer near half the step's votes (p at or below 0.5: no k helps)."""
         cfg, known = self.config, front.known
         if known.over_cap:
-            raise StepFailed(
-                front.step,
+            self._fail(
+                front,
                 f"the answers spread over {known.candidates} different meanings, the most answer.max_candidates "
                 "allows (semantic matching); no answer will lead by k: make the prompt more specific, raise "
                 "answer.max_candidates, or lower answer.threshold if paraphrases were kept apart",
             )
+        if not self._outcomes[Outcome.VOTE] + self._outcomes[Outcome.DECIDED] and (
+            self._outcomes[Outcome.RED_FLAG] >= EARLY_SAMPLES
+        ):
+            self._fail(
+                front,
+                f"the model's first {self._outcomes[Outcome.RED_FLAG]} answers were all red-flagged, so it is stopped "
+                f"early rather than at a cap; {HOW_TO_CHECK}",
+                step=None,
+            )
+        if known.votes >= EARLY_VOTES and wilson(known.leader_votes, known.votes)[1] < 0.5:
+            self._fail(
+                front,
+                f"no answer is near half of the step's {known.votes} votes (the leader has {known.leader_votes}, over "
+                f"{known.candidates or 'several'} candidates): the model's p here looks no better than 0.5, where no "
+                f"k helps, so it is stopped early; {HOW_TO_CHECK}",
+            )
         if known.samples >= cfg.max_samples:
-            raise StepFailed(
-                front.step,
+            self._fail(
+                front,
                 f"{known.samples} samples without a {front.contest.k}-vote margin (cap {cfg.max_samples}; "
                 f"{known.votes} votes, {known.red_flags} red flags, {known.errors} errors); "
                 "raise --max-samples or check the model",
@@ -575,11 +609,16 @@ class Runner:
                 f"{known.errors} provider calls failed (cap {cfg.max_errors}), the last with: {front.last_error}",
             )
         if known.red_flags >= cfg.max_red_flags:
-            raise StepFailed(
-                front.step,
-                f"{known.red_flags} red-flagged answers (cap {cfg.max_red_flags}); "
-                "the model's answers do not parse, see the run's events",
-            )
+            self._fail(front, f"{known.red_flags} red-flagged answers (cap {cfg.max_red_flags})")
+
+    def _fail(self, front: _Open, why: str, step: int | None = -1) -> NoReturn:
+        """Fail the front step, saying what the model said: the commonest red flag (of the step, or of the run with
+        `step=None`) and one answer that had it."""
+        try:
+            flags = thrown(self.client, self.run_id, front.step if step == -1 else step)
+        except StoreError:
+            flags = None
+        raise StepFailed(front.step, f"{why}; {flags}" if flags else why)
 
     def _send(self, batch: list[tuple[_Open, int, bool]]) -> None:
         """(contest, how many more samples, urgent), sent in one batch. The run waits on a contest's first sample
