@@ -2,10 +2,15 @@
 Hanoi's (scored against the optimal moves), or a spec task's, taken from a reference run's --trace file
 (scored against the answers that run committed).
 
-Each drawn step gets ONE sample, at the temperature of a step's later samples, through the cluster as any
-run's samples go: a Celery task each, drawn and red-flagged by the workers, recorded by the vote script in
-a run of its own whose k no contest can reach, so nothing is ever decided. The answers are then scored
-against the right ones: ground truth is legitimate here, because calibration measures and never votes.
+Each drawn step gets `per_step` samples at the temperatures a run uses (the first at the first temperature, the
+rest at the later one), through the cluster as any run's samples go: a Celery task each, drawn and red-flagged by
+the workers, recorded by the vote script in a run of its own whose k no contest can reach, so nothing is ever
+decided. The answers are then scored against the right ones: ground truth is legitimate here, because calibration
+measures and never votes.
+
+Several samples a step show what one p hides (`Spread`): how p varies from step to step, the steps whose
+commonest answer is wrong (no k fixes those), and how alike a step's samples are. MAKER's formulas assume
+independent samples with one p for every step; a real model near T=0 gives neither.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from orchestrator.runner import VotingConfig
 from orchestrator.store import RunStore
 
 UNREACHABLE_K = 10**6  # the calibration run's margin: one sample per contest never decides it
+MAX_RHO = 0.999  # the correlation of steps all right or all wrong: their Beta is then near-two points (0 and 1)
 LENGTH_EDGES = (200, 400, 700)  # output-token buckets: the paper saw errors rise past about 700
 ANSWERED = ("vote", "red_flag", "error", "fatal")  # the event kinds that close a sample
 
@@ -63,6 +69,23 @@ class LengthBucket(BaseModel):
     votes: int
     wrong: int
     error_rate: float | None  # None without votes
+
+
+class Spread(BaseModel):
+    """How the model's p varies across the calibrated steps, and how alike a step's samples are."""
+
+    steps: int  # steps with at least two valid answers: what the figures below are over
+    p_p10: float  # the share right of a step, at the 10th, 50th and 90th percentile of steps
+    p_p50: float
+    p_p90: float
+    hard_steps: int  # steps right on at most half their valid answers
+    wrong_mode_steps: int  # steps whose commonest answer is not surely the right one (a wrong one leads or ties)
+    wrong_mode_share: float
+    correlation: float  # how alike a step's answers are in being right (intra-step correlation; 0: independent)
+    beta_a: float | None  # p across steps as Beta(a, b) (fit by moments); None when the answers look independent
+    beta_b: float | None
+    copy_share: float | None  # valid answers after each step's first that repeat one of its texts byte for byte
+    wrong_collisions: float | None  # wrong answers equal to another wrong answer of their step: voting's foe
 
 
 class Calibration(BaseModel):
@@ -91,6 +114,9 @@ class Calibration(BaseModel):
     cost_per_sample_usd: float | None  # per answer (vote or red flag): what a plan's samples cost
     temperature_omitted: bool  # the model refused a temperature: it answered at its own default
     wall_s: float
+    per_step: int = 1  # samples drawn on each drawn step
+    temperatures: tuple[float, float] | None = None  # the first sample's and the later ones'
+    spread: Spread | None = None  # with two or more samples a step
 
 
 def _percentile(ordered: list[int], q: float) -> int:
@@ -201,12 +227,16 @@ def calibrate(
     silence_s: float = VotingConfig().sample_timeout_s,
     on_cluster: Callable[[Cluster], None] = lambda _: None,
     on_sample: Callable[[Notice], None] = lambda _: None,
+    per_step: int = 1,
+    voting: VotingConfig | None = None,
 ) -> Calibration:
-    """Ask the cluster's model once on each drawn step of `task` (of `steps` in all: draw_steps for Hanoi,
-    draw_trace_steps for a spec task) and score the answers. Samples unheard of for `silence_s` are counted
-    as lost; a provider refusal no retry fixes raises Rejected."""
-    samples = len(drawn)
-    voting = VotingConfig()
+    """Ask the cluster's model `per_step` times on each drawn step of `task` (of `steps` in all: draw_steps for
+    Hanoi, draw_trace_steps for a spec task), at `voting`'s temperatures, and score the answers. Samples unheard of
+    for `silence_s` are counted as lost; a provider refusal no retry fixes raises Rejected."""
+    if per_step < 1:
+        raise ConfigError(f"samples a step must be at least 1, got {per_step}")
+    samples = len(drawn) * per_step
+    voting = voting or VotingConfig()
     with cluster_for_run(cluster or ClusterOptions()) as running:
         on_cluster(running)
         run_id = f"calibrate-{uuid.uuid4().hex[:12]}"
@@ -214,23 +244,29 @@ def calibrate(
         store.start(task.definition(), {"k": UNREACHABLE_K, "calibration_samples": samples})
         events = _Events(running.client, run_id)
         right: dict[str, str] = {}
+        group: dict[str, int] = {}  # sample id -> the drawn step it answers
         publisher = Publisher(running.broker)
         started = time.perf_counter()
         try:
             for i, item in enumerate(drawn):
-                request = SampleRequest(
-                    run_id=run_id,
-                    step=item.step,
-                    input_hash=task.input_hash(item.state, item.step, item.previous),
-                    state=item.state,
-                    previous=item.previous,
-                    sample_id=uuid.uuid4().hex,
-                    temperature=voting.later_temperature,
-                    k=UNREACHABLE_K,
-                    member=i,  # an ensemble's models take turns
-                )
-                publisher.send(request, argsrepr=f"calibration={run_id} step={item.step}")
-                right[request.sample_id] = item.right
+                for j in range(per_step):
+                    first = j == 0 and per_step > 1  # one sample alone is drawn at the later temperature, as before
+                    request = SampleRequest(
+                        run_id=run_id,
+                        step=item.step,
+                        input_hash=task.input_hash(item.state, item.step, item.previous),
+                        state=item.state,
+                        previous=item.previous,
+                        sample_id=uuid.uuid4().hex,
+                        temperature=voting.first_temperature if first else voting.later_temperature,
+                        first=first,
+                        later_temperature=voting.later_temperature,
+                        k=UNREACHABLE_K,
+                        member=i * per_step + j,  # an ensemble's models take turns
+                    )
+                    publisher.send(request, argsrepr=f"calibration={run_id} step={item.step}")
+                    right[request.sample_id] = item.right
+                    group[request.sample_id] = i
             publisher.close()  # all sent: only outcomes are awaited from here
             _collect(running, run_id, set(right), events, voting.wait_s, silence_s, on_sample)
         except BaseException:
@@ -245,7 +281,73 @@ def calibrate(
         store.finish(f"{lost} samples never heard of" if lost else None)
         stats = store.stats()
     disks = task.disks if isinstance(task, hanoi.HanoiTask) else None
-    return _measure(run_id, task.name, disks, steps, samples, right, events.by_sample, stats, wall)
+    measured = _measure(run_id, task.name, disks, steps, samples, right, events.by_sample, stats, wall)
+    temperatures = (voting.first_temperature, voting.later_temperature)
+    return measured.model_copy(
+        update={"per_step": per_step, "temperatures": temperatures, "spread": spread(right, group, events.by_sample)}
+    )
+
+
+def spread(right: dict[str, str], group: dict[str, int], answers: dict[str, dict[str, str]]) -> Spread | None:
+    """How p varies across steps and how alike a step's answers are, from the valid answers grouped by step; None
+    with fewer than two steps of two valid answers each."""
+    by_step: dict[int, list[dict[str, str]]] = {}
+    for sample, fields in answers.items():
+        if sample in group and fields.get("kind") == "vote":
+            by_step.setdefault(group[sample], []).append(fields | {"right": right[sample]})
+    steps = [votes for votes in by_step.values() if len(votes) >= 2]
+    if len(steps) < 2:
+        return None
+    shares = sorted(sum(v["candidate"] == v["right"] for v in votes) / len(votes) for votes in steps)
+    wrong_mode = 0
+    copies = later = wrong = collided = 0
+    for votes in steps:
+        tally = Counter(v["candidate"] for v in votes)
+        ranked = tally.most_common()
+        top, top_votes = ranked[0]
+        runner_up = ranked[1][1] if len(ranked) > 1 else 0
+        wrong_mode += top != votes[0]["right"] or top_votes == runner_up
+        copies += sum(v.get("copy") == "1" for v in votes)
+        later += len(votes) - 1
+        mistakes = Counter(v["candidate"] for v in votes if v["candidate"] != v["right"])
+        wrong += mistakes.total()
+        collided += sum(n for n in mistakes.values() if n > 1)
+    rho, a, b = _beta_fit([(sum(v["candidate"] == v["right"] for v in votes), len(votes)) for votes in steps])
+    return Spread(
+        steps=len(steps),
+        p_p10=_quantile(shares, 0.1),
+        p_p50=_quantile(shares, 0.5),
+        p_p90=_quantile(shares, 0.9),
+        hard_steps=sum(share <= 0.5 for share in shares),
+        wrong_mode_steps=wrong_mode,
+        wrong_mode_share=round(wrong_mode / len(steps), 6),
+        correlation=round(rho, 6),
+        beta_a=a,
+        beta_b=b,
+        copy_share=round(copies / later, 6) if later else None,
+        wrong_collisions=round(collided / wrong, 6) if wrong else None,
+    )
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _beta_fit(counts: list[tuple[int, int]]) -> tuple[float, float | None, float | None]:
+    """The intra-step correlation of being right (the ANOVA estimator for clustered binary answers) and, when it is
+    above 0, the Beta(a, b) of per-step p it implies: mean p, a + b = (1 - rho) / rho. rho is 0 for independent
+    answers with one p, and 1 when every step's answers are all right or all wrong (copies)."""
+    groups, total = len(counts), sum(n for _, n in counts)
+    p = sum(x for x, _ in counts) / total
+    between = sum(n * (x / n - p) ** 2 for x, n in counts) / (groups - 1)
+    within = sum(x * (1 - x / n) for x, n in counts) / (total - groups) if total > groups else 0.0
+    n0 = (total - sum(n * n for _, n in counts) / total) / (groups - 1)
+    denominator = between + (n0 - 1) * within
+    rho = 0.0 if denominator <= 0 else min(MAX_RHO, max(0.0, (between - within) / denominator))
+    if rho <= 0.0 or p in (0.0, 1.0):
+        return rho, None, None
+    scale = (1 - rho) / rho
+    return rho, round(p * scale, 6), round((1 - p) * scale, 6)
 
 
 def _collect(

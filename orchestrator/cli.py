@@ -24,6 +24,7 @@ from maker_workers.simllm.profiles import PROFILES
 from maker_workers.simllm.server import SimServer
 from orchestrator import api
 from orchestrator.api import Hooks
+from orchestrator.calibrate import Calibration
 from orchestrator.cluster import Cluster, ClusterOptions, redact
 from orchestrator.embedded import SIM_READY, pool_for
 from orchestrator.metrics import RunMetrics
@@ -773,6 +774,35 @@ def _print_embeddings(tokens: int, cost: float | None) -> None:
         print(f"embeddings (semantic matching): {tokens} tokens, {_dollars(cost)} of the cost")
 
 
+INDEPENDENT = 0.05  # below this correlation within a step, what several samples a step show is chance
+
+
+def spread_lines(result: Calibration) -> list[str]:
+    """What several samples a step showed, in plain words."""
+    at = result.spread
+    if at is None:
+        return []
+    lines = [
+        f"across {at.steps} steps ({result.per_step} samples each, T={result.temperatures}): share right "
+        f"p10 {at.p_p10:.2f}, p50 {at.p_p50:.2f}, p90 {at.p_p90:.2f}; {at.hard_steps} hard steps (right at most "
+        f"half the time); correlation within a step {at.correlation:.2f}"
+    ]
+    alike = "" if at.copy_share is None else f"; {at.copy_share:.0%} of later answers repeat a text byte for byte"
+    collide = "" if at.wrong_collisions is None else f"; {at.wrong_collisions:.0%} of wrong answers collide"
+    lines.append(
+        f"  {at.wrong_mode_steps} steps ({at.wrong_mode_share:.0%}) have a wrong commonest answer{collide}{alike}"
+    )
+    if at.correlation < INDEPENDENT:
+        lines.append(f"  the answers look independent (correlation {at.correlation:.2f}): one p describes the steps")
+    elif at.wrong_mode_steps:
+        lines.append(
+            "  voting cannot fix a step whose commonest answer is wrong: more votes only make it surer. Raise the "
+            "later temperature (--later-temperature), give the spec prompt variants, use an ensemble, or split "
+            "the step; `maker plan --from-calibration` accounts for these steps"
+        )
+    return lines
+
+
 def _print_examples(examples: dict[str, Sample]) -> None:
     """One answer for each red flag reason: what the model said, and why it was thrown away."""
     for reason, sample in examples.items():
@@ -932,7 +962,19 @@ def calibrate(
     trace: Annotated[
         Path | None, typer.Option(metavar="FILE", help="a reference run's --trace of SPEC: the steps and right answers")
     ] = None,
-    samples: Annotated[int, typer.Option(min=1, max=100_000, help="samples to draw, one per random step")] = 400,
+    samples: Annotated[int, typer.Option(min=1, max=100_000, help="samples to draw in all, --per-step a step")] = 400,
+    per_step: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="samples on each drawn step (the first at the first temperature): 2 or more show how p spreads "
+            "across steps, the steps whose commonest answer is wrong and how alike samples are",
+        ),
+    ] = 4,
+    later_temperature: Annotated[
+        float | None, typer.Option(min=0, max=2, help="the later samples' temperature [the spec's, else 0.1]")
+    ] = None,
     draw_seed: Annotated[int | None, typer.Option(help="seed of the random choice of steps [random]")] = None,
     workers: Workers = 2,
     concurrency: Concurrency = None,
@@ -953,7 +995,8 @@ def calibrate(
     json_out: JsonOut = False,
     out: Annotated[Path | None, typer.Option(help="write the calibration here as JSON, for maker plan")] = None,
 ) -> None:
-    """Measure the model on random steps, one sample each: p with its 95% interval, the valid rate, red flags,
+    """Measure the model on random steps, --per-step samples each: p with its 95% interval, how p spreads across
+    steps (hard steps, steps whose commonest answer is wrong, how alike samples are), the valid rate, red flags,
     answer lengths, errors by length and cost. Hanoi's steps with --disks N; a spec's with SPEC --trace FILE
     (a reference run's trace: its committed answers are the right ones). Exit 0 when some answer was valid."""
     import random
@@ -965,17 +1008,23 @@ def calibrate(
     if (disks is None) == (spec is None) or (spec is None) != (trace is None):
         fail("give either --disks N (Hanoi) or SPEC --trace FILE (a spec task and a reference run's trace)")
     rng = random.Random(draw_seed)
+    wanted = -(-samples // per_step)  # steps to draw
+    samples = wanted * per_step
+    voting = VotingConfig()
     if disks is not None:
         task: Any = HanoiTask(disks)
-        drawn, steps = draw_steps(disks, samples, rng), task.total_steps()
+        drawn, steps = draw_steps(disks, wanted, rng), task.total_steps()
     else:
         assert spec is not None and trace is not None
         task = guarded(lambda: api.spec_task(spec))
         lines = guarded(lambda: read_trace(trace))
         try:
-            drawn, steps = draw_trace_steps(task, lines, samples, rng), len({line["step"] for line in lines})
+            drawn, steps = draw_trace_steps(task, lines, wanted, rng), len({line["step"] for line in lines})
         except ConfigError as exc:
             fail(f"--trace {trace}: {exc}")
+        voting = api.voting_for(task.spec)
+    if later_temperature is not None:
+        voting = voting.model_copy(update={"later_temperature": later_temperature})
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
     models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models)
@@ -989,7 +1038,14 @@ def calibrate(
 
         result = guarded(
             lambda: measure(
-                task, drawn, steps=steps, cluster=cluster, on_cluster=on_cluster, on_sample=progress.advance
+                task,
+                drawn,
+                steps=steps,
+                cluster=cluster,
+                on_cluster=on_cluster,
+                on_sample=progress.advance,
+                per_step=per_step,
+                voting=voting,
             )
         )
     if result.answered < samples:
@@ -1010,6 +1066,8 @@ def calibrate(
                 f"valid answers; valid rate {result.valid_rate:.4f}"
             )
         print(f"red flags {result.red_flags} {result.red_flags_by_reason}, errors {result.errors}")
+        for line in spread_lines(result):
+            print(line)
         if result.output_tokens:
             tokens = result.output_tokens
             print(f"output tokens: mean {tokens.mean:.1f}, p50 {tokens.p50}, p90 {tokens.p90}, p99 {tokens.p99}")
@@ -1048,7 +1106,7 @@ def plan(
 
     With --from-calibration, also the plan at the low end of p's 95% interval: the k to pick if p is that bad.
     """
-    from orchestrator.plan import calibrated_p, load_calibration, sample_cost_usd
+    from orchestrator.plan import calibrated_p, load_calibration, sample_cost_usd, spread_of
     from orchestrator.plan import plan as make_plan
 
     if (p is None) == (from_calibration is None):
@@ -1059,9 +1117,12 @@ def plan(
         fail(f"--valid-rate must be in (0, 1], got {valid_rate}")
     if (price_in is None) != (price_out is None):
         fail("give --price-in and --price-out together")
-    p_low = cost = None
+    p_low = cost = spread = None
     if from_calibration is not None:
         calibration = guarded(lambda: load_calibration(from_calibration))
+        spread = spread_of(calibration)
+        for line in spread_lines(calibration):
+            err.print(line, highlight=False)
         p, p_low = guarded(lambda: calibrated_p(calibration, from_calibration))
         valid_rate = valid_rate or calibration.valid_rate
         tokens_in = tokens_in if tokens_in is not None else calibration.input_tokens_mean
@@ -1093,11 +1154,18 @@ def plan(
             latency_s=latency_s,
             concurrency=concurrency,
             p_low=p_low,
+            spread=spread,
         )
     )
     if json_out:
         print(planned.model_dump_json())
         return
+    if planned.spread is not None and planned.unfixable_share is not None and planned.ceiling is not None:
+        print(
+            f"p varies across steps (Beta({planned.spread[0]:.3g}, {planned.spread[1]:.3g}) from the calibration): "
+            f"k is chosen over that spread, not one p; about {planned.unfixable_share:.2%} of steps have p below "
+            f"0.5, which no k fixes (the best any k reaches is {planned.ceiling:.3g})"
+        )
     for label, at in (("", planned), ("at the low end of p's interval: ", planned.pessimistic)):
         if at is None:
             continue

@@ -1,7 +1,12 @@
 """Plan a run before paying for it: k, reliability, samples, cost and wall time from p (and a calibration).
 
 The MAKER formulas are orchestrator/method.py's; this adds what a plan needs around them: a cost per
-sample, a wall-time model, and the pessimistic end of a calibrated p.
+sample, a wall-time model, the pessimistic end of a calibrated p, and p's spread across steps.
+
+Spread. The formulas assume one p for every step. A calibration with several samples a step measures how p varies
+(calibrate.Spread: a Beta(a, b) of per-step p); then a step decided ahead-by-k is right with chance
+E[p_sub(p_i, k)] over that Beta, which no k lifts above P(p_i > 1/2): a step whose commonest answer is wrong only
+gets surer of it with more votes. The plan says so, and what the best k could reach.
 
 Wall time. A step cannot start before the step before it has an answer, so a run takes steps x (the time
 one step's voting takes). The run loop sends k samples at once, then, once they are in, k - margin more,
@@ -23,13 +28,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from maker_workers.errors import ConfigError
 from orchestrator.calibrate import Calibration
-from orchestrator.method import expected_samples, expected_votes, k_min, p_full, p_sub
+from orchestrator.method import expected_samples, expected_votes, k_min, p_sub
 
 MAX_GENERATIONS = 1_000_000  # of the wall-time model's sum; only p within about 1e-5 of 1/2 gets this far
+MAX_K = 64  # the largest k a spread plan looks at: past it, more votes change nothing a plan can show
+GRID = 20_000  # points of the integral over the Beta of per-step p
 
 
 class Plan(BaseModel):
@@ -50,6 +58,48 @@ class Plan(BaseModel):
     projected_cost_usd: float | None = None
     projected_wall_s: float | None = None
     pessimistic: Plan | None = None  # the same plan at the low end of a calibrated p's 95% interval
+    spread: tuple[float, float] | None = None  # p across steps as Beta(a, b), when the calibration measured it
+    unfixable_share: float | None = None  # with a spread: the share of steps whose p is below 1/2 (no k fixes them)
+    ceiling: float | None = None  # with a spread: the most p_full any k reaches over the steps
+
+
+class Spread:
+    """Per-step p as Beta(a, b): what a step decided ahead-by-k is worth when steps differ."""
+
+    def __init__(self, a: float, b: float) -> None:
+        h = 1.0 / GRID
+        x = (np.arange(GRID) + 0.5) * h
+        log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+        weights = np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta) * h  # midpoints inside
+        # The end cells hold the density's poles (a or b below 1: steps nearly always right, or always wrong): their
+        # mass in closed form, h^a / (a B(a, b)), where a midpoint would miss it.
+        weights[0] = math.exp(a * math.log(h) - math.log(a) - log_beta)
+        weights[-1] = math.exp(b * math.log(h) - math.log(b) - log_beta)
+        self._x, self._w = x, weights / weights.sum()
+        self.a, self.b = a, b
+
+    def step_ok(self, k: float) -> float:
+        """E[p_sub(p_i, k)] over the Beta."""
+        x = self._x
+        return float(np.sum(self._w / (1.0 + ((1.0 - x) / x) ** k)))
+
+    @property
+    def unfixable(self) -> float:
+        return float(np.sum(self._w[self._x < 0.5]))
+
+    def k_min(self, steps: int, target: float) -> int | None:
+        """The least k whose whole-run success reaches `target`; None when none up to MAX_K does."""
+        return next((k for k in range(1, MAX_K + 1) if self.step_ok(k) ** steps >= target), None)
+
+    def unreachable(self, steps: int, target: float) -> str:
+        ceiling = self.step_ok(MAX_K) ** steps
+        return (
+            f"no k reaches reliability {target} over {steps:,} steps: the calibration found p varying across "
+            f"steps (Beta({self.a:.3g}, {self.b:.3g})), with about {self.unfixable:.2%} of steps below 0.5, where "
+            "the commonest answer is wrong and more votes only make it surer; the best any k reaches is "
+            f"{ceiling:.3g}. Raise the later temperature, give the spec prompt variants, use an ensemble, or split "
+            "the step, then calibrate again"
+        )
 
 
 def sample_cost_usd(price_in: float, price_out: float, tokens_in: float, tokens_out: float) -> float:
@@ -83,9 +133,11 @@ def plan(
     latency_s: float | None = None,
     concurrency: int | None = None,
     p_low: float | None = None,
+    spread: tuple[float, float] | None = None,
 ) -> Plan:
-    """The plan at p; with `p_low` (a calibration's pessimistic p, above 1/2) the plan at p_low too.
-    Bad input raises ConfigError naming it."""
+    """The plan at p; with `p_low` (a calibration's pessimistic p, above 1/2) the plan at p_low too; with `spread`
+    (a calibration's Beta of per-step p) k and reliability over that spread, not one p. Bad input raises
+    ConfigError naming it; a target no k reaches (steps whose commonest answer is wrong) too, saying why."""
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, got {steps}")
     if latency_s is not None and latency_s < 0:
@@ -93,6 +145,14 @@ def plan(
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"the concurrency must be at least 1, got {concurrency}")
     k = k_min(p, steps, target)  # checks p and target
+    p_step, unfixable, ceiling = p_sub(p, k), None, None
+    if spread is not None:
+        over = Spread(*spread)
+        found = over.k_min(steps, target)
+        if found is None:
+            raise ConfigError(over.unreachable(steps, target))
+        k, p_step = found, over.step_ok(found)
+        unfixable, ceiling = over.unfixable, over.step_ok(MAX_K) ** steps
     per_step = expected_samples(p, k, valid_rate)  # checks the valid rate
     total = per_step * steps
     rounds = expected_rounds(p, k, valid_rate)
@@ -116,8 +176,8 @@ def plan(
         steps=steps,
         target=target,
         k_min=k,
-        p_step=p_sub(p, k),
-        p_full=p_full(p, k, steps),
+        p_step=p_step,
+        p_full=p_step**steps,
         expected_votes_per_step=expected_votes(p, k),
         expected_samples_per_step=per_step,
         expected_samples=total,
@@ -126,6 +186,9 @@ def plan(
         projected_cost_usd=None if cost_per_sample_usd is None else cost_per_sample_usd * total,
         projected_wall_s=wall,
         pessimistic=pessimistic,
+        spread=spread,
+        unfixable_share=unfixable,
+        ceiling=ceiling,
     )
 
 
@@ -149,6 +212,14 @@ def calibrated_p(calibration: Calibration, path: Path) -> tuple[float, float]:
     return calibration.p, calibration.p_low
 
 
+def spread_of(calibration: Calibration) -> tuple[float, float] | None:
+    """The Beta of per-step p a calibration with several samples a step measured; None without one."""
+    at = calibration.spread
+    if at is None or at.beta_a is None or at.beta_b is None:
+        return None
+    return at.beta_a, at.beta_b
+
+
 def target_k(
     target: float | None, steps: int | None, *, p: float | None, calibration: Path | None, k: int | None
 ) -> tuple[int, str] | None:
@@ -169,7 +240,18 @@ def target_k(
         )
     source = f"p={p}"
     if calibration is not None:
-        _, p = calibrated_p(load_calibration(calibration), calibration)
+        calibrated = load_calibration(calibration)
+        beta = spread_of(calibrated)
+        if beta is not None:
+            over = Spread(*beta)
+            found = over.k_min(steps, target)
+            if found is None:
+                raise ConfigError(f"--from-calibration {calibration}: {over.unreachable(steps, target)}")
+            return found, (
+                f"k={found}: the least k for reliability {target} over {steps} steps at p's spread across steps in "
+                f"{calibration} (Beta({beta[0]:.3g}, {beta[1]:.3g}))"
+            )
+        _, p = calibrated_p(calibrated, calibration)
         if p <= 0.5:
             raise ConfigError(
                 f"--from-calibration: the low end of p's interval in {calibration} is {p:.4f}, not above 0.5: "

