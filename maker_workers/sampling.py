@@ -165,12 +165,13 @@ def draw_sample(
     *,
     by_model: bool = False,
     embedder: Embedder | None = None,
+    variant: int = 0,
 ) -> Recorded | None:
     """Returns what the vote script recorded, or None when the step was decided before the model was
     called. `by_model` counts the vote by model too (an ensemble); `embedder` embeds the answers of a task
-    voted on by meaning. Counted for the worker's metrics."""
+    voted on by meaning; `variant` picks the task's phrasing of the prompt. Counted for the worker's metrics."""
     with metrics.IN_FLIGHT.track_inprogress():
-        recorded = _draw(request, task, member, book, policy, by_model, embedder)
+        recorded = _draw(request, task, member, book, policy, by_model, embedder, variant)
     metrics.sampled(member.label, recorded)
     return recorded
 
@@ -183,6 +184,7 @@ def _draw(
     policy: SamplePolicy,
     by_model: bool,
     embedder: Embedder | None,
+    variant: int = 0,
 ) -> Recorded | None:
     contest = request.contest
     if book.stopped(contest.run_id) or (request.may_be_decided and not book.wants(contest)):
@@ -204,7 +206,7 @@ def _draw(
     if request.first and request.may_be_decided and not book.claim_first(contest, request.sample_id):
         request = request.model_copy(update={"temperature": request.later_temperature, "first": False})
     max_tokens = task.max_output_tokens or policy.max_output_tokens
-    messages = task.messages(request.state, request.step, request.previous)
+    messages = task.messages(request.state, request.step, request.previous, variant)
     unpaid = Drawer(model=member.label, cost_nusd=0, by_model=by_model)  # a failed call served nothing
     try:
         completion = _call(member.provider, messages, request, policy, member.limiter, on_wait, wanted, max_tokens)

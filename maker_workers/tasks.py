@@ -90,7 +90,11 @@ def sample(request: dict) -> None:
     try:
         task = task_of(parsed.run_id)
         embedder = None if task.semantic is None else embedder_of(task.semantic.embeddings)
-        draw_sample(parsed, task, member, res.book, res.policy, by_model=len(members) > 1, embedder=embedder)
+        # The request's counter turns the ensemble's models, then the task's phrasings of its prompt.
+        variant = parsed.member // len(members)
+        draw_sample(
+            parsed, task, member, res.book, res.policy, by_model=len(members) > 1, embedder=embedder, variant=variant
+        )
     except Exception as exc:
         # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
         record_failure(res.book, parsed, exc)

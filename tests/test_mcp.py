@@ -112,7 +112,8 @@ async def runs_every_kind_of_work(host: Host) -> None:
     question = {"prompt": hanoi.user_prompt(state, None), "system": hanoi.system_prompt(4), "format": "hanoi"}
     decision = await host.call("vote", **question)
     assert decision["decided"] and decision["winner"] == {"move": [1, 0, 1], "next_state": [[4, 3, 2], [1], []]}
-    assert decision["samples"] >= 3 and decision["tally"]
+    assert decision["sample_count"] >= 3 and decision["tally"]
+    assert all(s["text"] and s["verdict"] in ("vote", "red_flag", "late") for s in decision["samples"])
 
     task = await host.call("submit_task", spec=MULTIPLY)
     status = await host.call("job_status", job_id=task["job_id"], wait_s=60)

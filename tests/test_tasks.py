@@ -107,7 +107,11 @@ def test_vote_returns_the_majority_answer_of_a_biased_model() -> None:
     assert decision["decided"] and decision["winner"] == {"answer": 387}
     assert decision["winner_votes"] >= 6 + decision["runner_up_votes"]
     assert decision["tally"]['{"answer":387}'] == decision["winner_votes"]
-    assert decision["samples"] >= decision["votes"] >= 6 and decision["input_tokens"] > 0
+    assert decision["sample_count"] >= decision["votes"] >= 6 and decision["input_tokens"] > 0
+    # What each sample said comes with the decision: its text, verdict and reason.
+    assert len(decision["samples"]) == decision["sample_count"]
+    votes = [s for s in decision["samples"] if s["verdict"] == "vote"]
+    assert len(votes) == decision["votes"] and all(s["text"] and s["answer"] for s in votes)
 
 
 def test_vote_refuses_to_guess_when_the_cap_is_reached() -> None:
@@ -126,11 +130,20 @@ def test_vote_refuses_to_guess_when_the_cap_is_reached() -> None:
 def test_vote_takes_a_prompt_literally_and_parses_with_a_regex(cluster: Embedded) -> None:
     decision = api.vote(
         "Compute: 6 * 7\nTemplates are not expanded here: {{ state }}",
-        answer=api.answer_spec({"format": "regex", "pattern": r'"answer":\s*(?P<n>-?\d+)'}),
+        answer=api.answer_spec({"format": "regex", "pattern": r'\{"answer":\s*(?P<n>-?\d+)\}'}),
         voting=VotingConfig(k=2),
         cluster=ClusterOptions(redis_url=cluster.redis_url),
     )
     assert decision.decided and decision.winner == {"n": "42"}
+    # A pattern that matches only inside a longer line is a red flag, never a repair.
+    partial = api.vote(
+        "Compute: 6 * 7",
+        answer=api.answer_spec({"format": "regex", "pattern": r'"answer":\s*(?P<n>-?\d+)'}),
+        voting=VotingConfig(k=2),
+        cluster=ClusterOptions(redis_url=cluster.redis_url),
+    )
+    assert not partial.decided and set(partial.red_flags_by_reason) == {"parse"}
+    assert "must match a line whole" in (partial.samples[0].detail or "")
 
 
 def test_bad_vote_and_run_input_gets_one_clear_message(tmp_path: Path) -> None:

@@ -66,7 +66,10 @@ class Task(Protocol):
         """The number of steps when known in advance (for progress and ETA), else None."""
         ...
 
-    def messages(self, state: JSON, step: int, previous: JSON) -> list[dict[str, str]]: ...
+    def messages(self, state: JSON, step: int, previous: JSON, variant: int = 0) -> list[dict[str, str]]:
+        """The prompt of one sample; `variant` picks among the task's phrasings of it (samples rotate through them,
+        so that a step's votes are less alike), taken modulo how many it has."""
+        ...
 
     def parse(self, text: str, state: JSON) -> Parsed:
         """Strict parse of a response to the prompt built from `state`; raises RedFlag."""

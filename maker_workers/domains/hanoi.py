@@ -264,8 +264,8 @@ class HanoiTask:
     def total_steps(self) -> int:
         return n_steps(self.disks)
 
-    def messages(self, state: State, step: int, previous: dict | None) -> list[dict[str, str]]:
-        return messages(state, move_of(previous))
+    def messages(self, state: State, step: int, previous: dict | None, variant: int = 0) -> list[dict[str, str]]:
+        return messages(state, move_of(previous))  # one phrasing
 
     def parse(self, text: str, state: State) -> Parsed:
         move, next_state = parse(text, self.disks)

@@ -205,6 +205,16 @@ class Temperature(BaseModel):
     later: float = Field(default=0.1, ge=0, le=2)
 
 
+class Example(BaseModel):
+    """One worked example, sent as a user turn and the assistant's answer before the step's prompt (few-shot): small
+    models follow an answer format shown in turns far better than one described in the system prompt."""
+
+    model_config = _MODEL
+
+    user: str = Field(min_length=1)
+    assistant: str = Field(min_length=1)
+
+
 class TaskSpec(BaseModel):
     """A whole task as data. Options left out (None) fall back to the run's own settings."""
 
@@ -214,6 +224,10 @@ class TaskSpec(BaseModel):
     initial_state: Any
     system: str | None = None
     prompt: str
+    # Other phrasings of `prompt`: a contest's samples rotate through prompt and these, so that a model sampled
+    # near T=0 is asked differently rather than answering the same text again (copies are not votes).
+    prompt_variants: list[str] | None = Field(default=None, min_length=1, max_length=32)
+    examples: list[Example] | None = Field(default=None, min_length=1, max_length=64)  # plain text, not templates
     answer: AnswerSpec
     next_state: str | None = None  # None: the winning payload is the next state
     done: DoneSpec
@@ -429,6 +443,10 @@ class SpecTask:
         else:
             self._system = None if spec.system is None else _compile("system", spec.system)
             self._prompt = _compile("prompt", spec.prompt)
+        self._prompts = [self._prompt] + [
+            _Plain(text) if literal else _compile(f"prompt_variants.{i}", text)
+            for i, text in enumerate(spec.prompt_variants or [])
+        ]
         self._next_state = None if spec.next_state is None else _compile("next_state", spec.next_state)
         self._when = None
         if spec.done.when is not None:
@@ -437,7 +455,8 @@ class SpecTask:
             except TemplateSyntaxError as exc:
                 raise SpecError(f"done.when: expression syntax error: {exc.message}") from exc
         initial = spec.initial_state
-        self._messages(initial, 0, None, "at first render")
+        for variant in range(len(self._prompts)):
+            self._messages(initial, 0, None, "at first render", variant)
         self._done(initial, 0, "at first render")
 
     @classmethod
@@ -458,15 +477,19 @@ class SpecTask:
     def total_steps(self) -> int | None:
         return self.spec.done.steps
 
-    def messages(self, state: JSON, step: int, previous: JSON) -> list[dict[str, str]]:
-        return self._messages(state, step, previous, f"at step {step}")
+    def messages(self, state: JSON, step: int, previous: JSON, variant: int = 0) -> list[dict[str, str]]:
+        return self._messages(state, step, previous, f"at step {step}", variant)
 
-    def _messages(self, state: JSON, step: int, previous: JSON, at: str) -> list[dict[str, str]]:
+    def _messages(self, state: JSON, step: int, previous: JSON, at: str, variant: int = 0) -> list[dict[str, str]]:
         variables = {"state": state, "step": step, "previous": previous}
         out = []
         if self._system is not None:
             out.append({"role": "system", "content": _render(self._system, "system", at, variables)})
-        out.append({"role": "user", "content": _render(self._prompt, "prompt", at, variables)})
+        for example in self.spec.examples or []:
+            out += [{"role": "user", "content": example.user}, {"role": "assistant", "content": example.assistant}]
+        which = variant % len(self._prompts)
+        field = "prompt" if which == 0 else f"prompt_variants.{which - 1}"
+        out.append({"role": "user", "content": _render(self._prompts[which], field, at, variables)})
         return out
 
     def parse(self, text: str, state: JSON) -> Parsed:
