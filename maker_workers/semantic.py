@@ -60,20 +60,23 @@ class Embedder:
         )
 
 
-def embedder_for(embeddings: str, settings: WorkerSettings, client: redis.Redis, http: httpx.Client) -> Embedder:
-    """The embedding model `embeddings` names, reached as the worker's settings say: the worker's base URL
-    serves it when the worker's provider is the same one; `sim` is the simulated LLM's."""
+def embedder_for(
+    embeddings: str, settings: WorkerSettings, client: redis.Redis, http: httpx.Client, base_url: str | None = None
+) -> Embedder:
+    """The embedding model `embeddings` names, at `base_url` when the task gives one (answer.embeddings_base_url),
+    else reached as the worker's settings say: the worker's base URL serves it when the worker's provider is the
+    same one; `sim` is the simulated LLM's."""
     try:
         provider, model = parse_embeddings(embeddings)
     except ValueError as exc:
         raise ConfigError(f"answer.embeddings: {exc}") from None
     own = settings.base_url if settings.provider == provider else None
-    url = own or (settings.sim_base_url if provider == "sim" else None) or DEFAULT_URLS[provider]
+    url = base_url or own or (settings.sim_base_url if provider == "sim" else None) or DEFAULT_URLS[provider]
     key = api_key_for(provider, settings)
     if provider == "ollama":
         embedding_model: EmbeddingModel = OllamaEmbeddings(http, base_url=url, model=model, api_key=key)
     else:
-        if provider == "openai" and not key:
+        if provider == "openai" and not key and url == DEFAULT_URLS["openai"]:
             raise ConfigError(
                 "answer.embeddings: openai embeddings need an API key: set OPENAI_API_KEY (or MAKER_API_KEY)"
             )

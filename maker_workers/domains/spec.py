@@ -71,6 +71,7 @@ class AnswerSpec(BaseModel):
     match: Literal["exact", "semantic"] = "exact"  # semantic: votes on meaning, by embedding similarity
     threshold: float | None = Field(default=None, gt=0, lt=1)  # semantic: cosine similarity that joins a candidate
     embeddings: str | None = None  # semantic: openai:MODEL, ollama:MODEL or sim
+    embeddings_base_url: str | None = None  # semantic: the embedding server, when not the completion model's
     exact_fields: list[str] | None = Field(default=None, min_length=1)  # semantic json/regex: never merged
     # semantic: more meanings than this fail the step; every vote is compared with each candidate in the vote
     # script (about 0.07 ms per 1536-dim candidate), so the cap also bounds how long Redis is busy per vote
@@ -142,7 +143,8 @@ class AnswerSpec(BaseModel):
         return self
 
     def _semantic_options_fit(self) -> None:
-        given = [name for name in ("threshold", "embeddings", "exact_fields", "max_candidates") if getattr(self, name)]
+        names = ("threshold", "embeddings", "embeddings_base_url", "exact_fields", "max_candidates")
+        given = [name for name in names if getattr(self, name)]
         if self.match == "exact":
             if given:
                 raise _FieldError(given[0], "only applies when answer.match is semantic")
@@ -170,6 +172,7 @@ class AnswerSpec(BaseModel):
         return SemanticMatch(
             threshold=self.threshold if self.threshold is not None else DEFAULT_THRESHOLD,
             embeddings=self.embeddings,
+            embeddings_base_url=self.embeddings_base_url,
             max_candidates=self.max_candidates or DEFAULT_MAX_CANDIDATES,
             exact_fields=tuple(self.exact_fields or ()),
             vote_on=None if self.vote_on is None else tuple(self.vote_on),
