@@ -54,6 +54,9 @@ class SampleRequest(BaseModel):
         return Contest(run_id=self.run_id, step=self.step, input_hash=self.input_hash, k=self.k)
 
 
+COPY_MIN_TOKENS = 32  # a text this long, twice alike, is a copy: independent draws above T=0 seldom repeat it
+
+
 class SamplePolicy(BaseModel):
     max_output_tokens: int = 750
     retries: int = 4
@@ -61,10 +64,13 @@ class SamplePolicy(BaseModel):
     sample_text_chars: int = 2000  # what of each answer its event keeps: enough to see why it was thrown away
 
 
-def said_of(completion: Completion, policy: SamplePolicy, detail: str = "") -> Said:
-    """What the model said, as its vote or red flag keeps it: an excerpt, a digest of the whole text (copies are
-    byte-identical texts), the parser's reason."""
-    digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest()
+def said_of(completion: Completion, policy: SamplePolicy, detail: str = "", residue: str = "") -> Said:
+    """What the model said, as its vote or red flag keeps it: an excerpt, a digest of the whole text, the parser's
+    reason. Only a text that says more than its answer (`residue`, its reasoning), or is COPY_MIN_TOKENS long, gets
+    a digest: two such texts alike byte for byte say the model is sampled near-deterministically (copies), while
+    a bare answer (`ANSWER: 42`) is alike in two samples by being right."""
+    telling = bool(residue.strip()) or completion.output_tokens >= COPY_MIN_TOKENS
+    digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest() if telling else ""
     excerpt = completion.text[: policy.sample_text_chars]
     return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens)
 
@@ -227,6 +233,7 @@ def _draw(
         payload: str = "",
         meaning: Meaning | None = None,
         detail: str = "",
+        residue: str = "",
     ) -> Recorded:
         return book.record(
             contest,
@@ -239,7 +246,7 @@ def _draw(
             drawn_by=drawn_by,
             meaning=meaning,
             first=request.first,  # the vote script counts one vote drawn at the first temperature per contest
-            said=said_of(completion, policy, detail),
+            said=said_of(completion, policy, detail, residue),
         )
 
     # The paper's over-long rule, seen from both sides: the provider cut the answer at the limit we asked for (one
@@ -253,8 +260,9 @@ def _draw(
     except RedFlag as flag:
         return record("red_flag", flag.reason, detail=flag.detail)
     payload = canonical(answer)
+    residue = task.residue(completion.text)
     if task.semantic is None:
-        return record("vote", key, "" if payload == key else payload)
+        return record("vote", key, "" if payload == key else payload, residue=residue)
     if embedder is None:
         raise ConfigError(f"the task votes on meaning ({task.semantic.embeddings}) but the worker has no embedder")
     try:
@@ -267,7 +275,7 @@ def _draw(
         return record("red_flag", "unembedded")
     total = None if cost is None or meaning.cost_nusd is None else cost + meaning.cost_nusd
     drawn_by = drawn_by.model_copy(update={"cost_nusd": total})
-    return record("vote", key, "" if payload == key else payload, meaning)
+    return record("vote", key, "" if payload == key else payload, meaning, residue=residue)
 
 
 def _meaning(

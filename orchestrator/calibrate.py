@@ -48,6 +48,7 @@ from orchestrator.runner import VotingConfig
 from orchestrator.store import RunStore
 
 UNREACHABLE_K = 10**6  # the calibration run's margin: one sample per contest never decides it
+OVERDISPERSED_Z = 2.326  # the one-sided 1% point of the normal
 MAX_RHO = 0.999  # the correlation of steps all right or all wrong: their Beta is then near-two points (0 and 1)
 LENGTH_EDGES = (200, 400, 700)  # output-token buckets: the paper saw errors rise past about 700
 ANSWERED = ("vote", "red_flag", "error", "fatal")  # the event kinds that close a sample
@@ -333,6 +334,16 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def _overdispersed(counts: list[tuple[int, int]], p: float) -> bool:
+    """Whether the steps' counts vary more than one p allows: the chi-square test of homogeneity at 1%
+    (Wilson-Hilferty's normal approximation of its tail). With a few samples a step, rho's estimate is noisy; a
+    spread is only planned on when the counts show one."""
+    chi2 = sum((x - n * p) ** 2 / (n * p * (1 - p)) for x, n in counts)
+    df = len(counts) - 1
+    z = ((chi2 / df) ** (1 / 3) - (1 - 2 / (9 * df))) / math.sqrt(2 / (9 * df))
+    return z > OVERDISPERSED_Z
+
+
 def _beta_fit(counts: list[tuple[int, int]]) -> tuple[float, float | None, float | None]:
     """The intra-step correlation of being right (the ANOVA estimator for clustered binary answers) and, when it is
     above 0, the Beta(a, b) of per-step p it implies: mean p, a + b = (1 - rho) / rho. rho is 0 for independent
@@ -344,8 +355,8 @@ def _beta_fit(counts: list[tuple[int, int]]) -> tuple[float, float | None, float
     n0 = (total - sum(n * n for _, n in counts) / total) / (groups - 1)
     denominator = between + (n0 - 1) * within
     rho = 0.0 if denominator <= 0 else min(MAX_RHO, max(0.0, (between - within) / denominator))
-    if rho <= 0.0 or p in (0.0, 1.0):
-        return rho, None, None
+    if rho <= 0.0 or p in (0.0, 1.0) or not _overdispersed(counts, p):
+        return rho, None, None  # one p explains the counts: a Beta fit to noise would invent hard steps
     scale = (1 - rho) / rho
     return rho, round(p * scale, 6), round((1 - p) * scale, 6)
 

@@ -107,7 +107,16 @@ class LiveReliability:
             return float(k)
         return min(float(k), sum(s.margin for s in self._recent) / len(self._recent))
 
-    def reading(self, k: int, total_steps: int | None) -> Reading:
+    @property
+    def informative(self) -> bool:
+        """Whether the votes say anything of p: not when every step was decided by its one vote (k=1), which is
+        the winner's by definition."""
+        return any(s.votes > 1 or s.later > 0 for s in self._recent)
+
+    def reading(self, k: int, total_steps: int | None) -> Reading | None:
+        """None while the votes say nothing of p (see `informative`)."""
+        if not self.informative:
+            return None
         margin = self.margin(k)
         step_ok = method.p_sub(self.p, margin)
         steps = total_steps if total_steps is not None else self.steps
@@ -123,6 +132,6 @@ class LiveReliability:
         """The k the estimate asks for to reach `target` over the run; None while evidence is thin, when the
         votes are copies (a larger k buys more copies, not more evidence), or when the model looks no better than
         a coin (then no k helps: the run's caps will say so)."""
-        if not self.enough or self.alike or self.p <= 0.5:
+        if not self.enough or not self.informative or self.alike or self.p <= 0.5:
             return None
         return method.k_min(self.p, total_steps, target)

@@ -412,6 +412,8 @@ class Runner:
         )
         total = self.task.total_steps()
         reading = self.live.reading(committed.k, total)
+        if reading is None:  # one vote a step: the votes say nothing of p
+            return
         committed.p_estimate, committed.reliability = reading.p, reading.reliability
         committed.copy_share = reading.copy_share
         if self.live.alike and self.live.steps >= ALIKE_STEPS and not self._warned_alike:

@@ -276,3 +276,15 @@ def test_key_of_a_json_payload_without_a_vote_on_field_is_a_schema_red_flag() ->
     with pytest.raises(RedFlag) as caught:
         key_of(AnswerSpec(format="json", vote_on=["a"]), {"b": 1})
     assert caught.value.reason == "schema"
+
+
+def test_the_residue_is_what_a_response_says_besides_its_answer() -> None:
+    # Two votes alike in their reasoning are copies of one draw; alike in a bare answer, merely both right.
+    assert (
+        RegexAnswer(r"CITY: (?P<city>\w+)").residue("Its capital is Berlin.\nCITY: Berlin") == "Its capital is Berlin."
+    )
+    assert RegexAnswer(r"ANSWER: (?P<a>\w+)").residue("ANSWER: QMVTB").strip() == ""
+    assert JsonAnswer().residue('6 * 7 is 42.\n{"answer": 42}').strip() == "6 * 7 is 42."
+    assert TextAnswer().residue("The capital of France is Paris.") == ""
+    hanoi_text = "Disk 1 moves next.\nmove = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"
+    assert HanoiAnswer().residue(hanoi_text).strip() == "Disk 1 moves next."

@@ -51,13 +51,13 @@ def test_both_apis_of_the_server_count_the_same_prompt_tokens_cached_ones_includ
     assert all("Paris" in a.text for a in answers)
 
 
-def test_a_vote_through_the_openai_adapter_decides_and_says_its_votes_are_copies(local_llm: LocalModel) -> None:
+def test_a_vote_through_the_openai_adapter_decides_with_what_each_sample_said(local_llm: LocalModel) -> None:
     result, _ = vote(local_llm, "--k", "2")
     assert result["decided"] and "paris" in result["winner"]
-    # At T=0 then 0.1 this model repeats itself: every vote after the first is the same text, and the result says so.
     votes = [s for s in result["samples"] if s["verdict"] == "vote"]
     assert len(votes) == result["votes"] >= 2 and all("Paris" in s["text"] for s in votes)
-    assert result["copies"] == sum(s.get("repeated", False) for s in votes) >= 1
+    # A bare answer alike in two samples is alike by being right: no copy (nothing beside the answer to compare).
+    assert result["copies"] == 0
     # One prompt, the same tokens every sample, cached or not.
     assert (
         result["input_tokens"] % result["sample_count"] == 0 and result["input_tokens"] >= 10 * result["sample_count"]
@@ -84,22 +84,28 @@ def test_an_answer_cut_at_the_token_limit_is_a_truncated_red_flag_and_the_run_st
     assert "maker calibrate" in result["failure"] and repr(result["samples"][0]["text"]) in result["failure"]
 
 
-def test_a_short_spec_runs_on_the_real_model_with_what_it_said_in_the_trace(
+CAPITALS = {
+    "name": "capitals",
+    "initial_state": {"countries": ["Germany", "Italy", "Spain"], "i": 0, "capitals": []},
+    "system": "Answer with one sentence of reasoning, then a last line CITY: <name>.",
+    "examples": [
+        {"user": "What is the capital of Portugal?", "assistant": "Portugal's government sits in Lisbon.\nCITY: Lisbon"}
+    ],
+    "prompt": "What is the capital of {{ state.countries[state.i] }}?",
+    "answer": {"format": "regex", "pattern": r"CITY: (?P<city>[A-Z][a-z]+)"},
+    "next_state": '{"countries": {{ state.countries | tojson }}, "i": {{ state.i + 1 }}, '
+    '"capitals": {{ (state.capitals + [answer.city]) | tojson }}}',
+    "done": {"steps": 3},
+    "k": 3,
+    "max_output_tokens": 40,
+}
+
+
+def test_a_short_spec_runs_on_the_real_model_and_its_copied_votes_are_not_read_as_evidence(
     local_llm: LocalModel, tmp_path: Path
 ) -> None:
-    spec = {
-        "name": "capitals",
-        "initial_state": {"countries": ["Germany", "Italy", "Spain"], "i": 0, "capitals": []},
-        "prompt": "What is the capital of {{ state.countries[state.i] }}? Answer with one word.",
-        "answer": {"format": "regex", "pattern": r"The capital of \w+ is (?P<city>[A-Z][a-z]+)\."},
-        "next_state": '{"countries": {{ state.countries | tojson }}, "i": {{ state.i + 1 }}, '
-        '"capitals": {{ (state.capitals + [answer.city]) | tojson }}}',
-        "done": {"steps": 3},
-        "k": 2,
-        "max_output_tokens": 40,
-    }
     path = tmp_path / "capitals.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(CAPITALS))
     trace = tmp_path / "trace.jsonl"
     done = run_cli("run", str(path), *model_flags(local_llm), "--json", "--trace", str(trace), "--trace-samples")
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -108,10 +114,12 @@ def test_a_short_spec_runs_on_the_real_model_with_what_it_said_in_the_trace(
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 1, 2]
     for line, city in zip(lines, ["Berlin", "Rome", "Madrid"], strict=True):
-        assert any(city in s["text"] and s["verdict"] == "vote" for s in line["said"])
-    # Near-deterministic samples: the reliability the run reports counts each text once, so it is no k=2 figure.
+        assert any(f"CITY: {city}" in s["text"] and s["verdict"] == "vote" for s in line["said"])
+    # At T=0 then 0.1 the model writes the same reasoning every time: its k=3 decisions rest on one draw each. The
+    # reliability the run reports counts each text once (margin 1, not 3), so it is no k=3 figure.
     assert report["copies"] >= 3 and report["copy_share"] > 0.5
-    assert report["reliability"] < 0.99
+    assert report["reliability"] < 0.95
+    assert "the votes are copies" not in done.stderr  # 3 steps: too few to warn about
 
 
 def test_no_api_key_reaches_the_samples_the_report_or_the_output(local_llm: LocalModel) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from maker_workers import keys
-from maker_workers.votes import Contest, Drawer, Outcome, Snapshot, VoteBook
+from maker_workers.votes import Contest, Drawer, Outcome, Said, Snapshot, VoteBook
 from orchestrator.store import RunStore
 
 
@@ -298,3 +298,22 @@ def test_a_fatal_refusal_is_an_error_kept_with_the_run(book: VoteBook, client: r
     assert [n["outcome"] for n in notices(client)] == ["fatal", "fatal"]
     assert client.hget(keys.stats("r1"), "fatal") == b"openai answered 401: check OPENAI_API_KEY"
     assert book.snapshot(contest()).errors == 2 and not book.snapshot(contest()).decided
+
+
+def test_a_vote_whose_text_was_counted_already_is_a_copy_and_its_winner_counts_distinct_texts(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    c = contest(k=3)
+    said = {name: Said(text=name, digest=name) for name in ("t1", "t2")}
+    book.record(c, "a", "vote", "A", said=said["t1"])
+    book.record(c, "b", "vote", "A", said=said["t1"])  # the same text again: a copy, still a vote
+    book.record(c, "c", "vote", "A", said=Said(text="short"))  # no digest: too short to tell, never a copy
+    snapshot = book.snapshot(c)
+    assert snapshot.decided and snapshot.leader_votes == 3
+    assert snapshot.copies == 1 and snapshot.winner_distinct == 2
+    assert client.hget(keys.stats("r1"), "copies") == b"1"
+    assert [e.get("copy") for e in events(client) if e["kind"] == "vote"] == [None, "1", None]
+    assert [e.get("text") for e in events(client) if e["kind"] == "vote"] == ["t1", "t1", "short"]
+    # The texts go with the contest's other keys at commit.
+    RunStore(client, "r1").commit(0, "{}", {}, c.keys, "A", linger_s=60)
+    assert not client.exists(c.keys.texts)

@@ -91,6 +91,10 @@ class AnswerParser(Protocol):
 
     def parse(self, text: str, state: JSON) -> Parsed: ...
 
+    def residue(self, text: str) -> str:
+        """What a response says besides its answer (its reasoning): two samples alike in it are copies."""
+        ...
+
 
 # --- load-time checks -----------------------------------------------------------------------------
 
@@ -250,6 +254,10 @@ class JsonAnswer:
                 raise RedFlag("schema", f"{error.message} (at {error.json_path})")
         return _parsed(vote_key(payload, self.vote_on), payload)
 
+    def residue(self, text: str) -> str:
+        found = _scan_objects(text)
+        return text[: found[-1][0]] + text[found[-1][1] :] if found else text
+
 
 class RegexAnswer:
     """The last line the pattern matches whole (leading and trailing spaces aside); the payload is the match's groups
@@ -289,6 +297,14 @@ class RegexAnswer:
             )
         raise RedFlag("parse", "no line of the response matches the answer pattern")
 
+    def residue(self, text: str) -> str:
+        if not self.whole_line:
+            last = deque(self.pattern.finditer(text), maxlen=1)
+            return text[: last[0].start()] + text[last[0].end() :] if last else text
+        lines = text.splitlines()
+        matching = [i for i, line in enumerate(lines) if self.pattern.fullmatch(line.strip())]
+        return "\n".join(lines[: matching[-1]] + lines[matching[-1] + 1 :]) if matching else text
+
     def parse(self, text: str, state: JSON) -> Parsed:
         payload = self._last(text).groupdict()
         if any(char.isdecimal() and not char.isascii() for value in payload.values() if value for char in value):
@@ -311,6 +327,9 @@ class TextAnswer:
             text = text.casefold()
         return text
 
+    def residue(self, text: str) -> str:
+        return ""  # the answer is the whole text
+
     def parse(self, text: str, state: JSON) -> Parsed:
         answer = self.normalize(text)
         if not answer:
@@ -320,6 +339,9 @@ class TextAnswer:
 
 class HanoiAnswer:
     """The Towers of Hanoi strict parser; `state` is the current pegs, which give the number of disks."""
+
+    def residue(self, text: str) -> str:
+        return hanoi.residue(text)
 
     def parse(self, text: str, state: JSON) -> Parsed:
         # Without a state (a one-off `maker vote`), the answer's own next_state says how many disks there are.

@@ -75,6 +75,11 @@ class Task(Protocol):
         """Strict parse of a response to the prompt built from `state`; raises RedFlag."""
         ...
 
+    def residue(self, text: str) -> str:
+        """What a response says besides its answer (its reasoning): two votes of a step alike in it, byte for
+        byte, are copies of one draw, not two (the live reliability counts them once)."""
+        ...
+
     def next_state(self, state: JSON, step: int, previous: JSON, answer: JSON) -> JSON:
         """The next step's input from the winning answer (state transfer: never recomputed)."""
         ...

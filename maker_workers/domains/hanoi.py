@@ -110,6 +110,11 @@ _PREVIOUS = re.compile(r"^Previous move:\s*(none|\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*
 _CURRENT = re.compile(r"^Current state:\s*(\[.*\])\s*$", re.M)
 
 
+def residue(text: str) -> str:
+    """The response without its `move =` and `next_state =` lines: the reasoning around the answer."""
+    return _ANSWER_LINE.sub("", text)
+
+
 def read_prompt(text: str) -> tuple[State, Move | None]:
     """Recover (state, previous move) from a user prompt: what the simulated LLM reads."""
     prev, cur = _PREVIOUS.findall(text), _CURRENT.findall(text)
@@ -130,6 +135,7 @@ _MOVE_KEY = re.compile(r"(?<![\w])move\s*=\s*")
 _STATE_KEY = re.compile(r"(?<![\w])next_state\s*=\s*")
 _MOVE_VALUE = re.compile(rf"\[{_INT},{_INT},{_INT}\]")
 _STATE_VALUE = re.compile(rf"\[\s*{_LIST}\s*,\s*{_LIST}\s*,\s*{_LIST}\s*\]")
+_ANSWER_LINE = re.compile(r"^.*(?<![\w])(?:move|next_state)\s*=.*$", re.M)
 _GOES_ON = re.compile(r"[\[\]{}=\d]")  # on the state's line after it: the value did not end where it seemed to
 
 
@@ -266,6 +272,9 @@ class HanoiTask:
 
     def messages(self, state: State, step: int, previous: dict | None, variant: int = 0) -> list[dict[str, str]]:
         return messages(state, move_of(previous))  # one phrasing
+
+    def residue(self, text: str) -> str:
+        return residue(text)
 
     def parse(self, text: str, state: State) -> Parsed:
         move, next_state = parse(text, self.disks)

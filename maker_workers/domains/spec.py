@@ -498,6 +498,9 @@ class SpecTask:
     def parse(self, text: str, state: JSON) -> Parsed:
         return self._parser.parse(text, state)
 
+    def residue(self, text: str) -> str:
+        return self._parser.residue(text)
+
     def next_state(self, state: JSON, step: int, previous: JSON, answer: JSON) -> JSON:
         if self._next_state is None:
             return answer

@@ -36,7 +36,8 @@
 -- ARGV[16] "1" when the sample was drawn at the first temperature: having claimed KEYS[9] (lua/claim_first.lua), or
 --          in a contest the orchestrator knew fresh, to claim it here
 -- ARGV[17] input tokens read from the provider's prompt cache (part of ARGV[8])
--- ARGV[18] a digest of the completion's text ("" when none): copies are counted (status `copies`, stats `copies`)
+-- ARGV[18] a digest of the completion's text ("" for a text too short to tell): a vote whose digest this contest
+--          has counted already is a copy (status `copies`, stats `copies`)
 -- ARGV[19] an excerpt of the completion's text, kept on the vote's or red flag's event ("" to keep none)
 -- ARGV[20] the parser's own reason for a red flag ("" when none), kept on its event as `detail`
 -- ARGV[21..26], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
@@ -156,15 +157,13 @@ else
   redis.call('HINCRBY', KEYS[3], 'votes', 1)
   count('votes', 1)
   if by_model then redis.call('HINCRBY', KEYS[8], model .. ' ' .. value, 1) end
-  local copy = false
-  if digest ~= '' then
-    copy = redis.call('HSETNX', KEYS[10], 'd:' .. digest, 1) == 0
-    if copy then
-      redis.call('HINCRBY', KEYS[3], 'copies', 1)
-      count('copies', 1)
-    else
-      redis.call('HINCRBY', KEYS[10], 'c:' .. value, 1)
-    end
+  -- A text without a digest (too short to tell a copy from a right answer) is never a copy.
+  local copy = digest ~= '' and redis.call('HSETNX', KEYS[10], 'd:' .. digest, 1) == 0
+  if copy then
+    redis.call('HINCRBY', KEYS[3], 'copies', 1)
+    count('copies', 1)
+  else
+    redis.call('HINCRBY', KEYS[10], 'c:' .. value, 1)
   end
   -- The leader is the one with most votes; the runner-up count is the most any other has. A new vote
   -- changes only its own candidate's count, so the ranking updates without reading the tally.
