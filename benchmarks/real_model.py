@@ -221,7 +221,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="the model name at --base-url")
     parser.add_argument("--parallel", type=int, default=4, help="the bundled server's slots, and samples in flight")
     parser.add_argument(
-        "--single-temperature", type=float, default=None, help="the k=1 run's temperature [the spec's first]"
+        "--single-temperature",
+        type=float,
+        default=None,
+        help="the one-sample-a-step run's temperature [both the spec's first and its later one]",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration's choice of steps")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the rest goes to stderr)")
@@ -299,9 +302,14 @@ def main(argv: list[str] | None = None) -> None:
         planned["k_used"] = k
 
         maker = api.voting_for(task.spec, k=k, trace_samples=True)
-        # One sample a step: the spec's first temperature, unless --single-temperature says otherwise.
-        single = api.voting_for(task.spec, k=1, trace_samples=True, first_temperature=args.single_temperature)
-        runs = [run("maker", task, maker, cluster, right_end, say), run("k=1", task, single, cluster, right_end, say)]
+        runs = [run("maker", task, maker, cluster, right_end, say)]
+        # One sample a step, twice: at the first temperature (greedy, T=0: the model's best single guess) and at the
+        # later one (what each of MAKER's later votes is), or at --single-temperature alone.
+        later = maker.later_temperature
+        for temperature in [args.single_temperature] if args.single_temperature is not None else [None, later]:
+            single = api.voting_for(task.spec, k=1, trace_samples=True, first_temperature=temperature)
+            name = f"k=1 T={single.first_temperature:g}"
+            runs.append(run(name, task, single, cluster, right_end, say))
     say("\n## Comparison\n")
     for line in table(runs):
         say(line)

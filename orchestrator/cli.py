@@ -96,6 +96,15 @@ Concurrency = Annotated[
     ),
 ]
 BrokerUrl = Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")]
+LaterTemperature = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=2,
+        help="the temperature of a step's samples after its first (the lever against copies: a model near T=0 "
+        "repeats itself) [spec's, else 0.1]",
+    ),
+]
 Speculate = Annotated[
     int | None,
     typer.Option(min=0, help="vote this many steps ahead on the leading answer (0: off) [adaptive, up to 32]"),
@@ -441,6 +450,7 @@ def hanoi(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
     trace_samples: TraceSamples = False,
@@ -469,6 +479,7 @@ def hanoi(
         "max_errors": max_errors,
         "max_cost_usd": max_cost_usd,
         "target_reliability": target_reliability,
+        "later_temperature": later_temperature,
     }
     _check_trace(trace, trace_samples)
     voting = voting_config(
@@ -536,6 +547,7 @@ def run(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
     trace_samples: TraceSamples = False,
@@ -567,6 +579,7 @@ def run(
             target_reliability=target_reliability,
             adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
             trace_samples=trace_samples or None,
+            later_temperature=later_temperature,
         )
     )
 
@@ -617,6 +630,7 @@ def vote(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     max_output_tokens: Annotated[int | None, typer.Option(min=1, help="longer answers are red flags [750]")] = None,
+    later_temperature: LaterTemperature = None,
     workers: Workers = 2,
     concurrency: Concurrency = None,
     sim_error_rate: SimErrorRate = None,
@@ -669,6 +683,7 @@ def vote(
         "max_red_flags": max_red_flags,
         "max_errors": max_errors,
         "max_cost_usd": max_cost_usd,
+        "later_temperature": later_temperature,
     }
     voting = voting_config(lambda: VotingConfig(k=k, **{name: v for name, v in caps.items() if v is not None}))
     result = _with_display(

