@@ -43,10 +43,36 @@ SPEC = Path(__file__).resolve().parent.parent / "examples" / "copy_letters.yaml"
 FALLBACK_K = 3
 
 
-def task_of(steps: int) -> SpecTask:
-    """copy_letters with `done.steps` set to `steps`, checked as any spec is."""
-    data = load_spec(SPEC).model_dump(by_alias=True, exclude_none=True)
-    return api.spec_task(data | {"done": {"steps": steps}})
+def task_of(steps: int, variants: bool = True) -> SpecTask:
+    """copy_letters with `done.steps` set to `steps` (and without its prompt variants, if asked), checked as any
+    spec is."""
+    data = load_spec(SPEC).model_dump(by_alias=True, exclude_none=True) | {"done": {"steps": steps}}
+    if not variants:
+        data.pop("prompt_variants", None)
+    return api.spec_task(data)
+
+
+def levers(args: argparse.Namespace, cluster: ClusterOptions, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Calibrations at each later temperature, with and without prompt variants, on the same drawn steps."""
+    rows = []
+    for variants in (False, True):
+        task = task_of(args.steps, variants)
+        reference, _ = reference_trace(task, args.steps)
+        for later in (0.1, 0.7, 1.0):
+            drawn = draw_trace_steps(task, reference, -(-args.calibration_samples // 4), random.Random(args.seed))
+            voting = api.voting_for(task.spec, later_temperature=later)
+            cal = calibrate(task, drawn, steps=args.steps, cluster=cluster, per_step=4, voting=voting)
+            rows.append({"later_temperature": later, "prompt_variants": variants} | calibration_figures(cal))
+            say(f"later T={later} variants={variants}: {rows[-1]}")
+    say("\n| later T | prompt variants | p | correlation | wrong-mode steps | identical texts | wrong collide |")
+    say("|---|---|---|---|---|---|---|")
+    for row in rows:
+        say(
+            f"| {row['later_temperature']} | {'yes' if row['prompt_variants'] else 'no'} | {cell(row['p'])} | "
+            f"{cell(row['correlation'])} | {row['wrong_mode_steps']} of {row['spread_steps']} | "
+            f"{cell(row['identical_share'])} | {cell(row['wrong_collisions'])} |"
+        )
+    return rows
 
 
 def reference_trace(task: SpecTask, steps: int) -> tuple[list[dict[str, Any]], Any]:
@@ -101,6 +127,7 @@ def calibration_figures(cal: Calibration) -> dict[str, Any]:
         "wrong_mode_steps": at.wrong_mode_steps if at else None,
         "hard_steps": at.hard_steps if at else None,
         "copy_share": at.copy_share if at else None,
+        "identical_share": at.identical_share if at else None,
         "wrong_collisions": at.wrong_collisions if at else None,
         "beta": spread_of(cal),
         "wall_s": round(cal.wall_s, 1),
@@ -227,6 +254,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         help="the one-sample-a-step run's temperature [both the spec's first and its later one]",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration's choice of steps")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="instead of the runs: calibrate at later temperatures 0.1, 0.7 and 1.0, with and without the spec's "
+        "prompt variants, and print how p, its spread and the copies move (the levers against correlation)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (the rest goes to stderr)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.calibration_samples < 1 or args.parallel < 1 or (args.k is not None and args.k < 1):
@@ -261,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
         # Samples in flight match the server's slots: more would only queue there and look like slow samples.
         cluster = ClusterOptions(models=models, workers=2, concurrency=max(1, args.parallel // 2))
         say(f"# copy_letters, {args.steps} steps, on {models.model} at {models.base_url}")
+        if args.levers:
+            rows = levers(args, cluster, say)
+            if args.json:
+                print(json.dumps({"steps": args.steps, "model": models.model, "levers": rows}))
+            return
         wanted = -(-args.calibration_samples // 4)
         drawn = draw_trace_steps(task, reference, wanted, random.Random(args.seed))
         cal = calibrate(task, drawn, steps=args.steps, cluster=cluster, per_step=4, voting=api.voting_for(task.spec))

@@ -85,7 +85,8 @@ class Spread(BaseModel):
     correlation: float  # how alike a step's answers are in being right (intra-step correlation; 0: independent)
     beta_a: float | None  # p across steps as Beta(a, b) (fit by moments); None when the answers look independent
     beta_b: float | None
-    copy_share: float | None  # valid answers after each step's first that repeat one of its texts byte for byte
+    copy_share: float | None  # valid answers after each step's first that repeat its reasoning byte for byte (copies)
+    identical_share: float | None = None  # answers after each step's first whose whole text repeats an earlier one
     wrong_collisions: float | None  # wrong answers equal to another wrong answer of their step: voting's foe
 
 
@@ -314,6 +315,12 @@ def spread(right: dict[str, str], group: dict[str, int], answers: dict[str, dict
         wrong += mistakes.total()
         collided += sum(n for n in mistakes.values() if n > 1)
     rho, a, b = _beta_fit([(sum(v["candidate"] == v["right"] for v in votes), len(votes)) for votes in steps])
+    texts: dict[int, list[str]] = {}
+    for sample, fields in answers.items():
+        if sample in group and "text" in fields:
+            texts.setdefault(group[sample], []).append(fields["text"])
+    later_texts = sum(len(said) - 1 for said in texts.values())
+    repeated = sum(len(said) - len(set(said)) for said in texts.values())
     return Spread(
         steps=len(steps),
         p_p10=_quantile(shares, 0.1),
@@ -326,6 +333,7 @@ def spread(right: dict[str, str], group: dict[str, int], answers: dict[str, dict
         beta_a=a,
         beta_b=b,
         copy_share=round(copies / later, 6) if later else None,
+        identical_share=round(repeated / later_texts, 6) if later_texts else None,
         wrong_collisions=round(collided / wrong, 6) if wrong else None,
     )
 

@@ -813,7 +813,9 @@ def spread_lines(result: Calibration) -> list[str]:
         f"p10 {at.p_p10:.2f}, p50 {at.p_p50:.2f}, p90 {at.p_p90:.2f}; {at.hard_steps} hard steps (right at most "
         f"half the time); correlation within a step {at.correlation:.2f}"
     ]
-    alike = "" if at.copy_share is None else f"; {at.copy_share:.0%} of later answers repeat a text byte for byte"
+    alike = (
+        "" if at.identical_share is None else f"; {at.identical_share:.0%} of later answers repeat a text byte for byte"
+    )
     collide = "" if at.wrong_collisions is None else f"; {at.wrong_collisions:.0%} of wrong answers collide"
     lines.append(
         f"  {at.wrong_mode_steps} steps ({at.wrong_mode_share:.0%}) have a wrong commonest answer{collide}{alike}"

@@ -221,10 +221,18 @@ class CheckResponse(_Answer):
 
 
 class CalibrateQuery(_ModelChoice):
-    """Measure the model: one sample on each of `samples` random Hanoi steps, scored against the right move."""
+    """Measure the model: `per_step` samples on each of samples/per_step random Hanoi steps, scored against the
+    right move."""
 
     disks: int = Field(10, ge=2, le=MAX_DISKS, description="the puzzle whose steps are drawn")
-    samples: int = Field(200, ge=10, le=2000, description="steps asked, one sample each")
+    samples: int = Field(200, ge=10, le=2000, description="samples drawn in all")
+    per_step: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="samples on each drawn step; 2 or more measure how p spreads across steps and how alike "
+        "samples are (the result's spread)",
+    )
     seed: int | None = Field(None, description="which steps are drawn (random when left out)")
 
 
@@ -429,9 +437,10 @@ class MakerTools:
         interval, the valid rate, red flags by reason, output tokens, the error rate by answer length and
         the cost per sample: what `plan` needs (use p_low, the interval's low end, to be safe)."""
         self._check_models(given)
-        drawn = draw_steps(given.disks, given.samples, random.Random(given.seed))
+        drawn = draw_steps(given.disks, -(-given.samples // given.per_step), random.Random(given.seed))
         task = HanoiTask(given.disks)
-        return calibrate(task, drawn, steps=task.total_steps(), cluster=self.cluster.for_run())
+        cluster = self.cluster.for_run()
+        return calibrate(task, drawn, steps=task.total_steps(), cluster=cluster, per_step=given.per_step)
 
     def plan(self, given: PlanQuery) -> Plan:
         """Plan a run from the MAKER formulas: the least k that makes all steps right with chance target, the
