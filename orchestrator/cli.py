@@ -409,6 +409,13 @@ def _adaptive(adaptive_k: bool, target: float | None) -> bool:
     return adaptive_k
 
 
+def _calibrated_spread(calibration: Path | None) -> tuple[float, float] | None:
+    """The Beta of per-step p --from-calibration measured, if any: the run's live reading is capped by it."""
+    from orchestrator.plan import load_calibration, spread_of
+
+    return None if calibration is None else spread_of(guarded(lambda: load_calibration(calibration)))
+
+
 def _target_k(
     k: int | None, target: float | None, p: float | None, calibration: Path | None, steps: int | None
 ) -> int | None:
@@ -488,6 +495,7 @@ def hanoi(
             speculate=speculate,
             adaptive_k=_adaptive(adaptive_k, target_reliability),
             trace_samples=trace_samples,
+            calibrated_spread=_calibrated_spread(from_calibration),
             **{name: v for name, v in caps.items() if v is not None},
         )
     )
@@ -580,6 +588,7 @@ def run(
             adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
             trace_samples=trace_samples or None,
             later_temperature=later_temperature,
+            calibrated_spread=_calibrated_spread(from_calibration),
         )
     )
 

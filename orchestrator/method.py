@@ -6,10 +6,15 @@ These plan a run (k, expected cost); the voting itself happens in Redis.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+
+import numpy as np
 
 from maker_workers.errors import ConfigError
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+MAX_K = 64  # the largest k a spread plan looks at: past it, more votes change nothing a plan can show
+GRID = 20_000  # points of the integral over the Beta of per-step p
 
 
 def _check_p(p: float) -> None:
@@ -81,3 +86,43 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     # Exact arithmetic puts the share inside; floats can land the bound just short of it (40 of 40 gave a high end
     # of 0.9999999999999999, below p = 1.0).
     return max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half))
+
+
+class Spread:
+    """Per-step p as Beta(a, b): what a step decided ahead-by-k is worth when steps differ."""
+
+    def __init__(self, a: float, b: float) -> None:
+        h = 1.0 / GRID
+        x = (np.arange(GRID) + 0.5) * h
+        log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+        weights = np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta) * h  # midpoints inside
+        # The end cells hold the density's poles (a or b below 1: steps nearly always right, or always wrong): their
+        # mass in closed form, h^a / (a B(a, b)), where a midpoint would miss it.
+        weights[0] = math.exp(a * math.log(h) - math.log(a) - log_beta)
+        weights[-1] = math.exp(b * math.log(h) - math.log(b) - log_beta)
+        self._x, self._w = x, weights / weights.sum()
+        self.a, self.b = a, b
+
+    @lru_cache(maxsize=256)  # noqa: B019  # a run reads it once a step, at a few margins; Spreads are few
+    def step_ok(self, k: float) -> float:
+        """E[p_sub(p_i, k)] over the Beta."""
+        x = self._x
+        return float(np.sum(self._w / (1.0 + ((1.0 - x) / x) ** k)))
+
+    @property
+    def unfixable(self) -> float:
+        return float(np.sum(self._w[self._x < 0.5]))
+
+    def k_min(self, steps: int, target: float) -> int | None:
+        """The least k whose whole-run success reaches `target`; None when none up to MAX_K does."""
+        return next((k for k in range(1, MAX_K + 1) if self.step_ok(k) ** steps >= target), None)
+
+    def unreachable(self, steps: int, target: float) -> str:
+        ceiling = self.step_ok(MAX_K) ** steps
+        return (
+            f"no k reaches reliability {target} over {steps:,} steps: the calibration found p varying across "
+            f"steps (Beta({self.a:.3g}, {self.b:.3g})), with about {self.unfixable:.2%} of steps below 0.5, where "
+            "the commonest answer is wrong and more votes only make it surer; the best any k reaches is "
+            f"{ceiling:.3g}. Raise the later temperature, give the spec prompt variants, use an ensemble, or split "
+            "the step, then calibrate again"
+        )

@@ -28,16 +28,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from maker_workers.errors import ConfigError
 from orchestrator.calibrate import Calibration
-from orchestrator.method import expected_samples, expected_votes, k_min, p_sub
+from orchestrator.method import MAX_K, Spread, expected_samples, expected_votes, k_min, p_sub
 
 MAX_GENERATIONS = 1_000_000  # of the wall-time model's sum; only p within about 1e-5 of 1/2 gets this far
-MAX_K = 64  # the largest k a spread plan looks at: past it, more votes change nothing a plan can show
-GRID = 20_000  # points of the integral over the Beta of per-step p
 
 
 class Plan(BaseModel):
@@ -61,45 +58,6 @@ class Plan(BaseModel):
     spread: tuple[float, float] | None = None  # p across steps as Beta(a, b), when the calibration measured it
     unfixable_share: float | None = None  # with a spread: the share of steps whose p is below 1/2 (no k fixes them)
     ceiling: float | None = None  # with a spread: the most p_full any k reaches over the steps
-
-
-class Spread:
-    """Per-step p as Beta(a, b): what a step decided ahead-by-k is worth when steps differ."""
-
-    def __init__(self, a: float, b: float) -> None:
-        h = 1.0 / GRID
-        x = (np.arange(GRID) + 0.5) * h
-        log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-        weights = np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta) * h  # midpoints inside
-        # The end cells hold the density's poles (a or b below 1: steps nearly always right, or always wrong): their
-        # mass in closed form, h^a / (a B(a, b)), where a midpoint would miss it.
-        weights[0] = math.exp(a * math.log(h) - math.log(a) - log_beta)
-        weights[-1] = math.exp(b * math.log(h) - math.log(b) - log_beta)
-        self._x, self._w = x, weights / weights.sum()
-        self.a, self.b = a, b
-
-    def step_ok(self, k: float) -> float:
-        """E[p_sub(p_i, k)] over the Beta."""
-        x = self._x
-        return float(np.sum(self._w / (1.0 + ((1.0 - x) / x) ** k)))
-
-    @property
-    def unfixable(self) -> float:
-        return float(np.sum(self._w[self._x < 0.5]))
-
-    def k_min(self, steps: int, target: float) -> int | None:
-        """The least k whose whole-run success reaches `target`; None when none up to MAX_K does."""
-        return next((k for k in range(1, MAX_K + 1) if self.step_ok(k) ** steps >= target), None)
-
-    def unreachable(self, steps: int, target: float) -> str:
-        ceiling = self.step_ok(MAX_K) ** steps
-        return (
-            f"no k reaches reliability {target} over {steps:,} steps: the calibration found p varying across "
-            f"steps (Beta({self.a:.3g}, {self.b:.3g})), with about {self.unfixable:.2%} of steps below 0.5, where "
-            "the commonest answer is wrong and more votes only make it surer; the best any k reaches is "
-            f"{ceiling:.3g}. Raise the later temperature, give the spec prompt variants, use an ensemble, or split "
-            "the step, then calibrate again"
-        )
 
 
 def sample_cost_usd(price_in: float, price_out: float, tokens_in: float, tokens_out: float) -> float:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from orchestrator import method
+from orchestrator.method import Spread
 
 # Below this much evidence the estimate is too loose to act on (raising k costs every later step).
 MIN_STEPS = 30
@@ -48,8 +49,11 @@ class _Step:
 
 
 class LiveReliability:
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(self, window: int = WINDOW, spread: tuple[float, float] | None = None) -> None:
+        """`spread`: the Beta of per-step p a calibration measured; a step's reading is then never above what it
+        allows at the margin in use (a mistake every sample of a step makes is invisible in its votes)."""
         self._recent: deque[_Step] = deque(maxlen=window)
+        self._spread = None if spread is None else Spread(*spread)
 
     def observe(
         self,
@@ -119,6 +123,8 @@ class LiveReliability:
             return None
         margin = self.margin(k)
         step_ok = method.p_sub(self.p, margin)
+        if self._spread is not None:
+            step_ok = min(step_ok, self._spread.step_ok(round(margin, 2)))
         steps = total_steps if total_steps is not None else self.steps
         return Reading(
             p=round(self.p, 6),

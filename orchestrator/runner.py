@@ -92,6 +92,11 @@ class VotingConfig(BaseModel):
         None, gt=0, lt=1, description="the chance of an error-free run planned for; the run warns when off it"
     )
     adaptive_k: bool = Field(False, description="raise k for the remaining steps when the votes say it is needed")
+    calibrated_spread: tuple[float, float] | None = Field(
+        None,
+        description="p across steps as Beta(a, b), from the calibration the run was planned on: the live reading "
+        "never claims more than it allows (votes alone cannot see a step every sample gets wrong)",
+    )
     keep_tallies: bool = Field(False, description="keep committed contests' votes in Redis (a vote reads them)")
     trace_samples: bool = Field(False, description="hand each committed step what its samples said (--trace-samples)")
     contest_ttl_s: int = Field(
@@ -216,7 +221,7 @@ class Runner:
         self._on_stall = on_stall
         self._on_warning = on_warning
         self.k = config.k  # raised by --adaptive-k, for contests opened from then on
-        self.live = LiveReliability()
+        self.live = LiveReliability(spread=config.calibrated_spread)
         self._warned_drift = False
         self._warned_alike = False
         self._outcomes: Counter[Outcome] = Counter()  # what this runner's samples came to, for the early stop

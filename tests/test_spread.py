@@ -86,3 +86,17 @@ def test_copies_are_counted_once_so_five_identical_votes_are_no_k5_decision() ->
     assert apart.reliability > 0.999 and alike.reliability < 0.6
     assert alike.margin == 1 and alike.reliability == pytest.approx(p_sub(alike.p, 1) ** 12, rel=1e-4)
     assert copied.k_for(0.99, 12) is None  # more votes would buy more copies, not evidence
+
+
+def test_a_calibrated_spread_caps_what_unanimous_votes_claim() -> None:
+    # A model that is surely right or surely wrong, step by step (Beta(0.9, 0.1): 10% of steps it always errs):
+    # every step's votes agree, so the votes alone read p near 1; the calibration knows better.
+    blind, told = LiveReliability(), LiveReliability(spread=(0.9, 0.1))
+    for _ in range(50):
+        blind.observe(3, 3, k=3)
+        told.observe(3, 3, k=3)
+    assert blind.reading(3, 50).reliability > 0.99
+    assert (
+        told.reading(3, 50).reliability == pytest.approx(Spread(0.9, 0.1).step_ok(3) ** 50)
+        and told.reading(3, 50).reliability < 0.05
+    )
