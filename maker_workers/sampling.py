@@ -6,6 +6,7 @@ Kept apart from Celery so it can be driven directly in tests.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Literal, TypeVar
@@ -72,7 +73,8 @@ def said_of(completion: Completion, policy: SamplePolicy, detail: str = "", resi
     telling = bool(residue.strip()) or completion.output_tokens >= COPY_MIN_TOKENS
     digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest() if telling else ""
     excerpt = completion.text[: policy.sample_text_chars]
-    return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens)
+    call = uuid.uuid4().hex[:16]  # this call, once: a record sent again (a lost reply) bills nothing more
+    return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens, call=call)
 
 
 def _retry_wait(policy: SamplePolicy) -> Callable[[RetryCallState], float]:

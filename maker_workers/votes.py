@@ -95,6 +95,7 @@ class Said(BaseModel):
     digest: str = ""
     detail: str = ""
     cached_tokens: int = 0  # input tokens the provider read from its prompt cache
+    call: str = ""  # the provider call that drew it: a second delivery's new call is billed, a retried record is not
 
 
 class Drawer(BaseModel):
@@ -249,6 +250,7 @@ class VoteBook:
             said.digest,
             said.text,
             said.detail,
+            said.call,
             *extra_args,
         ]
         return script, script_keys, args

@@ -26,7 +26,16 @@ from maker_workers.domains import load_task
 from maker_workers.domains.base import JSON, Task
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, SpecTask, TaskSpec, load_spec, spec_from_data
-from maker_workers.errors import BudgetSpent, Cancelled, ClusterFailed, MakerError, Rejected, StepFailed, store_errors
+from maker_workers.errors import (
+    BudgetSpent,
+    Cancelled,
+    ClusterFailed,
+    ConfigError,
+    MakerError,
+    Rejected,
+    StepFailed,
+    store_errors,
+)
 from maker_workers.votes import Contest, VoteBook
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
 from orchestrator.phrasings import Candidate, phrasings
@@ -113,6 +122,13 @@ def _drive(
             raise MakerError(
                 f"no run {run_id} in the Redis at {redact(running.redis_url)}: check the run id and --redis-url"
             )
+        if run_id is not None and runner.store.finished() == "":
+            at = runner.store.saved()
+            if at is not None and task.done(at.state, at.step):
+                raise ConfigError(
+                    f"run {run_id} is finished: it reached its done condition after {at.step} steps, so there is "
+                    f"nothing to resume (`maker status {run_id} --redis-url ...` shows it)"
+                )
         hooks.on_runner(runner)
         saved = runner.start()
         if saved is not None:

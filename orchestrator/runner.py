@@ -268,7 +268,14 @@ class Runner:
         (tokens, cost) include everything the provider served.
         """
         try:
-            state = self._run(on_commit)
+            try:
+                state = self._run(on_commit)
+            finally:
+                self.publisher.close()  # the drain below only listens; a later send opens a new connection
+            self.ended_at = time.perf_counter()
+            self.store.stop("done")
+            self._drain()
+            return state
         except (StepFailed, BudgetSpent, Cancelled) as exc:
             self.store.stop(type(exc).__name__.lower())
             self._drain()
@@ -278,13 +285,9 @@ class Runner:
                 self.store.stop("ended")
             raise
         finally:
-            self.publisher.close()  # the drain below only listens; a later send opens a new connection
+            # Last, after the drain (which renews the lease while it waits): a finished run is free at once.
             with contextlib.suppress(MakerError):  # lapses by itself if Redis is gone
                 self.store.release(self._holder)
-        self.ended_at = time.perf_counter()
-        self.store.stop("done")
-        self._drain()
-        return state
 
     def _run(self, on_commit: Callable[[CommittedStep], None]) -> JSON:
         saved = self.start()
@@ -729,6 +732,7 @@ class Runner:
         if due > now:
             return due
         contest.hedged = True
+        self._check_budget()  # a hedge is a sample like any other: it is paid for
         self._send([(contest, 1, True)])
         return now + self.config.wait_s
 

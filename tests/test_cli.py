@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from maker_workers import keys
 from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
 from orchestrator.embedded import Embedded, free_port
@@ -122,6 +123,12 @@ def test_a_run_resumes_from_the_command_line(cluster: Embedded) -> None:
     assert "resuming at step 13" in result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert (report["run_id"], report["steps"], report["errors"], report["solved"]) == (first.run_id, 31, 0, True)
+    # The lease goes with the run's end (the drain of samples in flight took it back for its lease's 15 s), and
+    # resuming the finished run says it is finished, naming no holder and printing no figures.
+    assert not client.exists(keys.lease(first.run_id))
+    again = run_cli("hanoi", "--disks", "5", "--redis-url", cluster.redis_url, "--resume", first.run_id)
+    assert again.returncode == 2 and f"run {first.run_id} is finished" in again.stderr
+    assert "driven by another orchestrator" not in again.stderr and "steps/s" not in again.stdout
 
 
 def test_resume_errors_are_clear(cluster: Embedded) -> None:

@@ -317,3 +317,19 @@ def test_a_vote_whose_text_was_counted_already_is_a_copy_and_its_winner_counts_d
     # The texts go with the contest's other keys at commit.
     RunStore(client, "r1").commit(0, "{}", {}, c.keys, "A", linger_s=60)
     assert not client.exists(c.keys.texts)
+
+
+def test_a_sample_drawn_twice_is_one_vote_but_both_provider_calls_are_billed(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    c = contest(k=3)
+    paid = Drawer(model="m:x", cost_nusd=1_000)
+    book.record(c, "s1", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=paid, said=Said(call="call-1"))
+    # Celery redelivered it (or the publisher sent it twice): the model was called again, and billed again.
+    again = book.record(c, "s1", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=paid, said=Said(call="call-2"))
+    # The worker's record of the second call sent twice (its reply was lost): the same call, billed once.
+    book.record(c, "s1", "vote", "A", input_tokens=10, output_tokens=5, drawn_by=paid, said=Said(call="call-2"))
+    assert again.outcome is Outcome.DUPLICATE and book.snapshot(c).votes == 1
+    stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats("r1")).items() if k != b"fatal"}
+    assert (stats["input_tokens"], stats["output_tokens"], stats["cost_nusd"]) == (20, 10, 2_000)
+    assert stats["samples"] == 1 and stats["duplicates"] == 2 and stats["duplicate_calls"] == 1

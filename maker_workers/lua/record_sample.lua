@@ -40,7 +40,10 @@
 --          has counted already is a copy (status `copies`, stats `copies`)
 -- ARGV[19] an excerpt of the completion's text, kept on the vote's or red flag's event ("" to keep none)
 -- ARGV[20] the parser's own reason for a red flag ("" when none), kept on its event as `detail`
--- ARGV[21..26], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
+-- ARGV[21] the provider call that drew it ("" when none was made): a sample delivered twice (Celery redelivers, the
+--          publisher re-sends) is counted once as a vote, but each call the provider served is billed once, so a
+--          duplicate's tokens and cost count when its call is new (a retried script call of the same one does not)
+-- ARGV[22..27], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
 -- run's stats as `fatal`, so anyone can see why the run ended.
@@ -96,22 +99,32 @@ local function count(name, by)
   return total
 end
 
-if redis.call('SADD', KEYS[1], sample_id) == 0 then
-  redis.call('HINCRBY', KEYS[7], 'duplicates', 1)
-  event({'kind', 'duplicate'})
-  return {'duplicate', 0, 0}
+-- What a provider call served: counted once per call, whatever happens to its sample.
+local call_id = ARGV[21] or ''
+local function bill()
+  count('input_tokens', input_tokens)
+  if cached_tokens > 0 then count('cached_input_tokens', cached_tokens) end
+  count('output_tokens', output_tokens)
+  if cost >= 0 then return count('cost_nusd', cost) end
+  count('cost_unknown', 1)
+  return nil
 end
 
-count('samples', 1)
-count('input_tokens', input_tokens)
-if cached_tokens > 0 then count('cached_input_tokens', cached_tokens) end
-count('output_tokens', output_tokens)
-local spent
-if cost >= 0 then
-  spent = count('cost_nusd', cost)
-else
-  count('cost_unknown', 1)
+if redis.call('SADD', KEYS[1], sample_id) == 0 then
+  redis.call('HINCRBY', KEYS[7], 'duplicates', 1)
+  local fields = {'kind', 'duplicate'}
+  if call_id ~= '' and redis.call('SADD', KEYS[1], 'call:' .. call_id) == 1 then
+    bill()  -- a second call the provider served for the same sample (not this call recorded again): paid for
+    redis.call('HINCRBY', KEYS[7], 'duplicate_calls', 1)
+    fields = {'kind', 'duplicate', 'output_tokens', output_tokens}
+  end
+  event(fields)
+  return {'duplicate', 0, 0}
 end
+if call_id ~= '' then redis.call('SADD', KEYS[1], 'call:' .. call_id) end
+
+count('samples', 1)
+local spent = bill()
 redis.call('HINCRBY', KEYS[3], 'samples', 1)
 
 local current = redis.call('HMGET', KEYS[3], 'decided', 'leader', 'leader_votes', 'runner_up_votes')
@@ -131,7 +144,7 @@ if kind == 'vote' and ARGV[16] == '1' then
   end
 end
 -- A semantic contest's script starts with lua/semantic.lua: it assigns the vote to its candidate (or red-flags it).
-if ARGV[21] then kind, value = semantic(kind, value, decided) end
+if ARGV[22] then kind, value = semantic(kind, value, decided) end
 
 if kind == 'red_flag' then
   outcome = 'red_flag'
