@@ -9,6 +9,7 @@ MakerError
 │   └── Rejected       an answer no retry can change (401, 403, 404, a bad request, an exhausted
 │                      account): the run ends at once with this message
 ├── StoreError         Redis refused or was unreachable
+│   └── LeaseLost      another orchestrator took the run over: this one stops, touching nothing
 ├── ClusterFailed      a process of the embedded cluster died
 ├── BudgetSpent        the run's spend reached --max-cost-usd; it can be resumed with a larger budget
 ├── Cancelled          someone asked the run to stop (RunStore.cancel); it can be resumed
@@ -58,6 +59,11 @@ class Rejected(ProviderError):
 
 class StoreError(MakerError):
     pass
+
+
+class LeaseLost(StoreError):
+    """Another orchestrator took the run over (this one was frozen, cut off or paused past its lease): every write
+    of this one is refused in Redis from then on, so it exits, touching nothing."""
 
 
 class ClusterFailed(MakerError):

@@ -226,6 +226,7 @@ class Runner:
         self._warned_alike = False
         self._outcomes: Counter[Outcome] = Counter()  # what this runner's samples came to, for the early stop
         self._tail: Tail | None = None  # with trace_samples
+        self._stop_read_at = 0.0  # when a skip last made the run's stop flag be read
         self._holder = f"{socket.gethostname()} pid {os.getpid()} #{uuid.uuid4().hex[:8]}"
         # Every sample id this runner sends starts so: a notice is known to be this attempt's even after the
         # sample was forgotten (`_forget_unheard`), so a refusal that comes that late still ends the run.
@@ -350,6 +351,8 @@ class Runner:
                     raise Cancelled("the run was cancelled; no new samples were sent")
                 checked_at = now
             if notices:
+                if any(n.outcome is Outcome.SKIPPED for n in notices):
+                    self._check_stopped(now)
                 heard_at, warned = now, False
                 stale, late = False, []
                 for notice in notices:
@@ -370,6 +373,21 @@ class Runner:
                 warned = True  # once per silence: the caller decides whether to go on waiting
                 self._on_stall(silent)
         return state
+
+    def _check_stopped(self, now: float) -> None:
+        """A worker skipped a sample: its contest was decided (the view here lags), or the run is stopped. The
+        second must end the run, not send replacement after replacement: read why (at most twice a second)."""
+        if now - self._stop_read_at < 0.5:
+            return
+        self._stop_read_at = now
+        reason = self.store.stopped()
+        if reason == "cancelled":
+            raise Cancelled("the run was cancelled; no new samples were sent")
+        if reason is not None:
+            raise Cancelled(
+                f"the run's stop flag says {reason!r} while this orchestrator drives it, so the workers skip its "
+                "samples; resume the run (--resume RUN_ID) to clear it"
+            )
 
     def start(self) -> Checkpoint | None:
         """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
@@ -572,8 +590,10 @@ class Runner:
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
             return 0  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
         needed = to_enqueue(contest.contest.k, known.margin, len(contest.in_flight))
-        # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails.
-        needed = min(needed, max(0, cfg.max_samples - known.samples - len(contest.in_flight)))
+        # Never draw past the cap: once the front's samples are all in and it is still undecided, it fails. Sends
+        # count too, skipped or lost ones included: no contest is ever sent more than the cap.
+        drawn = max(known.samples + len(contest.in_flight), contest.sent)
+        needed = min(needed, max(0, cfg.max_samples - drawn))
         if needed:
             self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
@@ -612,6 +632,13 @@ class Runner:
                 f"{known.samples} samples without a {front.contest.k}-vote margin (cap {cfg.max_samples}; "
                 f"{known.votes} votes, {known.red_flags} red flags, {known.errors} errors); "
                 "raise --max-samples or check the model",
+            )
+        if front.sent >= cfg.max_samples and not front.in_flight:
+            self._fail(
+                front,
+                f"{front.sent} samples sent (the cap, {cfg.max_samples}) and only {known.samples} recorded: the "
+                "rest were skipped by the workers or lost; check that the run is not stopped or driven elsewhere "
+                "(`maker status RUN_ID`)",
             )
         if known.errors >= cfg.max_errors:
             raise StepFailed(

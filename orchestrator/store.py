@@ -16,11 +16,12 @@ from pydantic import BaseModel
 
 from maker_workers import keys
 from maker_workers.domains.base import JSON, canonical
-from maker_workers.errors import ConfigError, StoreError, store_errors
+from maker_workers.errors import ConfigError, LeaseLost, StoreError, store_errors
 from maker_workers.keys import StepKeys
 
 _COMMIT = resources.files("maker_workers").joinpath("lua/commit_step.lua").read_text()
 _LEASE = resources.files("maker_workers").joinpath("lua/lease.lua").read_text()
+_FENCED = resources.files("maker_workers").joinpath("lua/fenced.lua").read_text()
 
 
 class Checkpoint(BaseModel):
@@ -30,11 +31,41 @@ class Checkpoint(BaseModel):
 
 
 class RunStore:
+    """`generation` is the lease this store's orchestrator holds (None until `hold`, and for a store that drives no
+    run, such as a calibration's): once set, every run-level write carries it and is refused in Redis when another
+    orchestrator has taken the run since (LeaseLost)."""
+
     def __init__(self, client: redis.Redis, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.generation: int | None = None
         self._commit = client.register_script(_COMMIT)
         self._lease = client.register_script(_LEASE)
+        self._fence = client.register_script(_FENCED)
+
+    def _write(self, doing: str, op: str, *args: str | int | float) -> None:
+        """A write to the run's meta, fenced by the lease's generation once this store holds one."""
+        with store_errors(doing):
+            if self.generation is None:
+                meta = keys.meta(self.run_id)
+                if op == "hset":
+                    self.client.hset(meta, mapping=dict(zip(args[::2], args[1::2], strict=True)))
+                elif op == "hsetnx":
+                    self.client.hsetnx(meta, str(args[0]), args[1])
+                else:
+                    self.client.hdel(meta, *map(str, args))
+                return
+            written = self._fence(keys=[keys.meta(self.run_id)], args=[self.generation, op, *args])
+        if written != 1:
+            raise self._lost()
+
+    def _lost(self, holder: str = "") -> LeaseLost:
+        by = f" ({holder.split(' #')[0]})" if holder else ""
+        return LeaseLost(
+            f"run {self.run_id} was taken over by another orchestrator{by} while this one was away (frozen, paused "
+            "or cut off from Redis past its lease): that one drives it now, and this one stopped without writing "
+            f"anything more. Follow the run with `maker status {self.run_id}`"
+        )
 
     def exists(self) -> bool:
         with store_errors(f"looking up run {self.run_id}"):
@@ -50,11 +81,9 @@ class RunStore:
             pipe.hget(keys.checkpoint(self.run_id), "step")
             *_, stored, at = pipe.execute()
         self._check_same(task, config, stored)
-        with store_errors(f"starting run {self.run_id}"), self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(meta, "ended", "failure", "stop")  # a resumed run goes again
-            # Where and when this attempt began: `maker status` measures steps/s over it, not the whole run.
-            pipe.hset(meta, mapping={"resumed": time.time(), "resumed_step": int(at or 0)})
-            pipe.execute()
+        self._write(f"starting run {self.run_id}", "hdel", "ended", "failure", "stop")  # a resumed run goes again
+        # Where and when this attempt began: `maker status` measures steps/s over it, not the whole run.
+        self._write(f"starting run {self.run_id}", "hset", "resumed", time.time(), "resumed_step", int(at or 0))
 
     def _check_same(self, task: dict[str, Any], config: dict[str, Any], stored: list[bytes]) -> None:
         stored_task = json.loads(stored[0])
@@ -71,21 +100,30 @@ class RunStore:
             )
 
     def hold(self, holder: str, ttl_s: float) -> None:
-        """Take or renew the run's lease: one orchestrator drives a run. Also the run loop's write every few
-        seconds, so a full Redis fails the run with that reason instead of leaving it waiting on workers
-        that cannot record."""
+        """Take or renew the run's lease: one orchestrator drives a run. The first hold takes a new generation
+        (fencing off every earlier orchestrator's writes); later ones keep it, and raise LeaseLost once another
+        orchestrator has taken the run. Also the run loop's write every few seconds, so a full Redis fails the
+        run with that reason instead of leaving it waiting on workers that cannot record."""
+        mine = "" if self.generation is None else self.generation
         with store_errors(f"renewing the lease of run {self.run_id}"):
-            got = self._lease(keys=[keys.lease(self.run_id)], args=[holder, round(ttl_s * 1000), "hold"])
-        if got.decode() != holder:
-            raise ConfigError(
-                f"run {self.run_id} is driven by another orchestrator ({got.decode().split(' #')[0]}); "
-                f"stop that one, or wait until its lease lapses ({ttl_s:.0f} s after it last renewed)"
+            got, generation = self._lease(
+                keys=[keys.lease(self.run_id), keys.meta(self.run_id)],
+                args=[holder, round(ttl_s * 1000), "hold", mine],
             )
+        got = got.decode() if isinstance(got, bytes) else str(got)
+        if got == holder:
+            self.generation = int(generation)
+            return
+        if self.generation is not None:
+            raise self._lost(got)
+        raise ConfigError(
+            f"run {self.run_id} is driven by another orchestrator ({got.split(' #')[0]}); "
+            f"stop that one, or wait until its lease lapses ({ttl_s:.0f} s after it last renewed)"
+        )
 
     def raise_k(self, k: int) -> None:
         """Keep a k that adaptive k raised: a resumed run goes on at it, never below."""
-        with store_errors(f"raising the k of run {self.run_id}"):
-            self.client.hset(keys.meta(self.run_id), "k_raised", k)
+        self._write(f"raising the k of run {self.run_id}", "hset", "k_raised", k)
 
     def raised_k(self) -> int | None:
         with store_errors(f"reading run {self.run_id}"):
@@ -94,12 +132,11 @@ class RunStore:
 
     def release(self, holder: str) -> None:
         with store_errors(f"releasing the lease of run {self.run_id}"):
-            self._lease(keys=[keys.lease(self.run_id)], args=[holder, 0, "release"])
+            self._lease(keys=[keys.lease(self.run_id), keys.meta(self.run_id)], args=[holder, 0, "release", ""])
 
     def finish(self, failure: str | None) -> None:
         """Mark the run ended (done, or failed with the reason), for anyone following it."""
-        with store_errors(f"finishing run {self.run_id}"):
-            self.client.hset(keys.meta(self.run_id), mapping={"ended": time.time(), "failure": failure or ""})
+        self._write(f"finishing run {self.run_id}", "hset", "ended", time.time(), "failure", failure or "")
 
     def cancel(self) -> None:
         """Ask the run's orchestrator, wherever it is, to stop sending samples and end the run; the
@@ -109,8 +146,7 @@ class RunStore:
 
     def stop(self, reason: str) -> None:
         """Tell the workers the run sends no more samples: the queued ones are skipped, not paid for."""
-        with store_errors(f"stopping run {self.run_id}"):
-            self.client.hsetnx(keys.meta(self.run_id), "stop", reason)
+        self._write(f"stopping run {self.run_id}", "hsetnx", "stop", reason)
 
     def stopped(self) -> str | None:
         """Why the run stopped sending samples (\"cancelled\" when someone cancelled it), or None."""
@@ -170,6 +206,7 @@ class RunStore:
                     contest.vectors,
                     contest.status,
                     contest.texts,
+                    keys.meta(self.run_id),
                 ],
                 args=[
                     step,
@@ -180,8 +217,11 @@ class RunStore:
                     rounds,
                     samples,
                     linger_s,
+                    "" if self.generation is None else self.generation,
                 ],
             )
+        if int(at) == -1:
+            raise self._lost()
         if int(at) != step + 1:
             raise StoreError(
                 f"run {self.run_id}'s checkpoint is at step {at}, not {step}: is another orchestrator driving it?"

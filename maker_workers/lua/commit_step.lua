@@ -12,6 +12,7 @@
 --            they go now, unless ARGV[5] is "keep".
 -- KEYS[10]   the contest's status hash: it lingers ARGV[8] seconds (unless "keep"), so that a sample landing
 --            later finds the step decided and is recorded as late; then it goes too.
+-- KEYS[12]   the run's meta: a commit by an orchestrator whose lease generation (ARGV[9]) has passed is refused
 --
 -- ARGV[1] the step being committed   ARGV[2] the state it produced   ARGV[3] its winning answer
 -- ARGV[4] the winning vote key     ARGV[5] "keep" to keep the contest's keys (a one-step vote reads its tally)
@@ -19,10 +20,15 @@
 -- ARGV[7] the samples the committed contest counted: added to the stats' `committed_samples`; every other
 --         sample (a losing guess's, one landing after its step was decided) is what speculation wasted
 -- ARGV[8] seconds the status hash lingers after the commit
+-- ARGV[9] the committing orchestrator's lease generation ("" to skip the check)
 --
 -- Returns the checkpoint's step after the call: ARGV[1] + 1 when committed now or before;
--- anything else means the checkpoint is elsewhere (another orchestrator drives this run).
+-- anything else means the checkpoint is elsewhere (another orchestrator drives this run); -1 when the
+-- orchestrator's lease generation has passed (nothing written).
 
+if ARGV[9] and ARGV[9] ~= '' and tonumber(redis.call('HGET', KEYS[12], 'lease_gen') or 0) ~= tonumber(ARGV[9]) then
+  return -1
+end
 local step = tonumber(ARGV[1])
 local at = tonumber(redis.call('HGET', KEYS[1], 'step') or 0)
 if at ~= step then return at end
