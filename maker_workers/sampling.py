@@ -55,24 +55,24 @@ class SampleRequest(BaseModel):
         return Contest(run_id=self.run_id, step=self.step, input_hash=self.input_hash, k=self.k)
 
 
-COPY_MIN_TOKENS = 32  # a text this long, twice alike, is a copy: independent draws above T=0 seldom repeat it
-
-
 class SamplePolicy(BaseModel):
     max_output_tokens: int = 750
     retries: int = 4
     retry_max_wait_s: float = 30.0
-    sample_text_chars: int = 2000  # what of each answer its event keeps: enough to see why it was thrown away
+    sample_text_chars: int = 2000  # what of a red-flagged answer its event keeps: enough to see why it was thrown away
+    vote_text_chars: int = 500  # what of a vote's text its event keeps (the events stream holds 100,000 of them)
 
 
-def said_of(completion: Completion, policy: SamplePolicy, detail: str = "", residue: str = "") -> Said:
+def said_of(
+    completion: Completion, policy: SamplePolicy, detail: str = "", residue: str = "", vote: bool = True
+) -> Said:
     """What the model said, as its vote or red flag keeps it: an excerpt, a digest of the whole text, the parser's
-    reason. Only a text that says more than its answer (`residue`, its reasoning), or is COPY_MIN_TOKENS long, gets
-    a digest: two such texts alike byte for byte say the model is sampled near-deterministically (copies), while
-    a bare answer (`ANSWER: 42`) is alike in two samples by being right."""
-    telling = bool(residue.strip()) or completion.output_tokens >= COPY_MIN_TOKENS
-    digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest() if telling else ""
-    excerpt = completion.text[: policy.sample_text_chars]
+    reason. Only a text that says more than its answer (`residue`, its reasoning) gets a digest: two such texts
+    alike byte for byte say the model is sampled near-deterministically (copies), while a bare answer (`ANSWER: 42`,
+    a Hanoi move and state of any length) is alike in two samples by being right."""
+    digest = hashlib.blake2b(completion.text.encode(), digest_size=8).hexdigest() if residue.strip() else ""
+    # A red flag keeps more of its text than a vote: the answers thrown away are the ones to read whole.
+    excerpt = completion.text[: policy.vote_text_chars if vote else policy.sample_text_chars]
     call = uuid.uuid4().hex[:16]  # this call, once: a record sent again (a lost reply) bills nothing more
     return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens, call=call)
 
@@ -248,7 +248,7 @@ def _draw(
             drawn_by=drawn_by,
             meaning=meaning,
             first=request.first,  # the vote script counts one vote drawn at the first temperature per contest
-            said=said_of(completion, policy, detail, residue),
+            said=said_of(completion, policy, detail, residue, vote=kind == "vote"),
         )
 
     # The paper's over-long rule, seen from both sides: the provider cut the answer at the limit we asked for (one

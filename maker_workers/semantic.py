@@ -72,7 +72,9 @@ def embedder_for(
         raise ConfigError(f"answer.embeddings: {exc}") from None
     own = settings.base_url if settings.provider == provider else None
     url = base_url or own or (settings.sim_base_url if provider == "sim" else None) or DEFAULT_URLS[provider]
-    key = api_key_for(provider, settings)
+    # The worker's key goes only where the worker itself would send it: the provider's own API, or the base URL of
+    # its settings. A URL a task names (a spec can come from anyone, through MCP) gets none.
+    key = api_key_for(provider, settings) if url in (DEFAULT_URLS[provider], settings.base_url) else None
     if provider == "ollama":
         embedding_model: EmbeddingModel = OllamaEmbeddings(http, base_url=url, model=model, api_key=key)
     else:

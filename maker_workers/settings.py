@@ -44,7 +44,10 @@ class WorkerSettings(BaseSettings):
     price_out: float | None = Field(None, ge=0, description="$ per million output tokens (with price_in)")
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
     sample_text_chars: int = Field(
-        2000, ge=0, description="the first this many characters of each answer are kept on its event (0: none)"
+        2000, ge=0, description="the first this many characters of a red-flagged answer are kept on its event (0: none)"
+    )
+    vote_text_chars: int = Field(
+        500, ge=0, description="the first this many characters of a vote's answer are kept on its event (0: none)"
     )
     redis_wait_s: float = Field(
         15.0,

@@ -59,7 +59,10 @@ def resources() -> WorkerResources:
         ),
         members=members_from(cfg, client, http),
         policy=SamplePolicy(
-            max_output_tokens=cfg.max_output_tokens, retries=cfg.retries, sample_text_chars=cfg.sample_text_chars
+            max_output_tokens=cfg.max_output_tokens,
+            retries=cfg.retries,
+            sample_text_chars=cfg.sample_text_chars,
+            vote_text_chars=cfg.vote_text_chars,
         ),
     )
 

@@ -366,7 +366,7 @@ def _beta_fit(counts: list[tuple[int, int]]) -> tuple[float, float | None, float
     if rho <= 0.0 or p in (0.0, 1.0) or not _overdispersed(counts, p):
         return rho, None, None  # one p explains the counts: a Beta fit to noise would invent hard steps
     scale = (1 - rho) / rho
-    return rho, round(p * scale, 6), round((1 - p) * scale, 6)
+    return rho, p * scale, (1 - p) * scale  # unrounded: a tiny b (a strong model's one bad step) is still above 0
 
 
 def _collect(

@@ -175,6 +175,8 @@ def spread_of(calibration: Calibration) -> tuple[float, float] | None:
     at = calibration.spread
     if at is None or at.beta_a is None or at.beta_b is None:
         return None
+    if not (at.beta_a > 0 and at.beta_b > 0):
+        raise ConfigError(f"the calibration's spread is Beta({at.beta_a}, {at.beta_b}): both must be above 0")
     return at.beta_a, at.beta_b
 
 

@@ -42,7 +42,7 @@ from maker_workers.errors import (
 from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
-from orchestrator.method import to_enqueue, wilson
+from orchestrator.method import to_enqueue
 from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
 from orchestrator.samples import Sample, Tail, thrown
@@ -51,8 +51,9 @@ from orchestrator.store import Checkpoint, RunStore
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
 ALIKE_STEPS = 5  # steps committed before copies are worth a warning
-EARLY_SAMPLES = 20  # a run whose first this many answers are all red flags is stopped: the model cannot do the task
-EARLY_VOTES = 20  # a step with this many votes, whose leader has surely less than half of them, is stopped
+EARLY_SAMPLES = 30  # a run whose first this many answers are all red flags is stopped: the model cannot do the task
+EARLY_VOTES = 30  # a step with this many votes where no answer came up more than SCATTERED times is stopped
+SCATTERED = 2  # (ahead-by-k needs an answer that repeats; with wrong answers spread out it needs no p above 0.5)
 HOW_TO_CHECK = (
     "measure the model on this task with `maker calibrate` and plan k with `maker plan` before spending more "
     "(`maker samples RUN_ID` lists what it said, on a cluster's Redis)"
@@ -422,7 +423,8 @@ class Runner:
         committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
         if self.config.trace_samples:
             self._tail = self._tail or Tail(self.client, self.run_id)
-            committed.said = self._tail.take(committed.step, front.contest.input_hash)
+            with contextlib.suppress(StoreError):  # the step is committed: its trace line is written all the same
+                committed.said = self._tail.take(committed.step, front.contest.input_hash)
         return committed
 
     def _read_reliability(self, committed: CommittedStep) -> None:
@@ -619,12 +621,12 @@ class Runner:
                 f"early rather than at a cap; {HOW_TO_CHECK}",
                 step=None,
             )
-        if known.votes >= EARLY_VOTES and wilson(known.leader_votes, known.votes)[1] < 0.5:
+        if known.votes >= EARLY_VOTES and known.leader_votes <= SCATTERED and not known.over_cap:
             self._fail(
                 front,
-                f"no answer is near half of the step's {known.votes} votes (the leader has {known.leader_votes}, over "
-                f"{known.candidates or 'several'} candidates): the model's p here looks no better than 0.5, where no "
-                f"k helps, so it is stopped early; {HOW_TO_CHECK}",
+                f"no answer came up more than {known.leader_votes} times in the step's {known.votes} votes: the "
+                "model's answers to it do not repeat, so no k margin forms (no k helps), and it is stopped early "
+                f"rather than at the cap; {HOW_TO_CHECK}",
             )
         if known.samples >= cfg.max_samples:
             self._fail(
@@ -651,8 +653,8 @@ class Runner:
     def _fail(self, front: _Open, why: str, step: int | None = -1) -> NoReturn:
         """Fail the front step, saying what the model said: the commonest red flag (of the step, or of the run with
         `step=None`) and one answer that had it."""
-        try:
-            flags = thrown(self.client, self.run_id, front.step if step == -1 else step)
+        try:  # on the client that never retries: a Redis that is gone must not hold up the failure
+            flags = thrown(self._waiter, self.run_id, front.step if step == -1 else step)
         except StoreError:
             flags = None
         raise StepFailed(front.step, f"{why}; {flags}" if flags else why)

@@ -79,7 +79,7 @@ def test_an_answer_cut_at_the_token_limit_is_a_truncated_red_flag_and_the_run_st
     assert not result["decided"] and set(result["red_flags_by_reason"]) == {"truncated"}
     assert all(s["verdict"] == "red_flag" and s["reason"] == "truncated" and s["text"] for s in result["samples"])
     # Stopped after tens of samples, not at the cap of 100: with the reason and what the model said.
-    assert result["sample_count"] < 40
+    assert result["sample_count"] < 50
     assert "all red-flagged" in result["failure"] and "'truncated'" in result["failure"]
     assert "maker calibrate" in result["failure"] and repr(result["samples"][0]["text"]) in result["failure"]
 
@@ -170,5 +170,5 @@ def test_a_step_whose_answers_never_agree_is_stopped_early_saying_no_k_helps(loc
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 1 and not result["decided"]
-    assert 20 <= result["votes"] < 40 and result["sample_count"] < 60  # tens of samples, not the cap of 200
+    assert 30 <= result["votes"] < 50 and result["sample_count"] < 70  # tens of samples, not the cap of 200
     assert "no k helps" in result["failure"] and "maker calibrate" in result["failure"]

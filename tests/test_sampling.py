@@ -236,3 +236,17 @@ def test_a_sample_of_a_committed_step_is_not_drawn_once_its_status_is_gone(book:
         assert calls == []
     finally:
         client.delete(keys.checkpoint("r"))
+
+
+def test_a_bare_answer_twice_alike_is_no_copy_but_the_same_reasoning_twice_is(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    bare = "move = [1, 0, 2]\nnext_state = [[3, 2], [], [1]]"
+    for i in range(2):  # alike by being right: nothing beside the answer says the draws were one
+        draw_sample(request(k=5, sample_id=f"b{i}"), TASK, member(answering(completion(bare))[0]), book, FAST)
+    status = keys.step("r", 0, hanoi.input_hash(STATE, None)).status
+    assert client.hget(status, "copies") is None
+    reasoned = "Disk 1 moves clockwise first.\n" + bare
+    for i in range(2):
+        draw_sample(request(k=5, sample_id=f"r{i}"), TASK, member(answering(completion(reasoned))[0]), book, FAST)
+    assert client.hget(status, "copies") == b"1"

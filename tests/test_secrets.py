@@ -269,3 +269,21 @@ def test_a_worker_given_a_wrong_password_stops_at_once_and_says_so(locked: str) 
     assert time.monotonic() - started < 20  # not after a minute of retries
     assert "maker worker cannot start: Redis at redis://:***@" in worker.tail()
     assert "refused the password" in worker.tail() and "SECRET" not in worker.tail()
+
+
+def test_a_spec_naming_its_own_embedding_server_never_gets_the_workers_key(client: redis.Redis) -> None:
+    # answer.embeddings_base_url comes with the task (from anyone, through MCP): the worker's key stays home.
+    from maker_workers.semantic import embedder_for
+    from maker_workers.settings import WorkerSettings
+
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"data": [{"embedding": [1.0, 0.0]}], "usage": {"prompt_tokens": 2}})
+
+    settings = WorkerSettings(provider="openai", model="m", api_key="sk-WORKER-SECRET-0123")
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        embedder_for("openai:e5", settings, client, http, "http://elsewhere.example/v1").model.embed("hello")
+        embedder_for("openai:e5", settings, client, http).model.embed("hello")  # the provider's own API: keyed
+    assert "authorization" not in seen[0] and seen[1]["authorization"].startswith("Bearer sk-")

@@ -321,3 +321,10 @@ def test_a_hanoi_spec_solves_three_disks_with_the_optimal_moves() -> None:
         return f"move = {hanoi.format_move(move)}\nnext_state = {hanoi.format_state(after)}"
 
     assert run(SpecTask(spec_from_data(data)), reply) == (hanoi.goal_state(3), 7)
+
+
+def test_a_regex_pattern_spanning_lines_needs_whole_line_false() -> None:
+    spec = {"name": "t", "initial_state": 0, "prompt": "p", "done": {"steps": 1}}
+    with pytest.raises(SpecError, match=r"answer.pattern: spans lines .*whole_line: false"):
+        spec_from_data(spec | {"answer": {"format": "regex", "pattern": r"FINAL\n(?P<n>\d+)"}})
+    spec_from_data(spec | {"answer": {"format": "regex", "pattern": r"FINAL\n(?P<n>\d+)", "whole_line": False}})

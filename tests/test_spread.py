@@ -100,3 +100,10 @@ def test_a_calibrated_spread_caps_what_unanimous_votes_claim() -> None:
         told.reading(3, 50).reliability == pytest.approx(Spread(0.9, 0.1).step_ok(3) ** 50)
         and told.reading(3, 50).reliability < 0.05
     )
+
+
+def test_a_strong_model_with_one_always_wrong_step_plans_without_crashing() -> None:
+    _, a, b = _beta_fit([(4, 4)] * 2_999 + [(0, 4)])
+    assert a is not None and b is not None and a > 0 and b > 0
+    planned = plan(0.9996, 1_000, 0.5, spread=(a, b))
+    assert planned.unfixable_share is not None and 0 < planned.unfixable_share < 0.01

@@ -75,7 +75,7 @@ def test_a_frozen_orchestrator_that_wakes_after_a_takeover_stops_touching_nothin
         assert status(url, run_id)["state"] == "done"
 
         os.kill(first.pid, signal.SIGCONT)
-        out, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
         assert first.returncode != 0
         assert f"run {run_id} was taken over by another orchestrator" in err, err
         # It wrote nothing on its way out: the run stays done, no stop flag or failure of its own.

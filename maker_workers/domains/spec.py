@@ -129,6 +129,17 @@ class AnswerSpec(BaseModel):
                 raise _FieldError(field, f"only applies when answer.format is {owner}")
         if self.whole_line is not None and self.format != "regex":
             raise _FieldError("whole_line", "only applies when answer.format is regex")
+        if (
+            self.format == "regex"
+            and self.whole_line is not False
+            and self.pattern
+            and ("\\n" in self.pattern or "\n" in self.pattern)
+        ):
+            raise _FieldError(
+                "pattern",
+                "spans lines (it holds \\n), and a pattern must match a line whole: give answer.whole_line: false "
+                "for a match anywhere, or match the last line alone",
+            )
         if self.normalize is not None and self.format != "text":
             raise _FieldError("normalize", "only applies when answer.format is text")
         if self.vote_on is not None:
