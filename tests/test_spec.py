@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 from maker_workers.domains import hanoi
 from maker_workers.domains.base import RedFlag
 from maker_workers.domains.spec import SpecError, SpecTask, TaskSpec, load_spec, parser_for, spec_from_data
+from tests.conftest import run_cli
 
 COUNTDOWN: dict[str, Any] = {
     "name": "countdown",
@@ -328,3 +330,46 @@ def test_a_regex_pattern_spanning_lines_needs_whole_line_false() -> None:
     with pytest.raises(SpecError, match=r"answer.pattern: spans lines .*whole_line: false"):
         spec_from_data(spec | {"answer": {"format": "regex", "pattern": r"FINAL\n(?P<n>\d+)"}})
     spec_from_data(spec | {"answer": {"format": "regex", "pattern": r"FINAL\n(?P<n>\d+)", "whole_line": False}})
+
+
+@pytest.mark.parametrize(
+    ("prompt", "why"),
+    [
+        ('{{ "x" * 50000000 }}', "'* 50000000' would build 50,000,000 items"),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "over 100,000 iteration"),
+        ('{% set s = "xxxxxxxxxx" %}' + "{% set s = s ~ s %}" * 25 + "{{ s }}", "a concatenation would build"),
+        ('{{ "x" | center(1000000000) }}', "|center(1000000000)"),
+        ("{{ 10 ** 100000000 }}", "an exponent over 1,000"),
+        ("{% for i in range(3) %}{{ state.text }}\n{% endfor %}", "would build 300,003 characters"),
+    ],
+)
+def test_a_template_that_builds_too_much_or_loops_too_long_is_refused_at_once(prompt: str, why: str) -> None:
+    spec = {"name": "t", "initial_state": {"text": "x" * 100_000}, "answer": {"format": "json"}, "done": {"steps": 1}}
+    started = time.monotonic()
+    with pytest.raises(SpecError, match=r"^prompt: the template does too much at first render") as refused:
+        SpecTask(spec_from_data(spec | {"prompt": prompt}))
+    assert why in str(refused.value) and time.monotonic() - started < 2
+
+
+def test_a_template_within_the_bounds_renders_as_before() -> None:
+    spec = {"name": "t", "initial_state": {"n": 3}, "answer": {"format": "json"}, "done": {"steps": 1}}
+    prompt = "{% for i in range(state.n) %}{{ i }}{% endfor %} {{ 'ab' * 3 }} {{ 'a' ~ 'b' }} {{ 'x' | center(5) }}"
+    task = SpecTask(spec_from_data(spec | {"prompt": prompt}))
+    assert task.messages({"n": 3}, 0, None)[-1]["content"] == "012 ababab ab   x  "
+
+
+def test_maker_run_refuses_a_huge_or_endless_template_before_anything_starts(tmp_path: Path) -> None:
+    for name, prompt in (
+        ("huge", '{{ "x" * 50000000 }}'),
+        ("endless", "{% for i in range(99999) %}" * 3 + "{% endfor %}" * 3),
+    ):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(
+            json.dumps(
+                {"name": name, "initial_state": 0, "prompt": prompt, "answer": {"format": "json"}, "done": {"steps": 1}}
+            )
+        )
+        started = time.monotonic()
+        done = run_cli("run", str(spec), "--json")
+        assert done.returncode == 2 and "the template does too much" in done.stderr, done.stderr
+        assert "embedded cluster up" not in done.stderr and time.monotonic() - started < 10  # nothing sent

@@ -13,11 +13,14 @@ at load time (`load_spec`, `spec_from_data`) and at run time (naming the step).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-from jinja2 import StrictUndefined, Template, Undefined
+from jinja2 import StrictUndefined, Template, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -371,9 +374,36 @@ def parser_for(answer: AnswerSpec) -> AnswerParser:
 # --- the sandbox ----------------------------------------------------------------------------------
 
 
+MAX_TEXT = 200_000  # characters a rendered prompt (or any string a template builds) may have
+MAX_ITERATIONS = 100_000  # items all of a render's range() calls may yield together
+_BUDGET: ContextVar[list[int]] = ContextVar("range_budget")  # what is left of MAX_ITERATIONS in this render
+_WIDTH_FILTERS = ("center", "indent", "wordwrap", "truncate")  # filters whose numeric argument sizes their result
+
+
+class _TooMuch(SecurityError):
+    """A render past the sandbox's bounds (MAX_TEXT, MAX_ITERATIONS)."""
+
+
+class _Codegen(CodeGenerator):
+    """Jinja's code generator, but `a ~ b` goes through the sandbox (`_Sandbox.concat`), which bounds its length:
+    a template doubling a string thirty times must not build a gigabyte."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, which also refuses dunder names that do not exist (`f.__globals__` on a
-    builtin), so every escape attempt reads as a refusal rather than as a typo."""
+    builtin), so every escape attempt reads as a refusal rather than as a typo; and bounds the work a render may
+    do: a string or list a template builds (`"x" * 50000000`, a concatenation) holds at most MAX_TEXT items, and
+    the range() calls of one render yield MAX_ITERATIONS items together (nested loops included)."""
+
+    code_generator_class = _Codegen
+    intercepted_binops = frozenset({"*", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         value = super().getattr(obj, attribute)
@@ -387,6 +417,47 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             return self.unsafe_undefined(obj, argument)
         return value
 
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_TEXT:
+                    raise _TooMuch(f"'* {times}' would build {len(seq) * times:,} items, over {MAX_TEXT:,}")
+        if operator == "**" and isinstance(right, int) and abs(right) > 1_000:
+            raise _TooMuch(f"'** {right}': an exponent over 1,000 is refused (numbers that big are no prompt)")
+        return super().call_binop(context, operator, left, right)
+
+    @staticmethod
+    def concat(parts: Any) -> str:  # type: ignore[override]  # also joins a whole render's output (Template.render)
+        text = "".join(map(str, parts))
+        if len(text) > MAX_TEXT:
+            raise _TooMuch(f"a concatenation would build {len(text):,} characters, over {MAX_TEXT:,}")
+        return text
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    items = range(*args)
+    budget = _BUDGET.get(None)
+    if budget is not None:
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            raise _TooMuch(
+                f"the render's loops would run over {MAX_ITERATIONS:,} iterations in all (range() calls together)"
+            )
+    return iter(items)
+
+
+def _width_bounded(name: str) -> Any:
+    original = _ENV.filters[name]
+
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        for given in (*args, *kwargs.values()):
+            if isinstance(given, int) and not isinstance(given, bool) and given > MAX_TEXT:
+                raise _TooMuch(f"|{name}({given}) would build a text over {MAX_TEXT:,} characters")
+        return original(value, *args, **kwargs)
+
+    bounded.jinja_pass_arg = getattr(original, "jinja_pass_arg", None)  # type: ignore[attr-defined]
+    return bounded
+
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     # Jinja's own tojson HTML-escapes <>&' for embedding in HTML; a prompt or a next_state needs exact JSON.
@@ -395,6 +466,9 @@ def _tojson(value: Any, indent: int | None = None) -> str:
 
 _ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 _ENV.filters["tojson"] = _tojson
+_ENV.globals["range"] = _bounded_range
+for _name in _WIDTH_FILTERS:
+    _ENV.filters[_name] = _width_bounded(_name)
 
 
 class _Renders(Protocol):
@@ -421,6 +495,11 @@ def _compile(field: str, source: str) -> Template:
 def _failure(field: str, at: str, exc: Exception, what: str = "template") -> SpecError:
     """A template or expression that failed while running, as one SpecError naming the field and the step."""
     message = str(exc).rstrip(".")
+    if isinstance(exc, _TooMuch):
+        return SpecError(
+            f"{field}: the {what} does too much {at}: {message} (the limits on what a template may build and loop "
+            "over are in the README, under Any task)"
+        )
     if isinstance(exc, SecurityError) or (isinstance(exc, UndefinedError) and "object is unsafe" in message):
         return SpecError(f"{field}: the {what} tries to reach outside the sandbox ({message}) {at}")
     if isinstance(exc, UndefinedError):
@@ -429,10 +508,15 @@ def _failure(field: str, at: str, exc: Exception, what: str = "template") -> Spe
 
 
 def _render(template: _Renders, field: str, at: str, variables: dict[str, Any]) -> str:
+    """The rendered text, within the sandbox's bounds (MAX_ITERATIONS, MAX_TEXT): a spec from anyone (MCP) must not
+    keep a server thread and every worker busy for hours, nor send a 50 MB prompt with every sample."""
+    token = _BUDGET.set([MAX_ITERATIONS])
     try:
-        return template.render(variables)
+        return template.render(variables)  # its output joined by _Sandbox.concat: at most MAX_TEXT characters
     except Exception as exc:  # a template is the spec author's code: any failure of it is a spec error
         raise _failure(field, at, exc) from exc
+    finally:
+        _BUDGET.reset(token)
 
 
 # --- the task -------------------------------------------------------------------------------------
