@@ -156,6 +156,8 @@ class _Open:
     closed: bool = False  # committed, or dropped from the window: fed no more
     basis: str | None = None  # the guess the next contest in the window was built on
     hedged: bool = False  # an extra sample went out because its samples were slow and the run waited on it
+    fresh: bool = True  # known to be opened here first: nobody voted in it, nobody sent it a sample before
+    first_sent: bool = False  # this runner sent its T=0 sample before (a dropped guess opened again)
 
     @property
     def decided(self) -> bool:
@@ -503,7 +505,8 @@ class Runner:
     def _open(self, step: int, state: JSON, previous: JSON) -> _Open:
         digest = self.task.input_hash(state, step, previous)
         contest = Contest(run_id=self.run_id, step=step, input_hash=digest, k=self.k)
-        if self._fresh_after is not None and step > self._fresh_after:
+        fresh = self._fresh_after is not None and step > self._fresh_after
+        if fresh:
             known = Snapshot()  # nothing to read: one round trip less a step
             self._fresh_after = step
         else:
@@ -512,8 +515,19 @@ class Runner:
             self.store.revive(contest.keys, self.config.contest_ttl_s)
             known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
         # A dropped guess opened again finds its votes in Redis: what it drew was not wasted after all.
-        self.depth.dropped(-self._dropped.pop((step, digest), 0))
-        return _Open(step=step, state=state, previous=previous, contest=contest, known=known, sent=known.samples)
+        drew = self._dropped.pop((step, digest), 0)
+        self.depth.dropped(-drew)
+        # Its first sample (drawn at T=0) may still be on its way, its votes gone with the keys: no second one.
+        return _Open(
+            step=step,
+            state=state,
+            previous=previous,
+            contest=contest,
+            known=known,
+            sent=known.samples,
+            fresh=fresh,
+            first_sent=drew > 0,
+        )
 
     def _speculate(self, window: list[_Open]) -> list[_Open]:
         """Open guesses up to the speculation depth; returns those opened."""
@@ -678,6 +692,7 @@ class Runner:
     def _requests(self, contest: _Open, count: int, urgent: bool) -> list[tuple[_Open, SampleRequest, str, int]]:
         requests = []
         for sent in range(contest.sent, contest.sent + count):
+            first = sent == 0 and not contest.first_sent
             request = SampleRequest(
                 run_id=self.run_id,
                 step=contest.step,
@@ -685,13 +700,14 @@ class Runner:
                 state=contest.state,
                 previous=contest.previous,
                 sample_id=self._sample_prefix + uuid.uuid4().hex[8:],
-                # The first sample of a contest asks for T=first_temperature, but only the one that claims it in
-                # Redis gets it: a guess reopened, or a resumed run, must not send a second T=0 vote.
-                temperature=self.config.first_temperature if sent == 0 else self.config.later_temperature,
-                first=sent == 0,
+                # A contest's first sample is drawn at T=first_temperature. One this runner may have sent before (a
+                # guess it dropped and opens again) sends none; one an earlier runner may have opened (a resumed
+                # run) asks Redis for the T=0 claim first, and is drawn at the later temperature if another holds it.
+                temperature=self.config.first_temperature if first else self.config.later_temperature,
+                first=first,
                 later_temperature=self.config.later_temperature,
                 k=contest.contest.k,
-                may_be_decided=sent >= contest.contest.k or contest.known.samples > 0,
+                may_be_decided=sent >= contest.contest.k or contest.known.samples > 0 or not contest.fresh,
                 member=contest.step + sent,
             )
             priority = URGENT if urgent or sent == 0 else LATER
