@@ -59,6 +59,7 @@ class Snapshot(BaseModel):
     late: int = 0
     candidates: int = 0  # semantic contests: the candidates opened so far
     over_cap: int = 0  # semantic contests: votes refused because max_candidates were open
+    k: int | None = None  # the margin the contest is decided at: fixed by its first sample
     copies: int = 0  # votes whose text was byte-identical to one already counted here (they still count)
     winner_distinct: int | None = None  # once decided: the different texts among the winner's votes
 

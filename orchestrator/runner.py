@@ -514,6 +514,8 @@ class Runner:
             # they are read (read first, they could expire in between and the votes counted be gone).
             self.store.revive(contest.keys, self.config.contest_ttl_s)
             known = self.book.snapshot(contest)  # non-empty when resuming, or when a dropped guess comes back
+        if known.k is not None and known.k != contest.k:  # opened before, at another k: it is decided at that one
+            contest = contest.model_copy(update={"k": known.k})
         # A dropped guess opened again finds its votes in Redis: what it drew was not wasted after all.
         drew = self._dropped.pop((step, digest), 0)
         self.depth.dropped(-drew)

@@ -333,3 +333,13 @@ def test_a_sample_drawn_twice_is_one_vote_but_both_provider_calls_are_billed(
     stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats("r1")).items() if k != b"fatal"}
     assert (stats["input_tokens"], stats["output_tokens"], stats["cost_nusd"]) == (20, 10, 2_000)
     assert stats["samples"] == 1 and stats["duplicates"] == 2 and stats["duplicate_calls"] == 1
+
+
+def test_a_contests_k_is_fixed_by_its_first_sample_and_no_sample_decides_it_at_another(book: VoteBook) -> None:
+    book.record(contest(k=5), "a", "vote", "A")  # opened at k=5 (adaptive k had raised it)
+    # An older sample, sent when k was 2, lands: two votes ahead would decide at k=2, never at the contest's k=5.
+    assert book.record(contest(k=2), "b", "vote", "A").outcome is Outcome.VOTE
+    assert book.snapshot(contest(k=2)).k == 5
+    for sample in "cde":
+        last = book.record(contest(k=2), sample, "vote", "A")
+    assert last.outcome is Outcome.DECIDED and last.leader_votes == 5

@@ -23,7 +23,9 @@
 -- ARGV[2] kind: "vote" | "red_flag" | "error"
 -- ARGV[3] value: the vote key (canonical) for a vote; the reason otherwise
 -- ARGV[4] payload: the answer handed to the next step, or "" when it is the vote key itself
--- ARGV[5] k, the margin a candidate needs over the runner-up
+-- ARGV[5] k, the margin a candidate needs over the runner-up, as the sample's sender knew it: the contest's first
+--         sample fixes it (status `k`), and every later one is decided at that k, whatever k it carries (an old
+--         sample landing in a contest reopened after adaptive k rose, or in a resumed run)
 -- ARGV[6] step index      ARGV[7] input hash
 -- ARGV[8] input tokens    ARGV[9] output tokens
 -- ARGV[10] events stream max length (approximate)
@@ -126,6 +128,8 @@ if call_id ~= '' then redis.call('SADD', KEYS[1], 'call:' .. call_id) end
 count('samples', 1)
 local spent = bill()
 redis.call('HINCRBY', KEYS[3], 'samples', 1)
+local fixed = redis.call('HGET', KEYS[3], 'k')
+if fixed then k = tonumber(fixed) else redis.call('HSET', KEYS[3], 'k', k) end
 
 local current = redis.call('HMGET', KEYS[3], 'decided', 'leader', 'leader_votes', 'runner_up_votes')
 local decided = current[1] == '1'
