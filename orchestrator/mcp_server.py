@@ -605,6 +605,11 @@ def mcp_server(tools: MakerTools, *, token: str | None = None, url: str = "http:
     )
 
 
+# Where a server may listen without a token: loopback names the SDK's Host-header check (against DNS rebinding) is
+# on for. Another loopback address (127.0.0.2) is served without that check, so it needs the token like any host.
+UNGUARDED_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(
     cluster: ClusterOptions,
     *,
@@ -621,10 +626,15 @@ def serve(
         raise ConfigError(
             "--token (or MAKER_MCP_TOKEN) guards --transport streamable-http; stdio has no network side: leave it out"
         )
-    if transport == "streamable-http" and token is None and not is_loopback(host):
+    if transport == "streamable-http" and token is None and host not in UNGUARDED_HOSTS:
+        why = (
+            "is a loopback address the MCP SDK's DNS-rebinding check (the Host header) does not cover"
+            if is_loopback(host)
+            else "is reachable from other machines"
+        )
         raise ConfigError(
-            f"--host {host} is reachable from other machines: give --token TOKEN (or MAKER_MCP_TOKEN), "
-            "which every request must then carry as 'Authorization: Bearer TOKEN'"
+            f"--host {host} {why}: give --token TOKEN (or MAKER_MCP_TOKEN), which every request must then carry as "
+            f"'Authorization: Bearer TOKEN', or listen on {', '.join(UNGUARDED_HOSTS)}"
         )
     tools = MakerTools(cluster)
     where = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL

@@ -300,3 +300,9 @@ def test_streamable_http_refuses_a_request_without_the_token(cluster: Embedded) 
 def test_a_server_off_loopback_needs_a_token() -> None:
     result = run_cli("mcp", "--transport", "streamable-http", "--host", "0.0.0.0", "--port", "1", timeout=60)
     assert result.returncode == 2 and "--token" in result.stderr
+
+
+def test_a_loopback_address_the_host_check_does_not_cover_needs_a_token_too() -> None:
+    # The SDK checks the Host header (against DNS rebinding) only for 127.0.0.1, localhost and ::1.
+    result = run_cli("mcp", "--transport", "streamable-http", "--host", "127.0.0.2", "--port", "1", timeout=60)
+    assert result.returncode == 2 and "--token" in result.stderr and "DNS-rebinding" in result.stderr
