@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -114,7 +115,10 @@ def reach(client: redis.Redis, url: str, setting: str) -> None:
                     f"Redis at {redact(url)} refused the password: {exc}; fix the password in {setting}"
                 ) from exc
             except redis.RedisError as exc:
-                transient = isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError)
+                # A name that does not resolve will not resolve in 15 s: said at once, as a timeout is.
+                unresolved = isinstance(exc.__cause__ or exc.__context__, socket.gaierror)
+                refused = isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.TimeoutError)
+                transient = refused and not unresolved
                 if transient and time.monotonic() < give_up_at:
                     waiting_for_redis(f"the first contact with {redact(url)}", attempt, exc)
                     time.sleep(min(0.2 * attempt, 2.0))
@@ -122,6 +126,8 @@ def reach(client: redis.Redis, url: str, setting: str) -> None:
                 hint = ""
                 if transient and patience_s:
                     hint = f" (waited {patience_s:g} s for it; MAKER_REDIS_WAIT_S sets how long)"
+                if unresolved:
+                    hint = " (the host name does not resolve: check its spelling, or the DNS)"
                 if url.startswith("rediss://"):
                     hint = " (rediss:// speaks TLS: is that port a TLS port? A plain one needs redis://)"
                 raise MakerError(f"cannot reach Redis at {redact(url)}: {exc}{hint}; check {setting}") from exc

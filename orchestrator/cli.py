@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import redis
 import typer
@@ -242,6 +242,15 @@ def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
         fail(problems)
 
 
+def _open_trace(trace: Path, resume: str | None) -> TextIO:
+    """The --trace file, appended to when resuming; one that cannot be written is one message, before anything
+    starts."""
+    try:
+        return trace.open("a" if resume else "w")
+    except OSError as exc:
+        fail(f"--trace {trace}: cannot write it ({exc.strerror}); does its folder exist?")
+
+
 class Display:
     """The CLI's side of a run: the cluster line, resume line, progress bar, trace file, stall warning and the
     metrics server (`metrics_port`), started before the cluster so a taken port costs nothing."""
@@ -256,7 +265,7 @@ class Display:
     ):
         self.stack = stack
         self.total = total
-        self.trace = stack.enter_context(trace.open("a" if resume else "w")) if trace else None
+        self.trace = stack.enter_context(_open_trace(trace, resume)) if trace else None
         self.progress: StepProgress | None = None
         self.broker = ""
         self.metrics = guarded(lambda: RunMetrics(metrics_port)) if metrics_port else None
@@ -265,6 +274,7 @@ class Display:
 
     def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
         def on_cluster(cluster: Cluster) -> None:
+            _RUNNING["embedded"] = cluster.embedded is not None
             self.broker = cluster.broker_url
             embedded = cluster.embedded
             if embedded is not None:
@@ -285,6 +295,7 @@ class Display:
                     err.print(f"worker metrics on ports {ports}", highlight=False)
 
         def on_start(run_id: str, steps_done: int) -> None:
+            _RUNNING["run_id"] = run_id
             self.progress = self.stack.enter_context(StepProgress(err, total=self.total, completed=steps_done))
 
         def on_step(step: CommittedStep) -> None:
@@ -375,13 +386,25 @@ def _with_display(
         return guarded(lambda: call(hooks))
 
 
+_RUNNING: dict[str, Any] = {}  # the run this command drives, once known: what an interrupt says
+
+
+def _after_interrupt() -> str:
+    run_id = _RUNNING.get("run_id")
+    if _RUNNING.get("embedded", True):
+        return "the embedded cluster was shut down" + (f" (run {run_id} went with its Redis)" if run_id else "")
+    if run_id is None:
+        return "nothing was started"
+    return f"run {run_id} stopped sending samples; go on with --resume {run_id} and the same --redis-url"
+
+
 def guarded(call: Callable[[], T]) -> T:
     """Run a command's work: Ctrl-C, bad input and failures each get their exit code and one message."""
     try:
         return call()
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args else signal.SIGINT
-        err.print(f"interrupted ({signal.Signals(signum).name}): the embedded cluster was shut down")
+        err.print(f"interrupted ({signal.Signals(signum).name}): {_after_interrupt()}", highlight=False)
         raise typer.Exit(128 + signum) from None
     except ConfigError as exc:
         fail(str(exc))
@@ -719,7 +742,7 @@ def vote(
         if result.decided:
             print(f"winner: {json.dumps(result.winner)}  ({result.winner_votes} votes to {result.runner_up_votes})")
         else:
-            print("no answer reached the margin: nothing decided")
+            print(f"nothing decided: {result.failure or 'no answer reached the margin'}")
         if result.candidates:
             _print_candidates({0: result.candidates}, per_step=False)
         else:

@@ -53,8 +53,14 @@ def check(options: FlowerOptions) -> None:
 def serve(options: FlowerOptions) -> None:
     """Run Flower until Ctrl-C or SIGTERM. Flower's own options are tornado globals, set here once."""
     check(options)
-    from flower.app import Flower  # Flower and tornado load only for this command
-    from flower.urls import settings
+    try:
+        from flower.app import Flower  # Flower and tornado load only for this command
+        from flower.urls import settings
+    except ImportError as exc:
+        raise ConfigError(
+            f"maker flower needs Flower, which is not installed ({exc.name}): pip install flower (the flower "
+            "extra of maker)"
+        ) from None
     from tornado.ioloop import PeriodicCallback
     from tornado.options import options as flower_options
 
