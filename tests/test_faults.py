@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from celery import Celery
@@ -122,6 +123,41 @@ def test_a_lost_task_message_costs_seconds_not_the_whole_sample_timeout(private:
     assert runner.run() == [[], [], [7, 6, 5, 4, 3, 2, 1]]
     assert broker.lost >= 3
     assert time.monotonic() - started < 40  # each lost one is replaced after 4x the p99 latency (floor 1 s)
+
+
+class DoublingBroker(LosingBroker):
+    """A broker that delivers now and then a message twice, as a publisher re-sending a batch after a broken
+    connection does (or Celery redelivering): two workers may call the model for one sample."""
+
+    def __init__(self, broker: Celery, every: int) -> None:
+        super().__init__(broker, every)
+        self.amqp = _Doubling(self)
+
+
+class _Doubling(_Losing):
+    def send_task_message(self, *args: Any, **kwargs: Any) -> None:
+        owner = self.owner
+        owner.sent += 1
+        owner.broker.amqp.send_task_message(*args, **kwargs)
+        if owner.sent % owner.every == 0:
+            owner.lost += 1  # here: sent twice
+            owner.broker.amqp.send_task_message(*args, **kwargs)
+
+
+def test_every_call_the_provider_served_is_counted_when_samples_are_delivered_twice(private: Embedded) -> None:
+    client = redis.Redis.from_url(private.redis_url)
+    broker = DoublingBroker(make_app(private.redis_url), every=3)
+    served = f"{private.sim_url}/stats"
+    before = httpx.get(served).json()["served"]
+    runner = Runner(client, broker, VotingConfig(wait_s=0.5, drain_s=10), HanoiTask(5))  # type: ignore[arg-type]
+    assert runner.run() == [[], [], [5, 4, 3, 2, 1]]
+    after = httpx.get(served).json()["served"]
+    counted = RunStore(client, runner.run_id).stats()
+    assert broker.lost >= 10 and counted.get("duplicates", 0) >= 1
+    # What the provider billed is what the run counts, the second calls for one sample included.
+    assert counted["input_tokens"] == after["input_tokens"] - before["input_tokens"]
+    assert counted["output_tokens"] == after["output_tokens"] - before["output_tokens"]
+    assert counted.get("duplicate_calls", 0) >= 1
 
 
 def test_replies_lost_between_the_orchestrator_and_redis_neither_hang_nor_end_the_run(private: Embedded) -> None:
