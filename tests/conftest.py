@@ -105,17 +105,22 @@ def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.Co
     )
 
 
-@contextlib.contextmanager
-def started_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """`maker ...` in its own process, handed over once it says its embedded cluster is up."""
-    with subprocess.Popen(
+def cli_process(*args: str) -> subprocess.Popen[str]:
+    """`maker ...` started in its own process, as a user starts it, its output piped."""
+    return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *args],
         cwd=ROOT,
         env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    ) as proc:
+    )
+
+
+@contextlib.contextmanager
+def started_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`maker ...` in its own process, handed over once it says its embedded cluster is up."""
+    with cli_process(*args) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:
             if "embedded cluster up" in line:

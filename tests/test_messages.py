@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from orchestrator.embedded import Embedded
-from tests.conftest import ROOT, run_cli, user_env
+from tests.conftest import ROOT, cli_process, run_cli, user_env
 
 
 def test_a_trace_into_a_missing_folder_is_one_message(tmp_path: Path) -> None:
@@ -50,14 +50,7 @@ def test_a_vote_refused_by_the_provider_says_why_not_that_no_answer_led(cluster:
 
 
 def test_sigterm_to_a_run_on_a_cluster_names_the_run_to_resume(cluster: Embedded) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "14", "--redis-url", cluster.redis_url],
-        cwd=ROOT,
-        env=user_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with cli_process("hanoi", "--disks", "14", "--redis-url", cluster.redis_url) as proc:
         deadline = time.monotonic() + 60
         while True:  # until the run has started: it is in the Redis
             listed = json.loads(run_cli("status", "--redis-url", cluster.redis_url, "--json").stdout)

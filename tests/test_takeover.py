@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,7 +15,7 @@ import pytest
 
 from maker_workers.simllm.model import SimConfig
 from orchestrator.embedded import Embedded
-from tests.conftest import ROOT, run_cli, user_env
+from tests.conftest import cli_process, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +39,7 @@ def unfinished_run(url: str) -> str | None:
 
 def test_a_frozen_orchestrator_that_wakes_after_a_takeover_stops_touching_nothing(slow: Embedded) -> None:
     url = slow.redis_url
-    first = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "10", "--redis-url", url, "--json"],
-        cwd=ROOT,
-        env=user_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = cli_process("hanoi", "--disks", "10", "--redis-url", url, "--json")
     try:
         deadline = time.monotonic() + 60
         run_id = None

@@ -63,30 +63,26 @@ local model, cost, by_model = ARGV[12], tonumber(ARGV[13]), ARGV[14] == '1'
 local worker = ARGV[15] or ''
 local cached_tokens, digest, excerpt, detail = tonumber(ARGV[17] or 0), ARGV[18] or '', ARGV[19] or '', ARGV[20] or ''
 
+-- Adds a field to an event's list, unless its value is empty.
+local function put(fields, name, value)
+  if value ~= '' then
+    table.insert(fields, name)
+    table.insert(fields, value)
+  end
+end
+
 -- What the model said, on the events of a vote or red flag: `maker samples` and the report read it there.
 local function said(fields)
-  if excerpt ~= '' then
-    table.insert(fields, 'text')
-    table.insert(fields, excerpt)
-  end
-  if detail ~= '' then
-    table.insert(fields, 'detail')
-    table.insert(fields, detail)
-  end
+  put(fields, 'text', excerpt)
+  put(fields, 'detail', detail)
   return fields
 end
 
 local function event(fields)
   local args = {KEYS[6], 'MAXLEN', '~', maxlen, '*', 'step', step, 'input', input_hash, 'sample', sample_id}
   for _, f in ipairs(fields) do table.insert(args, f) end
-  if model ~= '' then
-    table.insert(args, 'model')
-    table.insert(args, model)
-  end
-  if worker ~= '' then
-    table.insert(args, 'worker')
-    table.insert(args, worker)
-  end
+  put(args, 'model', model)
+  put(args, 'worker', worker)
   if cost >= 0 then
     table.insert(args, 'cost_usd')
     table.insert(args, string.format('%.9f', cost / 1e9))
