@@ -16,6 +16,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.drop = drop
         self.dropped = 0
+        self.drop_next = 0  # replies to drop first, whatever `drop` says (a fault at the moment that hurts)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -54,6 +55,9 @@ class FaultProxy:
 
     def _roll(self) -> bool:
         with self._lock:
+            if self.drop_next > 0:
+                self.drop_next -= 1
+                return True
             return self._rng.random() < self.drop
 
     def close(self) -> None:

@@ -19,11 +19,13 @@ import pytest
 import redis
 from celery import Celery
 
+from maker_workers import keys
 from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import ConfigError, StoreError
 from maker_workers.simllm.model import SimConfig
+from maker_workers.votes import Notice, Outcome, Snapshot
 from orchestrator.embedded import Embedded, free_port, start_redis
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import RunStore
@@ -175,6 +177,33 @@ def test_replies_lost_between_the_orchestrator_and_redis_neither_hang_nor_end_th
         ]
     finally:
         proxy.close()
+
+
+def test_a_lost_blpop_reply_is_never_answered_by_blpop_again_but_by_a_re_read(redis_url: str) -> None:
+    """BLPOP pops as it replies: when that reply is lost, the notice is gone. Sent again, BLPOP would hand over the
+    next notice as if nothing were missing, and the contest the lost one spoke of would wait for its timeout. The
+    run loop's BLPOP is never sent twice: a lost reply comes back as nothing heard, and the loop re-reads Redis."""
+    proxy = FaultProxy(port_of(redis_url), drop=0.0)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        runner = Runner(redis.Redis.from_url(proxy.url), make_app(redis_url), VotingConfig(), HanoiTask(3))
+        assert runner._next_notices(0.1) == []  # connected through the proxy
+        for sample in ("lost", "next"):
+            notice = Notice(
+                sample_id=runner._sample_prefix + sample,
+                step=0,
+                input_hash="x",
+                outcome=Outcome.VOTE,
+                snapshot=Snapshot(samples=1, votes=1),
+            )
+            client.rpush(keys.notify(runner.run_id), notice.model_dump_json())
+        proxy.drop_next = 1  # the reply to the next command: the BLPOP that pops "lost"
+        assert runner._next_notices(2.0) == []  # nothing heard: the caller re-reads every open contest
+        assert proxy.dropped == 1 and client.llen(keys.notify(runner.run_id)) == 1  # "next" waits its turn
+        assert [n.sample_id[-4:] for n in runner._next_notices(2.0)] == ["next"]
+    finally:
+        proxy.close()
+        client.close()
 
 
 def hanoi_moves(disks: int) -> list[tuple[tuple[int, int, int], list[list[int]]]]:
