@@ -182,6 +182,10 @@ async def refuses_bad_inputs(host: Host) -> None:
     assert "prompt: the template tries to reach outside the sandbox" in await host.refused("submit_task", spec=escaping)
     huge = {**MULTIPLY, "initial_state": {**MULTIPLY["initial_state"], "a": "7" * 300_000}}
     assert "over the limit of 262144" in await host.refused("submit_task", spec=huge)
+    blowing_up = {**MULTIPLY, "prompt": '{{ "x" * 50000000 }}'}
+    assert "the template does too much" in await host.refused("submit_task", spec=blowing_up)
+    endless = {**MULTIPLY, "prompt": "{% for i in range(99999) %}" * 3 + "{% endfor %}" * 3}
+    assert "over 100,000 iterations" in await host.refused("submit_task", spec=endless)
     assert "max_samples (3) is below k (4)" in await host.refused("submit_hanoi", disks=4, k=4, max_samples=3)
     for tool in ("job_status", "job_result", "cancel_job"):
         assert "no job '0123456789ab'" in await host.refused(tool, job_id="0123456789ab")
