@@ -37,6 +37,7 @@ from maker_workers.errors import (
     store_errors,
 )
 from maker_workers.votes import Contest, VoteBook
+from orchestrator import VERSION
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
 from orchestrator.phrasings import Candidate, phrasings
 from orchestrator.report import (
@@ -242,6 +243,7 @@ class VoteResult(BaseModel):
     """One error-corrected decision. `winner` is None when no answer got the k margin within the caps."""
 
     run_id: str
+    version: str = VERSION  # maker's, that took the vote
     decided: bool
     winner: JSON = None
     winner_votes: int = 0

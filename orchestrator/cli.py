@@ -22,7 +22,7 @@ from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.profiles import PROFILES
 from maker_workers.simllm.server import SimServer
-from orchestrator import api
+from orchestrator import VERSION, api
 from orchestrator.api import Hooks
 from orchestrator.calibrate import Calibration
 from orchestrator.cluster import Cluster, ClusterOptions, redact
@@ -39,6 +39,22 @@ from orchestrator.store import RunStore
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 sim_app = typer.Typer(no_args_is_help=True, help="The simulated LLM (OpenAI-compatible HTTP).")
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        print(f"maker {VERSION}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print maker's version and exit"),
+    ] = False,
+) -> None:
+    """Long LLM tasks of dependent steps with zero errors: MAKER on Celery and Redis."""
 app.add_typer(sim_app, name="sim-llm")
 err = Console(stderr=True)
 

@@ -47,7 +47,7 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.domains.spec import AnswerSpec, parser_for
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
-from orchestrator import api
+from orchestrator import VERSION, api
 from orchestrator import plan as planning
 from orchestrator.calibrate import Calibration, calibrate, draw_steps
 from orchestrator.cluster import ClusterOptions
@@ -594,6 +594,7 @@ def mcp_server(tools: MakerTools, *, token: str | None = None, url: str = "http:
         auth = {"auth": AuthSettings(issuer_url=url, resource_server_url=None), "token_verifier": _BearerToken(token)}
     return MCPServer(
         "maker",
+        version=VERSION,
         instructions=(
             "MAKER: long tasks of dependent LLM steps with zero errors, each step decided by a vote of samples. "
             "Start a job (submit_hanoi, submit_task), follow it (job_status, with wait_s to wait), read its report "

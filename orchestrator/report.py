@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from maker_workers.domains import hanoi
 from maker_workers.domains.base import JSON
 from maker_workers.pricing import usd
+from orchestrator import VERSION
 from orchestrator.phrasings import Candidate
 from orchestrator.runner import CommittedStep
 from orchestrator.samples import Sample
@@ -121,6 +122,7 @@ class RunCounts(BaseModel):
     """The figures every run reports, from its committed steps and the vote script's counters."""
 
     run_id: str
+    version: str = VERSION  # maker's, that made the report
     steps: int
     k: int
     samples: int

@@ -153,3 +153,12 @@ def test_with_json_a_run_whose_cluster_dies_still_reports_how_far_it_got() -> No
     assert proc.returncode == 1
     report = json.loads(out.splitlines()[-1])
     assert report["solved"] is False and "worker-0 exited" in report["failure"]
+
+
+def test_version_is_the_packages_in_the_cli_and_every_json_report() -> None:
+    from importlib.metadata import version
+
+    shown = run_cli("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"maker {version('maker')}"
+    report = run_cli("hanoi", "--disks", "2", "--json")
+    assert json.loads(report.stdout.splitlines()[-1])["version"] == version("maker")
