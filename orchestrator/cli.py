@@ -30,7 +30,7 @@ from orchestrator.embedded import SIM_READY, pool_for
 from orchestrator.metrics import RunMetrics
 from orchestrator.model_options import ModelOptions
 from orchestrator.phrasings import Candidate
-from orchestrator.progress import SampleProgress, StepProgress
+from orchestrator.progress import ProgressLog, SampleProgress, StepProgress
 from orchestrator.report import RunCounts
 from orchestrator.runner import CommittedStep, VotingConfig
 from orchestrator.samples import Sample
@@ -55,6 +55,8 @@ def _options(
     ] = False,
 ) -> None:
     """Long LLM tasks of dependent steps with zero errors: MAKER on Celery and Redis."""
+
+
 app.add_typer(sim_app, name="sim-llm")
 err = Console(stderr=True)
 
@@ -112,6 +114,17 @@ Concurrency = Annotated[
     ),
 ]
 BrokerUrl = Annotated[str | None, typer.Option(envvar="MAKER_BROKER_URL", help="Celery broker [redis-url]")]
+LogEvery = Annotated[
+    float,
+    typer.Option(
+        envvar="MAKER_LOG_EVERY_S",
+        min=0.1,
+        help="where stderr is no terminal (a log): one progress line this often, in seconds",
+    ),
+]
+LogFormat = Annotated[
+    str, typer.Option(envvar="MAKER_LOG_FORMAT", help="where stderr is no terminal: text, or json (one object a line)")
+]
 LaterTemperature = Annotated[
     float | None,
     typer.Option(
@@ -278,11 +291,14 @@ class Display:
         trace: Path | None,
         resume: str | None,
         metrics_port: int = 0,
+        log: tuple[float, str] = (10.0, "text"),
     ):
+        """`log`: every how many seconds a line goes to stderr when it is no terminal, and in which format."""
         self.stack = stack
+        self.log_every, self.log_format = log
         self.total = total
         self.trace = stack.enter_context(_open_trace(trace, resume)) if trace else None
-        self.progress: StepProgress | None = None
+        self.progress: StepProgress | ProgressLog | None = None
         self.broker = ""
         self.metrics = guarded(lambda: RunMetrics(metrics_port)) if metrics_port else None
         if self.metrics is not None:
@@ -312,7 +328,11 @@ class Display:
 
         def on_start(run_id: str, steps_done: int) -> None:
             _RUNNING["run_id"] = run_id
-            self.progress = self.stack.enter_context(StepProgress(err, total=self.total, completed=steps_done))
+            if err.is_terminal:
+                self.progress = self.stack.enter_context(StepProgress(err, total=self.total, completed=steps_done))
+            else:
+                log = ProgressLog(sys.stderr, self.total, steps_done, self.log_every, self.log_format == "json")
+                self.progress = self.stack.enter_context(log)
 
         def on_step(step: CommittedStep) -> None:
             if self.progress:
@@ -330,7 +350,10 @@ class Display:
             )
 
         def on_warning(message: str) -> None:
-            err.print(f"[yellow]warning:[/] {message}", highlight=False)
+            if isinstance(self.progress, ProgressLog):
+                self.progress.warn(message)
+            else:
+                err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
         return Hooks(
             on_warning=on_warning,
@@ -383,6 +406,12 @@ def _decided_how(step: CommittedStep) -> dict:
     return how | {"copies": step.copies} | said
 
 
+def _log(every_s: float, form: str) -> tuple[float, str]:
+    if form not in ("text", "json"):
+        fail(f"--log-format {form!r}: use text or json (MAKER_LOG_FORMAT)")
+    return every_s, form
+
+
 def _check_trace(trace: Path | None, trace_samples: bool) -> None:
     if trace_samples and trace is None:
         fail("--trace-samples adds each step's samples to the --trace file: give --trace FILE too")
@@ -395,10 +424,11 @@ def _with_display(
     trace_line: Callable[[CommittedStep], dict],
     call: Callable[[Hooks], T],
     metrics_port: int = 0,
+    log: tuple[float, str] = (10.0, "text"),
 ) -> T:
     """Run `call` with the CLI's hooks (progress, trace, warnings, metrics); the display closes when it returns."""
     with contextlib.ExitStack() as stack:
-        hooks = Display(stack, total, trace, resume, metrics_port).hooks(trace_line)
+        hooks = Display(stack, total, trace, resume, metrics_port, log).hooks(trace_line)
         return guarded(lambda: call(hooks))
 
 
@@ -506,6 +536,8 @@ def hanoi(
     from_calibration: FromCalibration = None,
     adaptive_k: AdaptiveK = False,
     metrics_port: MetricsPort = 0,
+    log_every: LogEvery = 10.0,
+    log_format: LogFormat = "text",
     sim_inprocess: SimInprocess = False,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
@@ -551,7 +583,7 @@ def hanoi(
         }
 
     with contextlib.ExitStack() as stack:
-        display = Display(stack, 2**disks - 1, trace, resume, metrics_port)
+        display = Display(stack, 2**disks - 1, trace, resume, metrics_port, _log(log_every, log_format))
         hooks = display.hooks(trace_line)
         report = guarded(lambda: api.run_hanoi(disks, voting=voting, cluster=cluster, run_id=resume, hooks=hooks))
     _print_failure(report)
@@ -604,6 +636,8 @@ def run(
     from_calibration: FromCalibration = None,
     adaptive_k: AdaptiveK = False,
     metrics_port: MetricsPort = 0,
+    log_every: LogEvery = 10.0,
+    log_format: LogFormat = "text",
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
     sim_flags = _sim_flags(
@@ -638,6 +672,7 @@ def run(
         lambda step: _trace_line(step, state=step.state, answer=step.answer),
         lambda hooks: api.run_spec(task.spec, voting=voting, cluster=cluster, run_id=resume, hooks=hooks),
         metrics_port,
+        _log(log_every, log_format),
     )
     _print_failure(report)
     if json_out:

@@ -1,12 +1,13 @@
-"""Progress bars on stderr: a run's (steps/s, samples, red flags, rounds, cost, the reliability the votes imply)
-and a calibration's (samples heard of, votes, red flags, errors)."""
+"""Progress on stderr: in a terminal, bars, a run's (steps/s, samples, red flags, rounds, cost, the reliability the
+votes imply) and a calibration's (samples heard of, votes, red flags, errors); elsewhere (a log), whole lines."""
 
 from __future__ import annotations
 
+import json as jsonlib
 import time
 from collections import Counter
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -109,3 +110,83 @@ class SampleProgress(_Bar):
             red_flags=self._seen[Outcome.RED_FLAG],
             errors=self._seen[Outcome.ERROR],
         )
+
+
+class ProgressLog:
+    """A run's progress where stderr is no terminal (nohup, cron, systemd, a container's log): one whole line every
+    `every_s` seconds, and one at the end with the final counts; `json=True` writes each as one JSON object (for log
+    shippers; the fields are the README's). Warnings go the same way."""
+
+    def __init__(self, out: TextIO, total: int | None, completed: int = 0, every_s: float = 10.0, json: bool = False):
+        self._out, self._total, self._every_s, self._json = out, total, every_s, json
+        self._first = completed
+        self._step = completed
+        self._samples = self._red_flags = 0
+        self._last: CommittedStep | None = None
+        self._started = self._written_at = time.perf_counter()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.write("end")
+
+    def advance(self, step: CommittedStep) -> None:
+        self._step = step.step + 1
+        self._samples += step.samples
+        self._red_flags += step.red_flags
+        self._last = step
+        if time.perf_counter() - self._written_at >= self._every_s:
+            self.write("progress")
+
+    def warn(self, message: str) -> None:
+        if self._json:
+            self._line({"event": "warning", "message": message})
+        else:
+            self._line(f"warning: {message}")
+
+    def figures(self) -> dict[str, Any]:
+        """The line's fields (README, "Logs")."""
+        now = time.perf_counter()
+        elapsed = now - self._started
+        rate = (self._step - self._first) / elapsed if elapsed > 0 else 0.0
+        total, last = self._total, self._last
+        left = None if total is None or rate <= 0 else (total - self._step) / rate
+        return {
+            "step": self._step,
+            "total": total,
+            "percent": None if not total else round(100 * self._step / total, 2),
+            "steps_per_s": round(rate, 2),
+            "eta_s": None if left is None else round(left),
+            "elapsed_s": round(elapsed, 1),
+            "samples": self._samples,
+            "red_flags": self._red_flags,
+            "cost_usd": None if last is None else last.spent_usd,
+            "k": None if last is None else last.k,
+            "p_estimate": None if last is None else last.p_estimate,
+            "reliability": None if last is None else last.reliability,
+        }
+
+    def write(self, event: str) -> None:
+        self._written_at = time.perf_counter()
+        at = self.figures()
+        if self._json:
+            self._line({"event": event, **at})
+            return
+        of = f"/{at['total']:,} ({at['percent']:.1f}%)" if at["total"] else ""
+        eta = "" if at["eta_s"] is None else f", ETA {at['eta_s']:,} s"
+        cost = "" if at["cost_usd"] is None else f", ${at['cost_usd']:.4f}"
+        reading = ""
+        if at["reliability"] is not None:
+            reading = f", k={at['k']} p≈{at['p_estimate']:.4f} P(no error)≈{at['reliability']:.4f}"
+        self._line(
+            f"{event}: step {at['step']:,}{of}, {at['steps_per_s']:.1f} steps/s{eta}, samples {at['samples']:,}, "
+            f"red flags {at['red_flags']:,}{cost}{reading}"
+        )
+
+    def _line(self, line: str | dict[str, Any]) -> None:
+        text = line if isinstance(line, str) else jsonlib.dumps(line)
+        self._out.write(text + "\n")
+        self._out.flush()

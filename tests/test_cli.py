@@ -162,3 +162,17 @@ def test_version_is_the_packages_in_the_cli_and_every_json_report() -> None:
     assert shown.returncode == 0 and shown.stdout.strip() == f"maker {version('maker')}"
     report = run_cli("hanoi", "--disks", "2", "--json")
     assert json.loads(report.stdout.splitlines()[-1])["version"] == version("maker")
+
+
+def test_a_run_whose_stderr_is_a_log_writes_whole_progress_lines_text_or_json() -> None:
+    done = run_cli("hanoi", "--disks", "9", "--log-every", "0.2", "--sim-latency-ms", "2")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("progress:", "end:"))]
+    assert len(lines) >= 4 and lines[-1].startswith("end: step 511/511 (100.0%)")
+    assert all("steps/s" in line and "samples" in line for line in lines)
+    logged = run_cli("hanoi", "--disks", "9", "--log-every", "0.2", "--sim-latency-ms", "2", "--log-format", "json")
+    events = [json.loads(line) for line in logged.stderr.splitlines() if line.startswith("{")]
+    assert len(events) >= 4 and {e["event"] for e in events} == {"progress", "end"}
+    last = events[-1]
+    assert (last["event"], last["step"], last["total"], last["percent"]) == ("end", 511, 511, 100.0)
+    assert {"steps_per_s", "eta_s", "samples", "red_flags", "cost_usd", "k", "p_estimate", "reliability"} <= last.keys()
