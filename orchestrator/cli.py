@@ -58,7 +58,7 @@ def _options(
 
 
 app.add_typer(sim_app, name="sim-llm")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a line is whole in a log: the terminal wraps it, not rich
 
 SimErrorRate = Annotated[float | None, typer.Option(help="share of well-formed answers that are wrong [0.01]")]
 SimLatency = Annotated[float | None, typer.Option(help="mean simulated LLM latency in ms [0]")]
