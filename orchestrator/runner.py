@@ -456,13 +456,11 @@ class Runner:
                 "the spec prompt variants, use an ensemble, and check the model with `maker calibrate`"
             )
         target = self.config.target_reliability
-        needed = None if target is None or total is None else self.live.k_for(target, total)
-        if needed is None or needed <= self.k:
+        asked = None if target is None or total is None else self.live.k_for(target, total, self.k)
+        if asked is None:
             return
-        drift = (
-            f"the votes imply p = {reading.p:.4f}: at k={self.k} the run is error-free with chance "
-            f"{reading.reliability:.4f}, below the target {target}"
-        )
+        needed, why = asked
+        drift = f"{why}: the run would fall below the target {target}"
         if self.config.adaptive_k:
             self._on_warning(f"{drift}; k raised to {needed} for the remaining steps")
             contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.mark.slow
@@ -17,3 +19,13 @@ def test_twelve_disks_with_zero_errors(speculate: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.splitlines()[-1])
     assert (report["steps"], report["errors"], report["solved"]) == (4095, 0, True)
+
+
+@pytest.mark.slow
+def test_the_live_estimate_raises_k_on_a_real_drift_and_seldom_on_noise() -> None:
+    """benchmarks/estimator.py's measurement, at fewer runs: a million steps at the plan's edge."""
+    estimator = [sys.executable, "benchmarks/estimator.py", "--runs", "40", "--json"]
+    done = subprocess.run(estimator, capture_output=True, text=True, check=True, cwd=ROOT)
+    figures = json.loads(done.stdout)
+    assert figures["false_raise_rate"] <= 0.05
+    assert figures["drift_missed"] == 0 and figures["drift_caught_after_steps_max"] < 5_000

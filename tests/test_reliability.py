@@ -15,7 +15,7 @@ from orchestrator import api, method
 from orchestrator.cluster import ClusterOptions
 from orchestrator.embedded import Embedded
 from orchestrator.model_options import ModelOptions
-from orchestrator.reliability import LiveReliability
+from orchestrator.reliability import LiveReliability, p_needed
 from orchestrator.runner import CommittedStep, VotingConfig
 
 
@@ -34,21 +34,46 @@ def test_the_estimate_recovers_p_from_ahead_by_k_votes() -> None:
     # Stopping at a margin biases the share a little towards the winner; a point or so at this p.
     assert live.p == pytest.approx(p, abs=0.02)
     reading = live.reading(k, 1000)
-    assert reading.reliability == pytest.approx(method.p_full(live.p, k, 1000))
+    assert reading.p == pytest.approx(live.p, abs=1e-6)  # shown as measured, without Laplace's shift
+    assert reading.reliability == pytest.approx(method.p_full(live.p_posterior, k, 1000))
 
 
-@given(st.floats(0.55, 0.999), st.integers(10, 10**6), st.floats(0.5, 0.999))
-def test_the_k_asked_for_is_the_formulas_k_min(p: float, steps: int, target: float) -> None:
+@given(st.floats(0.55, 0.999), st.integers(10, 10**6), st.floats(0.5, 0.999), st.integers(1, 8))
+def test_a_larger_k_is_asked_for_only_when_the_upper_bound_on_p_is_below_what_k_needs(
+    p: float, steps: int, target: float, k: int
+) -> None:
     live = LiveReliability()
     for _ in range(50):
         live.observe(100, round(100 * p))
-    assert live.k_for(target, steps) == method.k_min(live.p, steps, target)
+    asked = live.k_for(target, steps, k)
+    _, high, _ = live.bound(steps)
+    assert (asked is None) == (high >= p_needed(k, steps, target) or live.p <= 0.5)
+    if asked is not None:
+        assert asked[0] == max(k + 1, method.k_min(live.p, steps, target)) and "upper confidence bound" in asked[1]
+
+
+def test_p_needed_is_where_the_run_meets_its_target_exactly() -> None:
+    for k, steps, target in ((3, 4095, 0.99), (4, 1_048_575, 0.95), (5, 127, 0.99)):
+        assert method.p_full(p_needed(k, steps, target), k, steps) == pytest.approx(target)
 
 
 def test_no_k_is_asked_for_on_thin_evidence() -> None:
     live = LiveReliability()
     live.observe(3, 3)
-    assert live.k_for(0.99, 1000) is None
+    assert live.k_for(0.99, 1000, 3) is None
+
+
+def test_noise_at_the_plans_edge_raises_no_k_but_a_real_drift_does() -> None:
+    # A million steps at k=4 planned from p = 0.99 (target 0.95): p_needed is 0.9852. Votes at p = 0.99 keep k; the
+    # same votes at 0.97 ask for more within the act window (about a thousand steps).
+    rng = random.Random(5)
+    steady, drifted = LiveReliability(), LiveReliability()
+    for _ in range(3_000):
+        for live, p in ((steady, 0.99), (drifted, 0.97)):
+            wrong = sum(rng.random() > p for _ in range(4))
+            live.observe(4 + 2 * wrong, 4 + wrong, k=4, runner_up_votes=wrong)
+    assert steady.k_for(0.95, 1_048_575, 4) is None
+    assert drifted.k_for(0.95, 1_048_575, 4) is not None
 
 
 @pytest.fixture(scope="module")

@@ -84,8 +84,8 @@ def test_copies_are_counted_once_so_five_identical_votes_are_no_k5_decision() ->
     alike, apart = copied.reading(5, 12), independent.reading(5, 12)
     assert copied.alike and not independent.alike
     assert apart.reliability > 0.999 and alike.reliability < 0.6
-    assert alike.margin == 1 and alike.reliability == pytest.approx(p_sub(alike.p, 1) ** 12, rel=1e-4)
-    assert copied.k_for(0.99, 12) is None  # more votes would buy more copies, not evidence
+    assert alike.margin == 1 and alike.reliability == pytest.approx(p_sub(copied.p_posterior, 1) ** 12, rel=1e-4)
+    assert copied.k_for(0.99, 12, 5) is None  # more votes would buy more copies, not evidence
 
 
 def test_a_calibrated_spread_caps_what_unanimous_votes_claim() -> None:
