@@ -162,6 +162,49 @@ def test_every_call_the_provider_served_is_counted_when_samples_are_delivered_tw
     assert counted.get("duplicate_calls", 0) >= 1
 
 
+class SilentBroker(LosingBroker):
+    """A broker that takes every message and delivers none: no worker writes, no notice comes, no send fails."""
+
+    def __init__(self, broker: Celery) -> None:
+        super().__init__(broker, every=1)
+        self.amqp = _Silent(self)
+
+
+class _Silent(_Losing):
+    def send_task_message(self, *args: Any, **kwargs: Any) -> None:
+        self.owner.sent += 1
+
+
+def test_a_full_redis_fails_a_waiting_run_within_seconds(private: Embedded) -> None:
+    """The run loop writes to Redis every few seconds of its own accord (its lease), so a Redis that fills while it
+    waits for workers that cannot record fails the run with that reason, instead of leaving it waiting."""
+    client = redis.Redis.from_url(private.redis_url)
+    broker = SilentBroker(make_app(private.redis_url))
+    runner = Runner(client, broker, VotingConfig(wait_s=0.5), HanoiTask(4))  # type: ignore[arg-type]
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while broker.sent == 0:  # the run is waiting on samples that never come
+        assert time.monotonic() < deadline
+        client.blpop(["never"], timeout=0.05)
+    client.config_set("maxmemory", 1)  # noeviction: every write from now on is refused
+    filled_at = time.monotonic()
+    try:
+        thread.join(10)
+    finally:
+        client.config_set("maxmemory", 0)
+    assert failure and isinstance(failure[0], StoreError) and "Redis is full" in str(failure[0])
+    assert time.monotonic() - filled_at < 5
+
+
 def test_replies_lost_between_the_orchestrator_and_redis_neither_hang_nor_end_the_run(private: Embedded) -> None:
     """Every client command goes through a proxy that drops replies and resets connections."""
     proxy = FaultProxy(port_of(private.redis_url), drop=0.02, seed=4)
