@@ -329,32 +329,24 @@ class SaidSo(logging.Handler):
 
 @pytest.mark.parametrize("stop", ["kill -9", "shutdown"])
 def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_path: Path, stop: str) -> None:
-    """redis-server (with an append-only file, as the compose file runs it) is killed -9, or shut down, and
-    started again while the run goes: orchestrator and workers reconnect, say so, and the run is solved move
-    for move by the same worker process (kombu's closed channel used to stop it: maker_workers/transport.py)."""
+    """redis-server (with an append-only file, as the compose file runs it) is killed -9, or shut down, right after
+    step 20 is committed, from the orchestrator's own thread (so its next command is a read or a write, not a BLPOP,
+    which reconnects by itself), and started again 3 s later: orchestrator and workers retry, say so, and the run is
+    solved move for move by the same worker process (kombu's closed channel used to stop it:
+    maker_workers/transport.py)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     servers = [start_redis(port, str(tmp_path), aof=True)]
-    at_step_20, said_so = threading.Event(), threading.Event()
-    saying = SaidSo("Redis is unreachable", said_so)  # the orchestrator's line on stderr
+    said_so = threading.Event()
+    saying = SaidSo("a Redis command: Redis is unreachable", said_so)  # the orchestrator's retries, on stderr
     logging.getLogger("maker.redis").addHandler(saying)
     try:
-        with Embedded(workers=1, concurrency=4, sim=SimConfig(seed=11)) as cluster:
+        with Embedded(workers=1, concurrency=4, sim=SimConfig(seed=11, latency_ms=100)) as cluster:
             worker = cluster.start_workers(1, url)[0]
             cluster.processes[-2].stop()  # the worker of the embedded Redis
 
-            def restart() -> None:  # down until the orchestrator says it is waiting for Redis, then up again
-                at_step_20.wait(60)
-                if stop == "kill -9":
-                    servers[0].kill()
-                else:
-                    with contextlib.suppress(redis.ConnectionError):
-                        redis.Redis.from_url(url).shutdown(nosave=True)
-                said_so.wait(30)
+            def restart_later() -> None:
                 servers.append(start_redis(port, str(tmp_path), aof=True))
-
-            restarter = threading.Thread(target=restart, daemon=True)
-            restarter.start()
 
             def worker_alive() -> None:  # a dead worker fails the test at once, not at pytest's timeout
                 if worker.popen.poll() is not None:
@@ -362,10 +354,16 @@ def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_p
 
             voting = VotingConfig(wait_s=0.5)
             runner = Runner(redis.Redis.from_url(url), make_app(url), voting, HanoiTask(6), health_check=worker_alive)
+            restarter = threading.Timer(3.0, restart_later)
 
             def on_commit(step: CommittedStep) -> None:
                 if step.step == 20:
-                    at_step_20.set()
+                    if stop == "kill -9":
+                        servers[0].kill()
+                    else:
+                        with contextlib.suppress(redis.ConnectionError):
+                            redis.Redis.from_url(url).shutdown(nosave=True)
+                    restarter.start()
 
             assert runner.run(on_commit) == [[], [], [6, 5, 4, 3, 2, 1]]
             restarter.join(30)
@@ -373,8 +371,9 @@ def test_a_redis_restart_mid_run_is_ridden_out_by_orchestrator_and_workers(tmp_p
             assert RunStore(redis.Redis.from_url(url), runner.run_id).answers() == [
                 {"move": list(m), "next_state": s} for m, s in hanoi_moves(6)
             ]
-            assert said_so.is_set()
+            assert said_so.is_set()  # the orchestrator retried its command, and said so
             assert worker.popen.poll() is None, worker.tail()  # the one worker there is lived through it
+            assert "Redis is unreachable" in worker.tail()  # and retried its own, and said so
     finally:
         logging.getLogger("maker.redis").removeHandler(saying)
         for server in servers:
