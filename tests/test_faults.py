@@ -397,3 +397,18 @@ def test_a_rediss_broker_still_speaks_tls_and_keeps_its_scheme() -> None:
         connection = make_app(url).connection_for_write()
         assert type(connection.transport).__module__ == "maker_workers.transport"
         assert bool(connection.ssl) is tls and connection.as_uri().split("://")[0] == url.split("://")[0]
+
+
+def test_a_hedge_is_a_sample_like_any_other_and_passes_the_budget_check(redis_url: str) -> None:
+    from maker_workers.errors import BudgetSpent
+    from maker_workers.votes import Contest
+    from orchestrator.runner import _Open
+
+    runner = Runner(redis.Redis.from_url(redis_url), make_app(redis_url), VotingConfig(max_cost_usd=0.01), HanoiTask(3))
+    runner.spent_nusd = 10**8  # $0.10 spent of $0.01
+    runner._hedge_after_s = 0.0  # the front's samples are slow: it would send one more
+    contest = Contest(run_id=runner.run_id, step=0, input_hash="x", k=3)
+    slow = _Open(step=0, state=[], previous=None, contest=contest, known=Snapshot(), sent=1, in_flight={"s": 0.0})
+    with pytest.raises(BudgetSpent):
+        runner._hedge(slow, time.monotonic())
+    assert not slow.in_flight.keys() - {"s"}  # nothing was sent
