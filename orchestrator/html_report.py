@@ -29,7 +29,7 @@ from jinja2 import Environment
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from maker_workers import keys
-from maker_workers.domains import load_task
+from maker_workers.domains import hanoi, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.pricing import usd
 from orchestrator import plots
@@ -74,6 +74,9 @@ class RunFigures:
     points: list[StepPoint]
     missing: dict[str, str] = field(default_factory=dict)  # plot -> why this source cannot draw it
     notes: list[str] = field(default_factory=list)
+    ended: str | None = None  # how it ended: solved, NOT solved, done, failed, running; None when the source cannot say
+    errors: int | None = None  # Hanoi: committed moves that are not the optimal one (scored after commit)
+    failure: str | None = None  # why it failed, when it did
 
 
 class TraceLine(BaseModel):
@@ -177,7 +180,11 @@ def from_redis(client: redis.Redis, redis_url: str, run_id: str) -> RunFigures:
         missing["cost"] = "a model's price is unknown, so the run's spend is too (give the workers its price)"
     wall = None if started is None else (float(ended) if ended else time.time()) - float(started)
     status = "running: the figures so far" if finished is None else (f"failed: {finished}" if finished else "ended")
+    ended, errors = _ending(definition, answers, finished)
     return RunFigures(
+        ended=ended,
+        errors=errors,
+        failure=finished or None,
         label=run_id,
         source=f"run {run_id} ({_describe(definition)}) in the Redis at {redact(redis_url)}",
         status=status,
@@ -195,6 +202,25 @@ def from_redis(client: redis.Redis, redis_url: str, run_id: str) -> RunFigures:
         missing=missing,
         notes=notes,
     )
+
+
+def _ending(definition: dict[str, Any], answers: list[Any], finished: str | None) -> tuple[str, int | None]:
+    """How a run ended, and (Hanoi) how many of its committed moves are wrong, scored against the optimal ones."""
+    errors = None
+    solved = True
+    if definition.get("kind") == "hanoi":
+        disks = int(definition.get("disks", 0))
+        optimal = list(hanoi.optimal_moves(disks))
+        errors = sum(hanoi.move_of(a) != m for a, m in zip(answers, optimal, strict=False))
+        last = answers[-1]["next_state"] if answers else None
+        solved = errors == 0 and len(answers) == len(optimal) and last == hanoi.goal_state(disks)
+    if finished is None:
+        return "running", errors
+    if finished:
+        return "failed", errors
+    if definition.get("kind") == "hanoi":
+        return ("solved" if solved else "NOT solved"), errors
+    return "done", errors
 
 
 def _describe(definition: dict[str, Any]) -> str:
@@ -351,6 +377,9 @@ def _number(value: float | int | None, unit: str = "") -> str:
 def table_rows(runs: list[RunFigures]) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(figure, its name in the page, [(shown, raw value)] for each run)."""
     rows: list[tuple[str, str, Any]] = [
+        ("ended", "ended", lambda r: r.ended),  # how the run went comes first
+        ("errors", "errors", lambda r: r.errors),
+        ("failure", "failure", lambda r: r.failure or ("—" if r.ended is None else "none")),
         ("steps", "steps", lambda r: r.steps),
         ("samples", "samples", lambda r: r.samples),
         ("votes", "votes", lambda r: r.votes),

@@ -92,6 +92,12 @@ def test_a_run_in_redis_reports_its_figures_and_its_votes_per_committed_input(
     rows = table(page)
     assert int(rows["input_tokens"][0][0]) == report["input_tokens"]
     assert "rounds (batches of samples the orchestrator sent) are not kept in Redis" in page
+    # How the run ended comes first: solved, its errors (scored after commit), no failure.
+    assert list(rows)[:3] == ["ended", "errors", "failure"]
+    assert (rows["ended"][0][0], int(rows["errors"][0][0])) == (
+        "solved" if report["solved"] else "NOT solved",
+        report["errors"],
+    )
 
     # the events of each step's committed input are found again from the answer log: same votes as the trace
     client = redis.Redis.from_url(cluster.redis_url)
