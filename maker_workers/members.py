@@ -26,8 +26,8 @@ class Member:
     limiter: RateLimiter | None
     price: Price | None  # None: unknown, so its samples' cost is unknown
 
-    def cost_nusd(self, input_tokens: int, output_tokens: int) -> int | None:
-        return None if self.price is None else self.price.cost_nusd(input_tokens, output_tokens)
+    def cost_nusd(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int | None:
+        return None if self.price is None else self.price.cost_nusd(input_tokens, output_tokens, cached_tokens)
 
 
 def parse_ensemble(text: str) -> list[tuple[str, str]]:
@@ -55,6 +55,8 @@ def chosen(settings: WorkerSettings) -> list[tuple[str, str]]:
             raise ConfigError("no model given: set --model NAME (MAKER_MODEL)")
     if len(pairs) > 1 and (settings.price_in is not None or settings.price_out is not None):
         raise ConfigError("--price-in/--price-out price one model; an ensemble's models are priced from the table")
+    if settings.price_cached is not None and settings.price_in is None:
+        raise ConfigError("--price-cached (MAKER_PRICE_CACHED) goes with --price-in and --price-out")
     if (settings.price_in is None) != (settings.price_out is None):
         raise ConfigError("give both --price-in and --price-out (MAKER_PRICE_IN and MAKER_PRICE_OUT), or neither")
     return pairs
@@ -62,7 +64,7 @@ def chosen(settings: WorkerSettings) -> list[tuple[str, str]]:
 
 def price_for(settings: WorkerSettings, provider: str, model: str) -> Price | None:
     if settings.price_in is not None and settings.price_out is not None:
-        return Price(input=settings.price_in, output=settings.price_out)
+        return Price(input=settings.price_in, output=settings.price_out, cached=settings.price_cached)
     return price_of(provider, model)
 
 

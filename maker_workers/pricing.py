@@ -18,21 +18,30 @@ _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")  # gpt-4.1-mini-2025-04-14, 
 
 
 class Price(BaseModel):
-    """US dollars per million tokens."""
+    """US dollars per million tokens; `cached` is the price of an input token read from the provider's prompt cache
+    (None: the input price, as for a provider with no discount)."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached: float | None = Field(None, ge=0)
 
-    def cost_nusd(self, input_tokens: int, output_tokens: int) -> int:
-        """Nano-dollars for one call: $/Mtok is exactly 1,000 nano-dollars a token."""
-        return round(1000 * (self.input * input_tokens + self.output * output_tokens))
+    def cost_nusd(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
+        """Nano-dollars for one call: $/Mtok is exactly 1,000 nano-dollars a token. `cached_tokens` are among the
+        `input_tokens`, priced at the cached rate."""
+        cached = min(cached_tokens, input_tokens)
+        rate = self.input if self.cached is None else self.cached
+        return round(1000 * (self.input * (input_tokens - cached) + rate * cached + self.output * output_tokens))
 
 
 @lru_cache(maxsize=1)
 def _table() -> dict[tuple[str, str], Price]:
     text = resources.files("maker_workers").joinpath("data/prices.csv").read_text()
     rows = csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    return {(provider, model): Price(input=float(i), output=float(o)) for provider, model, i, o in rows}
+    table = {}
+    for provider, model, i, o, *cached in rows:
+        price = Price(input=float(i), output=float(o), cached=float(cached[0]) if cached and cached[0] else None)
+        table[(provider, model)] = price
+    return table
 
 
 def price_of(provider: str, model: str) -> Price | None:

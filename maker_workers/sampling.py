@@ -225,7 +225,7 @@ def _draw(
         return None
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
-    cost = member.cost_nusd(completion.input_tokens, completion.output_tokens)
+    cost = member.cost_nusd(completion.input_tokens, completion.output_tokens, completion.cached_tokens)
     metrics.served(member.label, completion.input_tokens, completion.output_tokens, cost)
     drawn_by = unpaid.model_copy(update={"cost_nusd": cost})
 

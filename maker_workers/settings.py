@@ -42,6 +42,9 @@ class WorkerSettings(BaseSettings):
     )
     price_in: float | None = Field(None, ge=0, description="$ per million input tokens (overrides the price table)")
     price_out: float | None = Field(None, ge=0, description="$ per million output tokens (with price_in)")
+    price_cached: float | None = Field(
+        None, ge=0, description="$ per million input tokens read from the prompt cache (with price_in) [price_in]"
+    )
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
     sample_text_chars: int = Field(
         2000, ge=0, description="the first this many characters of a red-flagged answer are kept on its event (0: none)"

@@ -161,6 +161,10 @@ Ensemble = Annotated[
 ]
 PriceIn = Annotated[float | None, typer.Option(help="$ per million input tokens (instead of the price table)")]
 PriceOut = Annotated[float | None, typer.Option(help="$ per million output tokens (with --price-in)")]
+PriceCached = Annotated[
+    float | None,
+    typer.Option(help="$ per million input tokens read from the provider's prompt cache (with --price-in) [input's]"),
+]
 MaxCost = Annotated[
     float | None, typer.Option("--max-cost-usd", help="stop sending samples once the run has spent this much")
 ]
@@ -242,6 +246,7 @@ def model_options(
     ensemble: str | None,
     price_in: float | None,
     price_out: float | None,
+    price_cached: float | None = None,
 ) -> ModelOptions:
     try:
         return ModelOptions(
@@ -253,6 +258,7 @@ def model_options(
             ensemble=ensemble,
             price_in=price_in,
             price_out=price_out,
+            price_cached=price_cached,
         )
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
@@ -521,6 +527,7 @@ def hanoi(
     ensemble: Ensemble = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
+    price_cached: PriceCached = None,
     max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
@@ -545,7 +552,7 @@ def hanoi(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     if sim_inprocess:
         if redis_url or not models.needs_sim:
@@ -621,6 +628,7 @@ def run(
     ensemble: Ensemble = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
+    price_cached: PriceCached = None,
     max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
@@ -643,7 +651,7 @@ def run(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     task = guarded(lambda: api.spec_task(spec))
     k = _target_k(k, target_reliability, p, from_calibration, task.total_steps() or task.max_steps)  # a bound: safe
@@ -733,6 +741,7 @@ def vote(
     ensemble: Ensemble = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
+    price_cached: PriceCached = None,
     max_cost_usd: MaxCost = None,
     json_out: JsonOut = False,
     metrics_port: MetricsPort = 0,
@@ -751,7 +760,7 @@ def vote(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
     semantic = {
         "match": match,
@@ -1103,6 +1112,7 @@ def calibrate(
     tpm: Tpm = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
+    price_cached: PriceCached = None,
     json_out: JsonOut = False,
     out: Annotated[Path | None, typer.Option(help="write the calibration here as JSON, for maker plan")] = None,
 ) -> None:
@@ -1137,7 +1147,7 @@ def calibrate(
     if later_temperature is not None:
         voting = voting.model_copy(update={"later_temperature": later_temperature})
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
-    models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out)
+    models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out, price_cached)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models)
     with contextlib.ExitStack() as stack:
         hooks = Display(stack, None, None, None).hooks(lambda _: {})
@@ -1455,11 +1465,12 @@ def mcp(
     ensemble: Ensemble = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
+    price_cached: PriceCached = None,
 ) -> None:
     """Serve MAKER to an MCP host (Claude Desktop, Claude Code, ...): submit and follow jobs, vote, validate, plan."""
     from orchestrator.mcp_server import serve  # the MCP SDK loads only for this command
 
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out)
+    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, {}, models)
     guarded(lambda: serve(cluster, transport=transport, host=host, port=port, token=token))
 

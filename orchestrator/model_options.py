@@ -22,6 +22,7 @@ _VARIABLES = {
     "ensemble": "MAKER_ENSEMBLE",
     "price_in": "MAKER_PRICE_IN",
     "price_out": "MAKER_PRICE_OUT",
+    "price_cached": "MAKER_PRICE_CACHED",
 }
 DEFAULT_SIM_MODEL = "sim-hanoi"
 _REQUIRED = ("provider", "model")  # settings that have a default but no None
@@ -36,6 +37,7 @@ class ModelOptions(BaseModel):
     ensemble: str | None = None  # provider:model,provider:model
     price_in: float | None = Field(None, ge=0)
     price_out: float | None = Field(None, ge=0)
+    price_cached: float | None = Field(None, ge=0)
 
     def given(self) -> list[str]:
         """The options the user set, as flags."""

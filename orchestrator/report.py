@@ -86,6 +86,7 @@ class ModelCounts(BaseModel):
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0  # of its input tokens, those read from the provider's prompt cache
     cost_usd: float | None = 0.0  # None when its price is unknown
     winning_votes: int | None = None  # counted for ensembles: votes for the committed winners
     winning_share: float | None = None  # its share of all winning votes
@@ -106,6 +107,7 @@ class ModelCounts(BaseModel):
                 **{name: fields.get(name, 0) for name in ("samples", "votes", "red_flags", "errors")},
                 input_tokens=fields.get("input_tokens", 0),
                 output_tokens=fields.get("output_tokens", 0),
+                cached_input_tokens=fields.get("cached_input_tokens", 0),
                 cost_usd=cost_usd(fields),
                 winning_votes=winning,
                 winning_share=round(winning / won, 4) if winning is not None else (1.0 if len(raw) == 1 else None),

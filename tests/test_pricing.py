@@ -9,9 +9,9 @@ from orchestrator.report import ModelCounts, cost_usd
 
 
 def test_listed_models_and_their_dated_snapshots_have_a_price() -> None:
-    assert price_of("openai", "gpt-4.1-mini") == Price(input=0.40, output=1.60)
+    assert price_of("openai", "gpt-4.1-mini") == Price(input=0.40, output=1.60, cached=0.10)
     assert price_of("openai", "gpt-4.1-mini-2025-04-14") == price_of("openai", "gpt-4.1-mini")
-    assert price_of("anthropic", "claude-haiku-4-5-20251001") == Price(input=1.0, output=5.0)
+    assert price_of("anthropic", "claude-haiku-4-5-20251001") == Price(input=1.0, output=5.0, cached=0.10)
     assert price_of("sim", "anything") == Price(input=0, output=0)
 
 
@@ -40,3 +40,9 @@ def test_each_models_part_and_its_share_of_winning_votes() -> None:
     assert models["openai:gpt-4.1-mini"].winning_share == 0.75 and models["openai:gpt-4.1-mini"].cost_usd == 3e-6
     assert models["ollama:llama3.2:3b"].red_flags == 2 and models["ollama:llama3.2:3b"].winning_share == 0.25
     assert cost_usd(stats) == 3e-6 and cost_usd({"cost_nusd": 5, "cost_unknown": 1}) is None
+
+
+def test_cached_input_tokens_are_priced_at_the_cached_rate() -> None:
+    price = Price(input=0.40, output=1.60, cached=0.10)
+    assert price.cost_nusd(1_000, 100, cached_tokens=800) == 200 * 400 + 800 * 100 + 100 * 1_600
+    assert Price(input=0.40, output=1.60).cost_nusd(1_000, 100, cached_tokens=800) == 1_000 * 400 + 100 * 1_600

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from maker_workers.providers import provider_for
@@ -172,3 +173,24 @@ def test_a_step_whose_answers_never_agree_is_stopped_early_saying_no_k_helps(loc
     assert done.returncode == 1 and not result["decided"]
     assert 30 <= result["votes"] < 50 and result["sample_count"] < 70  # tens of samples, not the cap of 200
     assert "no k helps" in result["failure"] and "maker calibrate" in result["failure"]
+
+
+def test_a_runs_price_with_cached_tokens_is_the_price_tables_arithmetic(local_llm: LocalModel, tmp_path: Path) -> None:
+    path = tmp_path / "capitals.yaml"
+    path.write_text(yaml.safe_dump(CAPITALS))
+    prices = ["--price-in", "1.0", "--price-out", "2.0", "--price-cached", "0.1"]
+    done = run_cli("run", str(path), *model_flags(local_llm), *prices, "--json")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr
+    fresh, cached, out = (
+        report["input_tokens"] - report["cached_input_tokens"],
+        report["cached_input_tokens"],
+        report["output_tokens"],
+    )
+    assert cached > 0  # the same system prompt and examples, sample after sample
+    # Each call is priced to the nano-dollar: the sum is the table's arithmetic within half a nano-dollar a call.
+    expected = (fresh * 1.0 + cached * 0.1 + out * 2.0) / 1e6
+    assert report["cost_usd"] == pytest.approx(expected, abs=report["samples"] * 1e-9)
+    assert report["cost_usd"] < (report["input_tokens"] * 1.0 + out * 2.0) / 1e6  # cheaper than at the full price
+    model = next(iter(report["models"].values()))
+    assert model["cached_input_tokens"] == cached
