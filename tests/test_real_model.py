@@ -73,10 +73,11 @@ def test_a_vote_through_the_anthropic_adapter_counts_every_prompt_token(local_ll
     assert result["input_tokens"] / result["sample_count"] == openai["input_tokens"] / openai["sample_count"]
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])  # finish_reason: length; stop_reason: max_tokens
 def test_an_answer_cut_at_the_token_limit_is_a_truncated_red_flag_and_the_run_stops_early(
-    local_llm: LocalModel,
+    local_llm: LocalModel, provider: str
 ) -> None:
-    result, _ = vote(local_llm, "--max-output-tokens", "2", "--max-red-flags", "100")
+    result, _ = vote(local_llm, "--max-output-tokens", "2", "--max-red-flags", "100", provider=provider)
     assert not result["decided"] and set(result["red_flags_by_reason"]) == {"truncated"}
     assert all(s["verdict"] == "red_flag" and s["reason"] == "truncated" and s["text"] for s in result["samples"])
     # Stopped after tens of samples, not at the cap of 100: with the reason and what the model said.
