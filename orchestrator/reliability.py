@@ -72,10 +72,14 @@ def p_needed(k: float, steps: int, target: float) -> float:
 
 
 class LiveReliability:
-    def __init__(self, window: int = WINDOW, spread: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self, window: int = WINDOW, spread: tuple[float, float] | None = None, total_steps: int | None = None
+    ) -> None:
         """`spread`: the Beta of per-step p a calibration measured; a step's reading is then never above what it
-        allows at the margin in use (a mistake every sample of a step makes is invisible in its votes)."""
+        allows at the margin in use (a mistake every sample of a step makes is invisible in its votes).
+        `total_steps` sizes the act window (act_window); what the estimate holds never grows with the run."""
         self._recent: deque[_Step] = deque(maxlen=window)
+        self._act_window = act_window(total_steps)
         self._acting: deque[tuple[int, int]] = deque()  # (distinct votes, winning) of the act window's steps
         self._acting_votes = self._acting_winning = 0
         self._spread = None if spread is None else Spread(*spread)
@@ -105,6 +109,10 @@ class LiveReliability:
         self._acting.append((step.votes, step.winning))
         self._acting_votes += step.votes
         self._acting_winning += step.winning
+        if len(self._acting) > self._act_window:
+            votes, winning = self._acting.popleft()
+            self._acting_votes -= votes
+            self._acting_winning -= winning
 
     @property
     def steps(self) -> int:
@@ -170,11 +178,7 @@ class LiveReliability:
 
     def bound(self, total_steps: int | None) -> tuple[float, float, int]:
         """(p over the act window, the one-sided upper bound on it the run may act on, the window's steps)."""
-        window = act_window(total_steps)
-        while len(self._acting) > window:
-            votes, winning = self._acting.popleft()
-            self._acting_votes -= votes
-            self._acting_winning -= winning
+        window = self._act_window
         looks = max(1, math.ceil((total_steps or 1000 * window) / window))
         z = NormalDist().inv_cdf(1 - FALSE_ALARMS / looks)
         votes = max(self._acting_votes, 1)

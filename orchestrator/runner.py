@@ -224,7 +224,7 @@ class Runner:
         self._on_stall = on_stall
         self._on_warning = on_warning
         self.k = config.k  # raised by --adaptive-k, for contests opened from then on
-        self.live = LiveReliability(spread=config.calibrated_spread)
+        self.live = LiveReliability(spread=config.calibrated_spread, total_steps=task.total_steps())
         self._warned_drift = False
         self._warned_alike = False
         self._outcomes: Counter[Outcome] = Counter()  # what this runner's samples came to, for the early stop

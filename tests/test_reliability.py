@@ -67,7 +67,7 @@ def test_noise_at_the_plans_edge_raises_no_k_but_a_real_drift_does() -> None:
     # A million steps at k=4 planned from p = 0.99 (target 0.95): p_needed is 0.9852. Votes at p = 0.99 keep k; the
     # same votes at 0.97 ask for more within the act window (about a thousand steps).
     rng = random.Random(5)
-    steady, drifted = LiveReliability(), LiveReliability()
+    steady, drifted = LiveReliability(total_steps=1_048_575), LiveReliability(total_steps=1_048_575)
     for _ in range(3_000):
         for live, p in ((steady, 0.99), (drifted, 0.97)):
             wrong = sum(rng.random() > p for _ in range(4))
