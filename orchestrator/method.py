@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-
-import numpy as np
+from typing import Any
 
 from maker_workers.errors import ConfigError
 
@@ -92,6 +91,8 @@ class Spread:
     """Per-step p as Beta(a, b): what a step decided ahead-by-k is worth when steps differ."""
 
     def __init__(self, a: float, b: float) -> None:
+        import numpy as np  # here, not at import: a run that plans over no spread never loads it (memory, start-up)
+
         h = 1.0 / GRID
         x = (np.arange(GRID) + 0.5) * h
         log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
@@ -100,18 +101,19 @@ class Spread:
         # mass in closed form, h^a / (a B(a, b)), where a midpoint would miss it.
         weights[0] = math.exp(a * math.log(h) - math.log(a) - log_beta)
         weights[-1] = math.exp(b * math.log(h) - math.log(b) - log_beta)
-        self._x, self._w = x, weights / weights.sum()
+        self._x: Any = x
+        self._w: Any = weights / weights.sum()
         self.a, self.b = a, b
 
     @lru_cache(maxsize=256)  # noqa: B019  # a run reads it once a step, at a few margins; Spreads are few
     def step_ok(self, k: float) -> float:
         """E[p_sub(p_i, k)] over the Beta."""
         x = self._x
-        return float(np.sum(self._w / (1.0 + ((1.0 - x) / x) ** k)))
+        return float((self._w / (1.0 + ((1.0 - x) / x) ** k)).sum())
 
     @property
     def unfixable(self) -> float:
-        return float(np.sum(self._w[self._x < 0.5]))
+        return float(self._w[self._x < 0.5].sum())
 
     def k_min(self, steps: int, target: float) -> int | None:
         """The least k whose whole-run success reaches `target`; None when none up to MAX_K does."""
