@@ -412,3 +412,26 @@ def test_a_hedge_is_a_sample_like_any_other_and_passes_the_budget_check(redis_ur
     with pytest.raises(BudgetSpent):
         runner._hedge(slow, time.monotonic())
     assert not slow.in_flight.keys() - {"s"}  # nothing was sent
+
+
+def test_a_stop_flag_the_driver_did_not_write_ends_the_run_instead_of_a_storm_of_skipped_samples(
+    private: Embedded,
+) -> None:
+    """Workers skip every sample of a stopped run. The run's driver hears the skips, reads why, and ends the run
+    (here the flag is written past the fencing, as a pre-fencing orchestrator did): it never tops the contest up
+    with samples that are skipped again, hundreds a second."""
+    from maker_workers.errors import Cancelled
+
+    client = redis.Redis.from_url(private.redis_url)
+    broker = LosingBroker(make_app(private.redis_url), every=10**9)  # counts what is sent, loses nothing
+    runner = Runner(client, broker, VotingConfig(wait_s=0.5), HanoiTask(8))  # type: ignore[arg-type]
+
+    def stop_at_20(step: CommittedStep) -> None:
+        if step.step == 20:
+            client.hset(keys.meta(runner.run_id), "stop", "ended")
+
+    started = time.monotonic()
+    with pytest.raises(Cancelled, match="stop flag says 'ended'"):
+        runner.run(stop_at_20)
+    assert time.monotonic() - started < 30
+    assert broker.sent < 400  # the run's own samples, not a storm of replacements
