@@ -84,6 +84,7 @@ class Hooks:
     on_step: Callable[[CommittedStep], None] = lambda _: None
     on_stall: Callable[[float], None] = lambda _: None
     on_warning: Callable[[str], None] = lambda _: None  # the run is off its plan (and what it did about it)
+    on_tick: Callable[[], None] = lambda: None  # every few seconds while the run goes (the CLI's pending interrupt)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _drive(
             voting,
             task,
             run_id=run_id,
-            health_check=running.health_check,
+            health_check=lambda: _check(running, hooks),
             on_stall=hooks.on_stall,
             on_warning=hooks.on_warning,
         )
@@ -162,6 +163,12 @@ def _drive(
         stats = runner.store.stats()
         extra = finish(runner) | {"red_flag_examples": examples(runner.client, runner.run_id)}
         return _Outcome(runner.run_id, failure is None, failure, stats, wall, extra, detail)
+
+
+def _check(running: Cluster, hooks: Hooks) -> None:
+    """What the run loop runs every few seconds: the cluster's health, then the caller's tick."""
+    running.health_check()
+    hooks.on_tick()
 
 
 def voting_for(spec: TaskSpec, **given: Any) -> VotingConfig:

@@ -369,6 +369,7 @@ class Display:
             on_step=on_step,
             on_stall=on_stall,
             on_runner=self.metrics.watch if self.metrics else lambda _: None,
+            on_tick=_tick,
         )
 
 
@@ -1504,13 +1505,24 @@ def flower(
     guarded(lambda: serve(options))
 
 
+_PENDING: list[int] = []  # signals asked to stop the run
+
+
 def _stop_on(signum: int, _frame: object) -> None:
-    """SIGTERM and SIGHUP stop a run as Ctrl-C does: the `with` blocks shut the embedded cluster down."""
+    """SIGINT, SIGTERM and SIGHUP stop a run: the `with` blocks shut the embedded cluster down. Python swallows an
+    exception raised while a finalizer runs (redis-py's Connection.__del__: "Exception ignored in ..."), so the
+    signal is also kept, and the run loop's next tick raises it again (`_tick`)."""
+    _PENDING.append(signum)
     raise KeyboardInterrupt(signum)
 
 
+def _tick() -> None:
+    if _PENDING:
+        raise KeyboardInterrupt(_PENDING[-1])
+
+
 def main() -> None:
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on)
     app()
 
