@@ -54,6 +54,7 @@ class Embedder:
             vector=vector,
             group=group,
             threshold=match.threshold,
+            open_below=match.open_below,
             max_candidates=match.max_candidates,
             tokens=embedding.tokens,
             cost_nusd=cost,

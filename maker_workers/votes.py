@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from redis.commands.core import Script
 
 from maker_workers import keys
+from maker_workers.domains.answers import MEMBERS_KEPT
 from maker_workers.errors import store_errors
 
 _SOURCE = resources.files("maker_workers").joinpath("lua/record_sample.lua").read_text()
@@ -113,8 +114,10 @@ class Meaning(BaseModel):
 
     vector: bytes  # packed little-endian float32, unit length
     group: str = ""  # canonical JSON of the fields that must still match exactly; "" when none
-    threshold: float
+    threshold: float  # join: the least similarity to a candidate that joins it
+    open_below: float | None = None  # less similar than this to every candidate opens one (None: threshold)
     max_candidates: int
+    members_kept: int = MEMBERS_KEPT
     tokens: int = 0  # what the embedding call served
     cost_nusd: int | None = 0  # what it cost; None when its price is unknown
 
@@ -254,6 +257,9 @@ class VoteBook:
             said.call,
             *extra_args,
         ]
+        if meaning is not None:
+            opens = meaning.threshold if meaning.open_below is None else meaning.open_below
+            args += [repr(opens), meaning.members_kept]  # ARGV[28], ARGV[29]
         return script, script_keys, args
 
     def _entry(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> dict[str, str | int]:

@@ -32,12 +32,15 @@ def stats(client: redis.Redis, run_id: str) -> dict[str, int]:
 
 @dataclass
 class Reference:
-    """The assignment and the ranking written plainly, one vote at a time: what the script must agree with."""
+    """The assignment and the ranking written plainly, one vote at a time: what the script must agree with. A vote
+    is as near a candidate as it is to the nearest of its stored answers (the first, and up to `keep` others)."""
 
     k: int
-    threshold: float
+    threshold: float  # join
     cap: int
-    candidates: dict[str, tuple[str, tuple[float, ...]]] = field(default_factory=dict)  # key -> (group, vector)
+    open_below: float | None = None
+    keep: int = 8
+    candidates: dict[str, tuple[str, dict[str, tuple[float, ...]]]] = field(default_factory=dict)
     tally: dict[str, int] = field(default_factory=dict)
     leader: str | None = None
     leader_votes: int = 0
@@ -49,22 +52,25 @@ class Reference:
             return "late", self.leader_votes, self.runner_up_votes
         mine = struct.unpack(f"<{len(packed) // 4}f", packed)
         best, best_similarity = None, 0.0
-        for other_key, (other_group, other) in self.candidates.items():
+        for candidate, (other_group, stored) in self.candidates.items():
             if other_group != group:
                 continue
-            similarity = 0.0
-            for a, b in zip(mine, other, strict=True):
-                similarity += a * b
-            if other_key == key:
-                similarity = 1.0
-            better = best is None or similarity > best_similarity
-            tie = best is not None and similarity == best_similarity and other_key.encode() < best.encode()
-            if similarity >= self.threshold and (better or tie):
-                best, best_similarity = other_key, similarity
-        if best is None:
+            nearest = max(1.0 if answer == key else sum(a * b for a, b in zip(mine, other, strict=True))
+                          for answer, other in stored.items())
+            tie = best is not None and nearest == best_similarity and candidate.encode() < best.encode()
+            if best is None or nearest > best_similarity or tie:
+                best, best_similarity = candidate, nearest
+        opens = self.threshold if self.open_below is None else self.open_below
+        if best is not None and best_similarity >= self.threshold:
+            stored = self.candidates[best][1]
+            if best_similarity < 1 and best != key and len(stored) - 1 < self.keep:
+                stored[key] = mine
+        elif best is not None and best_similarity >= opens:
+            return "red_flag", self.leader_votes, self.runner_up_votes
+        else:
             if len(self.candidates) >= self.cap:
                 return "red_flag", self.leader_votes, self.runner_up_votes
-            self.candidates[key] = (group, mine)
+            self.candidates[key] = (group, {key: mine})
             best = key
         votes = self.tally[best] = self.tally.get(best, 0) + 1
         if best == self.leader:
@@ -89,24 +95,34 @@ _VOTE = st.tuples(
 @given(
     votes=st.lists(_VOTE, min_size=1, max_size=25),
     threshold=st.floats(0.2, 0.99),
+    band=st.sampled_from([0.0, 0.0, 0.1, 0.3]),
+    keep=st.integers(0, 3),
     k=st.integers(1, 4),
     cap=st.integers(2, 6),
 )
 def test_the_script_clusters_counts_and_decides_as_the_plain_reference_does(
-    client: redis.Redis, votes: list[tuple[str, str, list[float]]], threshold: float, k: int, cap: int
+    client: redis.Redis,
+    votes: list[tuple[str, str, list[float]]],
+    threshold: float,
+    band: float,
+    keep: int,
+    k: int,
+    cap: int,
 ) -> None:
     run_id = uuid.uuid4().hex[:12]
     book, contest = VoteBook(client), Contest(run_id=run_id, step=0, input_hash="h", k=k)
-    reference = Reference(k=k, threshold=threshold, cap=cap)
+    opens = threshold - band
+    reference = Reference(k=k, threshold=threshold, cap=cap, open_below=opens, keep=keep)
     for i, (answer, group, vector) in enumerate(votes):
         key = group + answer  # answers of different groups never share a key, as canonical JSON ensures
-        semantic = meaning(vector, threshold, group, cap)
+        semantic = meaning(vector, threshold, group, cap, members_kept=keep).model_copy(update={"open_below": opens})
         got = book.record(contest, f"s{i}", "vote", key, meaning=semantic)
         expected = reference.vote(key, group, semantic.vector)
         assert (got.outcome.value, got.leader_votes, got.runner_up_votes) == expected
     assert book.tally(contest) == {key: n for key, n in reference.tally.items()}
     stored = client.hgetall(contest.keys.vectors)
-    assert {key.decode() for key in stored} == set(reference.candidates)
+    members = {c if a == c else f"{c}\0{a}" for c, (_, answers) in reference.candidates.items() for a in answers}
+    assert {key.decode() for key in stored} == members
     assert book.snapshot(contest).candidates == len(reference.candidates)
 
 

@@ -43,6 +43,9 @@ DEFAULT_THRESHOLD = 0.65
 paraphrases none is below 0.74, of 54,000 pairs of different meanings none above 0.57; 0.65 sits between."""
 DEFAULT_MAX_CANDIDATES = 16
 """A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
+MEMBERS_KEPT = 8
+"""Vectors kept per candidate besides its first answer's: a vote is as near a candidate as it is to the nearest of
+them. Bounds the vote script's work per vote at (candidates x (1 + MEMBERS_KEPT)) dot products."""
 SIM_EMBEDDING_MODEL = "sim-embed"
 EMBEDDING_PROVIDERS = ("openai", "ollama", "sim")
 
@@ -65,7 +68,8 @@ class SemanticMatch(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float = DEFAULT_THRESHOLD  # join: the least similarity to a candidate that joins it
+    open_below: float | None = None  # a vote less similar to every candidate opens one; None: the threshold
     embeddings: str
     embeddings_base_url: str | None = None  # where the embedding model is served, apart from the completion model
     max_candidates: int = DEFAULT_MAX_CANDIDATES

@@ -5,22 +5,31 @@
 -- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[22] is given.
 --
 -- A candidate is named by its first answer's vote key (its representative: the payload the winner
--- hands on); its unit vector is stored once, as packed little-endian float32.
+-- hands on). Its vectors are stored as packed little-endian float32: the representative's under the
+-- candidate's key, and up to ARGV[29] of its other members' under key .. NUL .. their own vote key. A vote is
+-- as near a candidate as it is to the nearest of those (single linkage): a paraphrase far from the first
+-- phrasing still finds one of its kind, where a real embedding model's different meanings lie as near as
+-- its paraphrases do.
 --
--- KEYS[3] status   HASH  gains `candidates` (how many) and `over_cap` (votes refused by the cap)
+-- KEYS[3] status   HASH  gains `candidates` (how many), `over_cap` (votes refused by the cap) and
+--                        `ambiguous` (votes thrown as neither near enough nor far enough)
 -- KEYS[6] events   STREAM gains one `phrasing` event per assigned vote: candidate, answer, similarity
 -- KEYS[7] stats    HASH  gains embedding_calls, embedding_tokens, embedding_cost_nusd (embedding_cost_unknown)
--- KEYS[11] vectors HASH  candidate key -> its exact-fields group, "\n", then its packed unit vector
+-- KEYS[11] vectors HASH  candidate key (or key NUL member) -> its exact-fields group, "\n", then its packed vector
 --
 -- ARGV[22] the answer's unit vector, packed float32 (its length gives the dimension)
 -- ARGV[23] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
 --          a candidate of another group is never a match, however similar
--- ARGV[24] threshold: the least cosine similarity that joins a candidate
+-- ARGV[24] join: the least similarity to a candidate that joins it
 -- ARGV[25] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
 -- ARGV[26] tokens the embedding call served   ARGV[27] what it cost in nano-dollars (-1: unknown)
+-- ARGV[28] open: a vote less similar than this to every candidate opens a new one. Between open and join the
+--          vote is a red flag `ambiguous_meaning`: the embedding model cannot say, so it is neither merged nor
+--          split off (open = join when one threshold separates the meanings)
+-- ARGV[29] the most members' vectors kept per candidate besides its representative's
 --
--- The nearest candidate at or above the threshold wins; equal similarity goes to the smaller key. An answer
--- that is a representative itself joins its own candidate (similarity 1, whatever float32 rounding gives).
+-- The nearest candidate at or above join wins; equal similarity goes to the smaller key. An answer that is
+-- one of a candidate's stored answers joins it (similarity 1, whatever float32 rounding gives).
 
 -- In chunks: one unpack of a long vector returns more values than Lua's stack holds (~8000).
 local function unpack_vector(packed)
@@ -47,30 +56,46 @@ local function semantic(kind, value, decided)
   end
   if kind ~= 'vote' or decided then return kind, value end
 
-  local packed, group, threshold = ARGV[22], ARGV[23], tonumber(ARGV[24])
+  local packed, group = ARGV[22], ARGV[23]
+  local join, open, keep = tonumber(ARGV[24]), tonumber(ARGV[28]), tonumber(ARGV[29])
   local mine = unpack_vector(packed)
   local dim = #packed / 4
-  local best, best_similarity, count = nil, nil, 0
+  local nearest, members, count = {}, {}, 0  -- candidate -> its highest similarity; -> its stored members
   local stored = redis.call('HGETALL', KEYS[11])
   for i = 1, #stored, 2 do
-    count = count + 1
-    local entry = stored[i + 1]
-    local cut = string.find(entry, '\n', 1, true)
-    local theirs = string.sub(entry, cut + 1)
-    if string.sub(entry, 1, cut - 1) == group and #theirs == #packed then
-      local other = unpack_vector(theirs)
+    local field, entry = stored[i], stored[i + 1]
+    local cut = string.find(field, '\0', 1, true)
+    local candidate = cut and string.sub(field, 1, cut - 1) or field
+    local answer = cut and string.sub(field, cut + 1) or field
+    if cut then members[candidate] = (members[candidate] or 0) + 1 else count = count + 1 end
+    local nl = string.find(entry, '\n', 1, true)
+    local theirs = string.sub(entry, nl + 1)
+    if string.sub(entry, 1, nl - 1) == group and #theirs == #packed then
       local similarity = 0
-      for d = 1, dim do similarity = similarity + mine[d] * other[d] end
-      local key = stored[i]
-      if key == value then similarity = 1 end  -- the representative itself, whatever float32 rounding says
-      if similarity >= threshold and (best == nil or similarity > best_similarity
-          or (similarity == best_similarity and key < best)) then
-        best, best_similarity = key, similarity
+      if answer == value then
+        similarity = 1  -- one of its answers, whatever float32 rounding says
+      else
+        local other = unpack_vector(theirs)
+        for d = 1, dim do similarity = similarity + mine[d] * other[d] end
       end
+      if nearest[candidate] == nil or similarity > nearest[candidate] then nearest[candidate] = similarity end
+    end
+  end
+  local best, best_similarity = nil, nil
+  for candidate, similarity in pairs(nearest) do
+    if best == nil or similarity > best_similarity or (similarity == best_similarity and candidate < best) then
+      best, best_similarity = candidate, similarity
     end
   end
 
-  if best == nil then
+  if best ~= nil and best_similarity >= join then
+    if best_similarity < 1 and best ~= value and (members[best] or 0) < keep then
+      redis.call('HSET', KEYS[11], best .. '\0' .. value, group .. '\n' .. packed)
+    end
+  elseif best ~= nil and best_similarity >= open then
+    redis.call('HINCRBY', KEYS[3], 'ambiguous', 1)
+    return 'red_flag', 'ambiguous_meaning'
+  else
     if count >= tonumber(ARGV[25]) then
       redis.call('HINCRBY', KEYS[3], 'over_cap', 1)
       return 'red_flag', 'too_many_candidates'
