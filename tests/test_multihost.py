@@ -1,5 +1,5 @@
-"""Four machines, for real: network namespaces on a private bridge, each process started as the README's cluster
-section says. Host `db` runs Redis, the simulated model and Flower; `w1` and `w2` one Celery worker each; `or`
+"""Four machines, for real: network namespaces on a private bridge, each process started as docs/cluster.md
+says. Host `db` runs Redis, the simulated model and Flower; `w1` and `w2` one Celery worker each; `or`
 the orchestrator. A run is solved with samples drawn on both worker hosts, and again when w1's cable is pulled
 mid-run."""
 
@@ -26,7 +26,7 @@ from tests.watching import Flower, until
 PASSWORD = "multihost-redis-pw"
 LOGIN = ("watcher", "multihost-flower-pw")
 WORKER = ["celery", "-A", "maker_workers.celery_app", "worker", "--pool", "threads", "-c", "8", "-Q", "maker"]
-WORKER += ["--without-gossip", "--without-mingle", "--loglevel", "WARNING"]  # the README's line
+WORKER += ["--without-gossip", "--without-mingle", "--loglevel", "WARNING"]  # the line in docs/cluster.md
 REDIS_FLAGS = ["--port", "6379", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
 SIM_FLAGS = ["--sim-latency-ms", "20", "--seed", "11"]  # 20 ms a call: the second run lasts a few seconds
 

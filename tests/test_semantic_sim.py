@@ -42,7 +42,7 @@ def served(server: SimServer, http: httpx.Client, model: str) -> dict[str, int]:
 
 
 def test_the_default_threshold_separates_the_sims_paraphrases_from_its_other_meanings() -> None:
-    """The measurement behind DEFAULT_THRESHOLD (README, "Semantic matching"), redone on fresh phrasings."""
+    """The measurement behind DEFAULT_THRESHOLD (docs/semantic.md, "the threshold"), redone on fresh phrasings."""
     rng = random.Random(2024)
     vectors = {m: [embed(phrase(m, rng)) for _ in range(40)] for m in MEANINGS}
     same = [cosine(a, b) for vs in vectors.values() for a, b in itertools.combinations(vs, 2)]
