@@ -13,6 +13,7 @@ from maker_workers.settings import settings
 
 SAMPLE_TASK = "maker.sample"
 NOOP_TASK = "maker.noop"
+EMBED_EXAMPLES_TASK = "maker.embed_examples"
 QUEUE = "maker"
 
 

@@ -1,4 +1,5 @@
-"""Celery tasks: one per LLM sample, plus the no-op the benchmark compares against."""
+"""Celery tasks: one per LLM sample; the embedding of a semantic run's example answers, before it starts; and the
+no-op the benchmark compares against."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import redis
 from celery.signals import worker_init, worker_ready
 
 from maker_workers import keys, metrics
-from maker_workers.celery_app import NOOP_TASK, SAMPLE_TASK, app
+from maker_workers.celery_app import EMBED_EXAMPLES_TASK, NOOP_TASK, SAMPLE_TASK, app
 from maker_workers.connections import connect, reach
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
@@ -71,10 +72,16 @@ def resources() -> WorkerResources:
 def task_of(run_id: str) -> Task:
     """The run's task, read from Redis once per run and kept: samples carry only a step's input."""
     with store_errors(f"reading the task of run {run_id}"):
-        raw = resources().redis.hget(keys.meta(run_id), "task")
+        raw, rule = resources().redis.hmget(keys.meta(run_id), ["task", "semantic_rule"])
     if raw is None:
         raise ConfigError(f"run {run_id} has no task definition in Redis (expired or never started)")
-    return load_task(json.loads(raw))
+    task = load_task(json.loads(raw))
+    if rule is not None and task.semantic is not None:  # measured on the spec's answer.meanings as the run began
+        measured = json.loads(rule)
+        task.semantic = task.semantic.model_copy(
+            update={"threshold": measured["join"], "open_below": measured["open_below"]}
+        )
+    return task
 
 
 @lru_cache(maxsize=8)
@@ -104,6 +111,20 @@ def sample(request: dict) -> None:
         # Unforeseen, so logged by Celery too; unrecorded, the orchestrator would wait out its timeout.
         record_failure(res.book, parsed, exc)
         raise
+
+
+@app.task(name=EMBED_EXAMPLES_TASK)
+def embed_examples(request: dict) -> None:
+    """Embeds a semantic run's answer.meanings with the model its votes will use, here where the model's key and
+    address are, and answers on the request's reply list: the orchestrator measures the run's rule on them."""
+    res = resources()
+    try:
+        embedder = embedder_of(request["embeddings"], request.get("base_url"))
+        answer: dict = {"vectors": [embedder.model.embed(text).vector for text in request["texts"]]}
+    except Exception as exc:  # every failure goes back to the orchestrator, which says it
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    with store_errors("answering with the examples' embeddings"):
+        res.redis.pipeline().rpush(request["reply"], json.dumps(answer)).expire(request["reply"], 600).execute()
 
 
 @app.task(name=NOOP_TASK)

@@ -39,6 +39,7 @@ from maker_workers.errors import (
 from maker_workers.votes import Contest, VoteBook
 from orchestrator import VERSION
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
+from orchestrator.meanings import MeaningsRule
 from orchestrator.phrasings import Candidate, phrasings
 from orchestrator.report import (
     ModelCounts,
@@ -153,15 +154,19 @@ def _drive(
         except (StepFailed, ClusterFailed, Rejected) as exc:  # the run ends; its report says how far it got
             failure = str(exc)
         except MakerError as exc:  # ends it too, for anyone following; a Ctrl-C leaves it to be resumed
-            with contextlib.suppress(MakerError):
-                runner.store.finish(str(exc))
+            if runner.started:  # refused before it was recorded (answer.meanings): nothing to end
+                with contextlib.suppress(MakerError):
+                    runner.store.finish(str(exc))
             raise
         # Until the last commit: the drain that follows (samples still in flight, waited for so that their
         # cost is counted) is not the run's work.
         wall = (runner.ended_at or time.perf_counter()) - started
         runner.store.finish(failure)
         stats = runner.store.stats()
-        extra = finish(runner) | {"red_flag_examples": examples(runner.client, runner.run_id)}
+        extra = finish(runner) | {
+            "red_flag_examples": examples(runner.client, runner.run_id),
+            "semantic_rule": None if (rule := runner.store.semantic_rule()) is None else MeaningsRule(**rule),
+        }
         return _Outcome(runner.run_id, failure is None, failure, stats, wall, extra, detail)
 
 
@@ -214,6 +219,7 @@ def run_spec(
     report.failure_detail = out.failure_detail
     report.candidates = out.extra["candidates"]
     report.red_flag_examples = out.extra["red_flag_examples"]
+    report.semantic_rule = out.extra["semantic_rule"]
     return report
 
 
@@ -257,6 +263,7 @@ class VoteResult(BaseModel):
     runner_up_votes: int = 0
     tally: dict[str, int]  # every candidate's vote key -> counted votes, most first
     candidates: list[Candidate] = []  # semantic matching: each candidate's phrasings
+    semantic_rule: MeaningsRule | None = None  # semantic matching: the rule measured on answer.meanings
     k: int
     samples: list[Sample]  # what each sample said: its text (an excerpt), verdict and reason
     sample_count: int  # samples drawn
@@ -316,6 +323,7 @@ def vote(
         runner_up_votes=won.runner_up_votes if won else 0,
         tally=out.extra["tally"],
         candidates=out.extra["candidates"],
+        semantic_rule=out.extra["semantic_rule"],
         k=voting.k,
         samples=out.extra["samples"],
         sample_count=out.stats.get("samples", 0),

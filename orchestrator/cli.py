@@ -691,6 +691,8 @@ def run(
         print(f"task {report.task}: {verdict} after {report.steps} steps, k={report.k}")
         print(f"final state: {json.dumps(report.final_state)}")
         _print_counts(report)
+        if report.semantic_rule is not None:
+            print(f"votes on meaning: {report.semantic_rule.describe()}")
         _print_candidates(report.candidates)
     raise typer.Exit(0 if report.done else 1)
 
@@ -716,6 +718,13 @@ def vote(
     ] = None,
     exact_field: Annotated[
         list[str] | None, typer.Option(help="semantic: a field that must still match exactly (repeatable)")
+    ] = None,
+    meanings: Annotated[
+        Path | None,
+        typer.Option(
+            help="semantic: a JSON or YAML file of example answers grouped by meaning (a list of lists); the join "
+            "rule is measured on them before the vote (needed for a real embedding model without --threshold)"
+        ),
     ] = None,
     k: Annotated[int, typer.Option(min=1, help="votes the winner needs ahead of the runner-up")] = 3,
     max_samples: MaxSamples = None,
@@ -769,6 +778,7 @@ def vote(
         "embeddings": embeddings,
         "embeddings_base_url": embeddings_base_url,
         "exact_fields": exact_field,
+        "meanings": None if meanings is None else _read_meanings(meanings),
     }
     answer = _answer_spec(answer_format, schema, pattern, vote_on, semantic)
     caps = {
@@ -821,6 +831,18 @@ def vote(
                 flagged.setdefault(sample.reason, sample)
         _print_examples(flagged)
     raise typer.Exit(0 if result.decided else 1)
+
+
+def _read_meanings(path: Path) -> Any:
+    """--meanings: the file's list of lists (checked with the answer format, which names what is wrong)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        fail(f"--meanings: cannot read {path}: {exc.strerror}")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        fail(f"--meanings: {path} is not JSON or YAML: {exc}")
 
 
 def _answer_spec(

@@ -11,6 +11,7 @@ from maker_workers.domains import hanoi
 from maker_workers.domains.base import JSON
 from maker_workers.pricing import usd
 from orchestrator import VERSION
+from orchestrator.meanings import MeaningsRule
 from orchestrator.phrasings import Candidate
 from orchestrator.runner import CommittedStep
 from orchestrator.samples import Sample
@@ -222,6 +223,7 @@ class TaskReport(RunCounts):
     done: bool
     final_state: JSON
     candidates: dict[int, list[Candidate]] = {}  # semantic matching: each step's meanings and their phrasings
+    semantic_rule: MeaningsRule | None = None  # semantic matching: the rule measured on answer.meanings
 
     @classmethod
     def build(

@@ -42,6 +42,7 @@ from maker_workers.errors import (
 from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
+from orchestrator.meanings import measure as measure_meanings
 from orchestrator.method import to_enqueue
 from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
@@ -258,6 +259,11 @@ class Runner:
         self._dropped: dict[tuple[int, str], int] = {}  # (step, input) of guesses dropped -> samples they drew
 
     @property
+    def started(self) -> bool:
+        """Whether the run is recorded in Redis (a refusal before it, such as unfit answer.meanings, leaves none)."""
+        return self._started
+
+    @property
     def in_flight(self) -> int:
         """Samples sent and not yet heard of (guesses' and replaced ones included), for monitoring."""
         return len(self._outstanding)
@@ -285,8 +291,9 @@ class Runner:
             self._drain()
             raise
         except BaseException:
-            with contextlib.suppress(MakerError):  # a dead Redis or cluster: nothing to tell the workers
-                self.store.stop("ended")
+            if self._started:  # a run refused before it was recorded leaves nothing behind
+                with contextlib.suppress(MakerError):  # a dead Redis or cluster: nothing to tell the workers
+                    self.store.stop("ended")
             raise
         finally:
             # Last, after the drain (which renews the lease while it waits): a finished run is free at once.
@@ -395,6 +402,11 @@ class Runner:
     def start(self) -> Checkpoint | None:
         """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
         if not self._started:
+            semantic = self.task.semantic
+            # Measured before the run is recorded: a refusal leaves nothing behind; a resumed run keeps its rule.
+            rule = None
+            if semantic is not None and semantic.meanings and self.store.semantic_rule() is None:
+                rule = measure_meanings(self.client, self.broker, semantic)
             self.store.hold(self._holder, self.config.lease_s)  # refused while another orchestrator drives it
             try:
                 self.store.start(self.task.definition(), self.config.model_dump())
@@ -402,6 +414,8 @@ class Runner:
                 with contextlib.suppress(MakerError):
                     self.store.release(self._holder)
                 raise
+            if rule is not None:
+                self.store.set_semantic_rule(rule.model_dump_json())
             self._started = True
         return self.store.saved()
 

@@ -160,6 +160,16 @@ class RunStore:
             ended, failure = self.client.hmget(keys.meta(self.run_id), ["ended", "failure"])
         return None if ended is None else (failure or b"").decode()
 
+    def semantic_rule(self) -> dict[str, Any] | None:
+        """The join rule measured on answer.meanings as the run began (orchestrator/meanings.py), if any."""
+        with store_errors(f"reading run {self.run_id}"):
+            raw = self.client.hget(keys.meta(self.run_id), "semantic_rule")
+        return None if raw is None else json.loads(raw)
+
+    def set_semantic_rule(self, rule: str) -> None:
+        """Written before the first sample is sent: every worker reads it with the task."""
+        self._write(f"starting run {self.run_id}", "hset", "semantic_rule", rule)
+
     def task(self) -> dict[str, Any] | None:
         """The stored task definition (what workers read)."""
         with store_errors(f"reading the task of run {self.run_id}"):

@@ -43,11 +43,38 @@ DEFAULT_THRESHOLD = 0.65
 paraphrases none is below 0.74, of 54,000 pairs of different meanings none above 0.57; 0.65 sits between."""
 DEFAULT_MAX_CANDIDATES = 16
 """A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
+MAX_MEANINGS = 32
+MAX_MEANING_TEXTS = 256  # examples in all: each is embedded once, before the run starts
+MEANINGS_NEEDED = (
+    "required when answer.embeddings is a real model ({model}) and answer.threshold is not set: no threshold is "
+    "known for it, and a guessed one merges different meanings (on multilingual-e5-small, different meanings score "
+    "up to 0.91 and paraphrases as low as 0.81). Give example answers grouped by meaning, e.g. "
+    "meanings: [[\"wants a refund\", \"asks for the money back\"], [\"the parcel is late\", \"delivery is "
+    "delayed\"]], and the run measures its rule on them before it starts; or set answer.threshold yourself"
+)
 MEMBERS_KEPT = 8
 """Vectors kept per candidate besides its first answer's: a vote is as near a candidate as it is to the nearest of
 them. Bounds the vote script's work per vote at (candidates x (1 + MEMBERS_KEPT)) dot products."""
 SIM_EMBEDDING_MODEL = "sim-embed"
 EMBEDDING_PROVIDERS = ("openai", "ollama", "sim")
+
+
+def check_meanings(meanings: Sequence[Sequence[str]]) -> None:
+    """answer.meanings: at least two meanings, each with two or more different non-empty example answers."""
+    seen: dict[str, int] = {}
+    for i, group in enumerate(meanings):
+        texts = [text.strip() for text in group]
+        if len(set(texts)) < 2 or not all(texts):
+            raise ValueError(
+                f"meaning {i + 1} needs two or more different example answers (paraphrases of one meaning), "
+                f"got {list(group)!r}"
+            )
+        for text in texts:
+            if seen.setdefault(text, i) != i:
+                raise ValueError(f"{text!r} is an example of meaning {seen[text] + 1} and of meaning {i + 1}")
+    total = sum(len(group) for group in meanings)
+    if total > MAX_MEANING_TEXTS:
+        raise ValueError(f"{total} example answers; at most {MAX_MEANING_TEXTS} (each is embedded before the run)")
 
 
 def parse_embeddings(text: str) -> tuple[str, str]:
@@ -75,6 +102,8 @@ class SemanticMatch(BaseModel):
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     exact_fields: tuple[str, ...] = ()  # json/regex answers: fields never merged by similarity
     vote_on: tuple[str, ...] | None = None  # json/regex answers: the fields the vote is about (None: all)
+    meanings: tuple[tuple[str, ...], ...] = ()  # example answers grouped by meaning: the run measures its rule
+    threshold_set: bool = True  # False: the threshold is the default, and the measured rule replaces it
 
     def split(self, answer: JSON) -> tuple[str, str]:
         """(group, text): the canonical JSON of the fields that must match exactly ("" without any), and the

@@ -29,12 +29,15 @@ from maker_workers.domains.answers import (
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_THRESHOLD,
     FORMATS,
+    MAX_MEANINGS,
+    MEANINGS_NEEDED,
     AnswerParser,
     HanoiAnswer,
     JsonAnswer,
     RegexAnswer,
     SemanticMatch,
     TextAnswer,
+    check_meanings,
     compile_pattern,
     normalize_steps,
     parse_embeddings,
@@ -76,6 +79,8 @@ class AnswerSpec(BaseModel):
     embeddings: str | None = None  # semantic: openai:MODEL, ollama:MODEL or sim
     embeddings_base_url: str | None = None  # semantic: the embedding server, when not the completion model's
     exact_fields: list[str] | None = Field(default=None, min_length=1)  # semantic json/regex: never merged
+    # semantic: example answers grouped by meaning; the run measures its join rule on them before it starts
+    meanings: list[list[str]] | None = Field(default=None, min_length=2, max_length=MAX_MEANINGS)
     # semantic: more meanings than this fail the step; every vote is compared with each candidate in the vote
     # script (about 0.07 ms per 1536-dim candidate), so the cap also bounds how long Redis is busy per vote
     max_candidates: int | None = Field(default=None, ge=2, le=256)
@@ -157,7 +162,7 @@ class AnswerSpec(BaseModel):
         return self
 
     def _semantic_options_fit(self) -> None:
-        names = ("threshold", "embeddings", "embeddings_base_url", "exact_fields", "max_candidates")
+        names = ("threshold", "embeddings", "embeddings_base_url", "exact_fields", "max_candidates", "meanings")
         given = [name for name in names if getattr(self, name)]
         if self.match == "exact":
             if given:
@@ -167,6 +172,13 @@ class AnswerSpec(BaseModel):
             raise _FieldError("match", "semantic matching is for free-text answers, not hanoi moves; use exact")
         if self.embeddings is None:
             raise _FieldError("embeddings", "required when answer.match is semantic: openai:MODEL, ollama:MODEL or sim")
+        if self.meanings is not None:
+            try:
+                check_meanings(self.meanings)
+            except ValueError as exc:
+                raise _FieldError("meanings", str(exc)) from None
+        elif self.threshold is None and self.embeddings != "sim":
+            raise _FieldError("meanings", MEANINGS_NEEDED.format(model=self.embeddings))
         if self.exact_fields is not None:
             if self.format not in ("json", "regex"):
                 raise _FieldError("exact_fields", "only applies when answer.format is json or regex")
@@ -190,6 +202,8 @@ class AnswerSpec(BaseModel):
             max_candidates=self.max_candidates or DEFAULT_MAX_CANDIDATES,
             exact_fields=tuple(self.exact_fields or ()),
             vote_on=None if self.vote_on is None else tuple(self.vote_on),
+            meanings=tuple(tuple(group) for group in self.meanings or ()),
+            threshold_set=self.threshold is not None,
         )
 
 
