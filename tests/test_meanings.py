@@ -51,7 +51,7 @@ def test_meanings_the_model_cannot_tell_apart_are_refused_naming_the_pairs_and_t
 def test_a_threshold_given_with_meanings_is_checked_against_them() -> None:
     vectors = [at(0), at(10), at(70), at(80)]
     assert rule_from(MEANINGS, vectors, 0.9, "m").join == 0.9  # above every different pair: kept
-    with pytest.raises(ConfigError, match="answer.threshold 0.4 would merge different meanings"):
+    with pytest.raises(ConfigError, match=r"answer\.threshold 0\.4 would merge different meanings"):
         rule_from(MEANINGS, vectors, 0.4, "m")
 
 
@@ -61,7 +61,7 @@ def spec(**answer: object) -> dict[str, object]:
 
 
 def test_a_real_embedding_model_needs_meanings_or_a_threshold_and_the_sim_needs_neither() -> None:
-    with pytest.raises(SpecError, match="answer.meanings: required when answer.embeddings is a real model"):
+    with pytest.raises(SpecError, match=r"answer\.meanings: required when answer\.embeddings is a real model"):
         spec_from_data(spec())
     spec_from_data(spec(threshold=0.8))
     spec_from_data(spec(meanings=[list(MEANINGS[0]), list(MEANINGS[1])]))

@@ -55,8 +55,10 @@ class Reference:
         for candidate, (other_group, stored) in self.candidates.items():
             if other_group != group:
                 continue
-            nearest = max(1.0 if answer == key else sum(a * b for a, b in zip(mine, other, strict=True))
-                          for answer, other in stored.items())
+            nearest = max(
+                1.0 if answer == key else sum(a * b for a, b in zip(mine, other, strict=True))
+                for answer, other in stored.items()
+            )
             tie = best is not None and nearest == best_similarity and candidate.encode() < best.encode()
             if best is None or nearest > best_similarity or tie:
                 best, best_similarity = candidate, nearest

@@ -49,8 +49,8 @@ MEANINGS_NEEDED = (
     "required when answer.embeddings is a real model ({model}) and answer.threshold is not set: no threshold is "
     "known for it, and a guessed one merges different meanings (on multilingual-e5-small, different meanings score "
     "up to 0.91 and paraphrases as low as 0.81). Give example answers grouped by meaning, e.g. "
-    "meanings: [[\"wants a refund\", \"asks for the money back\"], [\"the parcel is late\", \"delivery is "
-    "delayed\"]], and the run measures its rule on them before it starts; or set answer.threshold yourself"
+    'meanings: [["wants a refund", "asks for the money back"], ["the parcel is late", "delivery is '
+    'delayed"]], and the run measures its rule on them before it starts; or set answer.threshold yourself'
 )
 MEMBERS_KEPT = 8
 """Vectors kept per candidate besides its first answer's: a vote is as near a candidate as it is to the nearest of
