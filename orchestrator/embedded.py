@@ -232,7 +232,7 @@ class Embedded:
 
 def pool_for(concurrency: int) -> str:
     """Celery's pool for a worker of `concurrency` threads: one task at a time runs in the worker's own thread (the
-    solo pool), since a thread pool of one only adds a hand-off between two threads (README, "Benchmark")."""
+    solo pool), since a thread pool of one only adds a hand-off between two threads (docs/benchmarks.md)."""
     return "solo" if concurrency == 1 else "threads"
 
 

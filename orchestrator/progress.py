@@ -115,7 +115,7 @@ class SampleProgress(_Bar):
 class ProgressLog:
     """A run's progress where stderr is no terminal (nohup, cron, systemd, a container's log): one whole line every
     `every_s` seconds, and one at the end with the final counts; `json=True` writes each as one JSON object (for log
-    shippers; the fields are the README's). Warnings go the same way."""
+    shippers; the fields are in docs/logs.md). Warnings go the same way."""
 
     def __init__(self, out: TextIO, total: int | None, completed: int = 0, every_s: float = 10.0, json: bool = False):
         self._out, self._total, self._every_s, self._json = out, total, every_s, json
@@ -148,7 +148,7 @@ class ProgressLog:
             self._line(f"warning: {message}")
 
     def figures(self) -> dict[str, Any]:
-        """The line's fields (README, "Logs")."""
+        """The line's fields (docs/logs.md)."""
         now = time.perf_counter()
         elapsed = now - self._started
         rate = (self._step - self._first) / elapsed if elapsed > 0 else 0.0

@@ -12,7 +12,7 @@ steps, or a thousandth of the run), and the one-sided upper confidence bound on 
 95% over the run's many looks: z for 0.05 / (steps / window), Bonferroni). k is raised only when even that bound is
 below the p the target needs at the k in use: the votes then say the model is worse than planned, beyond doubt.
 A model at the plan's edge (p = 0.99, k = 4, a million steps, target 0.95) is no longer raised by noise;
-benchmarks/estimator.py measures both error rates (README, "Live reliability").
+benchmarks/estimator.py measures both error rates (docs/planning.md, "Live reliability").
 
 Copies are not votes. A model sampled near T=0 returns the same text again and again: five byte-identical
 completions are one observation, not five, and the formulas' independent samples they are not. Each text is

@@ -39,7 +39,7 @@ _BRACES = re.compile(r'"(?:[^"\\]|\\.?)*(?:"|$)|[{}]', re.S)  # a brace, or a JS
 # --- semantic matching -----------------------------------------------------------------------------
 
 DEFAULT_THRESHOLD = 0.65
-"""Chosen from the simulated model's embeddings (README, "Semantic matching"): of 40,000 pairs of
+"""Chosen from the simulated model's embeddings (docs/semantic.md): of 40,000 pairs of
 paraphrases none is below 0.74, of 54,000 pairs of different meanings none above 0.57; 0.65 sits between."""
 DEFAULT_MAX_CANDIDATES = 16
 """A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
