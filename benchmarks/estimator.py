@@ -1,4 +1,4 @@
-"""The live estimate's two error rates, measured offline over many simulated runs (docs/planning.md, "Live reliability").
+"""The live estimate's two error rates, measured offline over many simulated runs (docs/planning.md).
 
     .venv/bin/python benchmarks/estimator.py                 # 40 runs of each, a million steps, about a minute
     .venv/bin/python benchmarks/estimator.py --runs 200 --json
