@@ -76,6 +76,11 @@ def task_of(run_id: str) -> Task:
     if raw is None:
         raise ConfigError(f"run {run_id} has no task definition in Redis (expired or never started)")
     task = load_task(json.loads(raw))
+    if rule is None and task.semantic is not None and task.semantic.meanings:
+        raise ConfigError(
+            f"run {run_id} votes on meaning by a rule measured on its answer.meanings, and none is recorded: start "
+            "it with maker run, maker vote or maker calibrate (or the Python API), which measure it first"
+        )
     if rule is not None and task.semantic is not None:  # measured on the spec's answer.meanings as the run began
         measured = json.loads(rule)
         task.semantic = task.semantic.model_copy(

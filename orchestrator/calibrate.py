@@ -41,6 +41,7 @@ from maker_workers.errors import ConfigError, MakerError, Rejected, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Notice, Outcome
 from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.meanings import rule_to_measure
 from orchestrator.method import wilson
 from orchestrator.publisher import Publisher
 from orchestrator.report import cost_usd
@@ -243,7 +244,10 @@ def calibrate(
         on_cluster(running)
         run_id = f"calibrate-{uuid.uuid4().hex[:12]}"
         store = RunStore(running.client, run_id)
+        rule = rule_to_measure(store, running.client, running.broker, task.semantic)  # votes as the run's will
         store.start(task.definition(), {"k": UNREACHABLE_K, "calibration_samples": samples})
+        if rule is not None:
+            store.set_semantic_rule(rule.model_dump_json())
         events = _Events(running.client, run_id)
         right: dict[str, str] = {}
         group: dict[str, int] = {}  # sample id -> the drawn step it answers

@@ -708,7 +708,11 @@ def vote(
     vote_on: Annotated[list[str] | None, typer.Option(help="a field that forms the vote key (repeatable)")] = None,
     match: Annotated[str, typer.Option(help="exact, or semantic: answers alike in meaning count together")] = "exact",
     threshold: Annotated[
-        float | None, typer.Option(help=f"semantic: the cosine similarity that joins a candidate [{DEFAULT_THRESHOLD}]")
+        float | None,
+        typer.Option(
+            help="semantic: the cosine similarity that joins a candidate [sim: "
+            f"{DEFAULT_THRESHOLD}; a real embedding model: measured on --meanings]"
+        ),
     ] = None,
     embeddings: Annotated[
         str | None, typer.Option(help="semantic: the embedding model, openai:MODEL, ollama:MODEL or sim")

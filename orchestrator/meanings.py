@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
 
+    from orchestrator.store import RunStore
+
 MEASURE_S = 120.0  # the first embedding call may load the model
 MARGIN = 0.002  # beyond the examples' extremes: a new phrasing may lie a little past them
 LEAST_JOINED = 0.5  # fewer paraphrase pairs joining than this: the votes would be mostly thrown
@@ -95,6 +97,12 @@ def rule_from(
     else:
         join, opens = min(high[0] + MARGIN, 0.999), low[0] - MARGIN
     joined = sum(1 for s, _, _ in same if s >= join) / len(same)
+    if joined < LEAST_JOINED and threshold is not None:
+        raise ConfigError(
+            f"answer.threshold {threshold} keeps paraphrases of answer.meanings apart ({where}): only {joined:.0%} "
+            "of the paraphrase pairs reach it, so votes of one meaning would split; leave answer.threshold out and "
+            "the run measures its rule on the examples"
+        )
     if joined < LEAST_JOINED:
         raise ConfigError(
             f"answer.meanings: the embedding model cannot tell these meanings apart ({where}); a vote would have to "
@@ -137,3 +145,13 @@ def measure(client: redis.Redis, broker: Celery, semantic: SemanticMatch, timeou
         raise ConfigError(f"answer.meanings: embedding the example answers failed: {answer['error']}")
     threshold = semantic.threshold if semantic.threshold_set else None
     return rule_from(semantic.meanings, answer["vectors"], threshold, semantic.embeddings)
+
+
+def rule_to_measure(
+    store: RunStore, client: redis.Redis, broker: Celery, semantic: SemanticMatch | None
+) -> MeaningsRule | None:
+    """The rule a run starting now must record (store.set_semantic_rule), measured on its answer.meanings; None when
+    it has none, or already has its rule (a resumed run votes by the one it began with)."""
+    if semantic is None or not semantic.meanings or store.semantic_rule() is not None:
+        return None
+    return measure(client, broker, semantic)

@@ -42,7 +42,7 @@ from maker_workers.errors import (
 from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
-from orchestrator.meanings import measure as measure_meanings
+from orchestrator.meanings import rule_to_measure
 from orchestrator.method import to_enqueue
 from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
@@ -402,11 +402,8 @@ class Runner:
     def start(self) -> Checkpoint | None:
         """Record the run in Redis (or check a resumed one is the same task and k); its checkpoint if any."""
         if not self._started:
-            semantic = self.task.semantic
-            # Measured before the run is recorded: a refusal leaves nothing behind; a resumed run keeps its rule.
-            rule = None
-            if semantic is not None and semantic.meanings and self.store.semantic_rule() is None:
-                rule = measure_meanings(self.client, self.broker, semantic)
+            # Before the lease and the record: a refusal leaves nothing behind; a resumed run keeps its rule.
+            rule = rule_to_measure(self.store, self.client, self.broker, self.task.semantic)
             self.store.hold(self._holder, self.config.lease_s)  # refused while another orchestrator drives it
             try:
                 self.store.start(self.task.definition(), self.config.model_dump())

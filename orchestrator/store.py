@@ -167,8 +167,9 @@ class RunStore:
         return None if raw is None else json.loads(raw)
 
     def set_semantic_rule(self, rule: str) -> None:
-        """Written before the first sample is sent: every worker reads it with the task."""
-        self._write(f"starting run {self.run_id}", "hset", "semantic_rule", rule)
+        """Written before the first sample is sent: every worker reads it with the task. Never replaced: workers
+        may already hold the first one."""
+        self._write(f"starting run {self.run_id}", "hsetnx", "semantic_rule", rule)
 
     def task(self) -> dict[str, Any] | None:
         """The stored task definition (what workers read)."""

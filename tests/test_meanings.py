@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from maker_workers.domains.spec import SpecError, spec_from_data
+from maker_workers.domains.answers import DEFAULT_THRESHOLD
+from maker_workers.domains.spec import SpecError, SpecTask, spec_from_data
 from maker_workers.errors import ConfigError
 from orchestrator.meanings import MARGIN, rule_from
 
@@ -53,6 +54,8 @@ def test_a_threshold_given_with_meanings_is_checked_against_them() -> None:
     assert rule_from(MEANINGS, vectors, 0.9, "m").join == 0.9  # above every different pair: kept
     with pytest.raises(ConfigError, match=r"answer\.threshold 0\.4 would merge different meanings"):
         rule_from(MEANINGS, vectors, 0.4, "m")
+    with pytest.raises(ConfigError, match=r"answer\.threshold 0\.999 keeps paraphrases of answer\.meanings apart"):
+        rule_from(MEANINGS, vectors, 0.999, "m")
 
 
 def spec(**answer: object) -> dict[str, object]:
@@ -80,3 +83,10 @@ def test_a_real_embedding_model_needs_meanings_or_a_threshold_and_the_sim_needs_
 def test_bad_meanings_are_refused_saying_what_is_wrong(meanings: list[list[str]], why: str) -> None:
     with pytest.raises(SpecError, match=why):
         spec_from_data(spec(meanings=meanings))
+
+
+def test_a_run_recorded_before_meanings_were_needed_still_loads_voting_as_it_did() -> None:
+    """Workers, `maker status` and the MCP server load stored definitions: one stored without a threshold for a
+    real embedding model keeps the default it was started with."""
+    stored = {"kind": "spec", "spec": spec()}
+    assert SpecTask.from_definition(stored).semantic.threshold == DEFAULT_THRESHOLD

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from orchestrator.meanings import rule_from
 from orchestrator.phrasings import phrasings
 from orchestrator.runner import CommittedStep, Runner, VotingConfig
 from orchestrator.store import RunStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "triage.yaml"
 
@@ -186,3 +187,18 @@ def test_over_hundreds_of_contests_the_measured_rule_never_merges_where_the_sims
     default_merges, _ = contests(DEFAULT_THRESHOLD, DEFAULT_THRESHOLD, "default")  # the sim's, as used before
     assert band_merges == 0 and default_merges > 100
     assert band_wrong <= 300 * 0.06  # about the ahead-by-3 chance at p = 0.75 (3.6%), not more
+
+
+def test_a_calibration_of_a_spec_with_meanings_votes_by_the_measured_rule(
+    colliding: Embedded, local_embeddings: LocalEmbeddings, tmp_path: Path
+) -> None:
+    spec_file, trace = tmp_path / "triage-e5.yaml", tmp_path / "trace.jsonl"
+    spec_file.write_text(yaml.safe_dump(triage_spec(local_embeddings, meanings=examples(3))))
+    cluster = ("--redis-url", colliding.redis_url)
+    reference = run_cli("run", str(spec_file), "--trace", str(trace), "--k", "5", *cluster)
+    assert reference.returncode == 0, reference.stderr
+    done = run_cli("calibrate", str(spec_file), "--trace", str(trace), "--samples", "6", "--per-step", "2", *cluster)
+    assert done.returncode == 0, done.stderr
+    client = redis.Redis.from_url(colliding.redis_url)
+    calibrations = list(client.scan_iter(keys.meta("calibrate-*")))
+    assert calibrations and all(client.hget(key, "semantic_rule") for key in calibrations)

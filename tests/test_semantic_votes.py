@@ -65,7 +65,8 @@ class Reference:
         opens = self.threshold if self.open_below is None else self.open_below
         if best is not None and best_similarity >= self.threshold:
             stored = self.candidates[best][1]
-            if best_similarity < 1 and best != key and len(stored) - 1 < self.keep:
+            first = sum(a * b for a, b in zip(mine, stored[best], strict=True)) if best != key else 1.0
+            if best_similarity < 1 and best != key and len(stored) - 1 < self.keep and first >= opens:
                 stored[key] = mine
         elif best is not None and best_similarity >= opens:
             return "red_flag", self.leader_votes, self.runner_up_votes

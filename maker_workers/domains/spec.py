@@ -321,6 +321,15 @@ def _validate(data: Any) -> TaskSpec:
         raise SpecError(_one_line(exc)) from exc
 
 
+def _recorded_before_meanings(answer: dict[str, Any]) -> bool:
+    return (
+        answer.get("match") == "semantic"
+        and answer.get("embeddings") not in (None, "sim")
+        and answer.get("threshold") is None
+        and answer.get("meanings") is None
+    )
+
+
 def spec_from_data(data: dict[str, Any], *, literal: bool = False) -> TaskSpec:
     """A checked spec from parsed YAML/JSON: fields, then templates (compiled and rendered on the initial state)."""
     spec = _validate(data)
@@ -546,8 +555,12 @@ class SpecTask:
         self.name = spec.name
         self.max_output_tokens = spec.max_output_tokens
         self.max_steps = spec.done.max_steps  # the run loop fails a `when` run that reaches it
-        self.semantic = spec.answer.semantic()
         self._parser = parser_for(spec.answer)
+        self.semantic = spec.answer.semantic()
+        if self.semantic is not None and isinstance(self._parser, TextAnswer):
+            # The examples are measured as votes are compared: a text answer normalised as its parser does.
+            groups = tuple(tuple(self._parser.normalize(t) for t in group) for group in self.semantic.meanings)
+            self.semantic = self.semantic.model_copy(update={"meanings": groups})
         self._system: _Renders | None
         if literal:
             self._system = None if spec.system is None else _Plain(spec.system)
@@ -576,7 +589,12 @@ class SpecTask:
         """The task `definition()` describes, on any machine."""
         if definition.get("kind") != "spec":
             raise SpecError(f"not a spec task definition (kind {definition.get('kind')!r})")
-        return cls(_validate(definition.get("spec")), literal=bool(definition.get("literal", False)))
+        spec = definition.get("spec")
+        answer = spec.get("answer") if isinstance(spec, dict) else None
+        if isinstance(answer, dict) and _recorded_before_meanings(answer):
+            # Recorded before a real embedding model needed meanings or a threshold: it voted at the default.
+            spec = spec | {"answer": answer | {"threshold": DEFAULT_THRESHOLD}}
+        return cls(_validate(spec), literal=bool(definition.get("literal", False)))
 
     def definition(self) -> dict[str, JSON]:
         spec = self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -6,7 +6,8 @@
 --
 -- A candidate is named by its first answer's vote key (its representative: the payload the winner
 -- hands on). Its vectors are stored as packed little-endian float32: the representative's under the
--- candidate's key, and up to ARGV[29] of its other members' under key .. NUL .. their own vote key. A vote is
+-- candidate's key, and up to ARGV[29] of its other members' (those at least `open` alike to the representative,
+-- so the candidate's reach cannot drift) under key .. NUL .. their own vote key. A vote is
 -- as near a candidate as it is to the nearest of those (single linkage): a paraphrase far from the first
 -- phrasing still finds one of its kind, where a real embedding model's different meanings lie as near as
 -- its paraphrases do.
@@ -60,7 +61,8 @@ local function semantic(kind, value, decided)
   local join, open, keep = tonumber(ARGV[24]), tonumber(ARGV[28]), tonumber(ARGV[29])
   local mine = unpack_vector(packed)
   local dim = #packed / 4
-  local nearest, members, count = {}, {}, 0  -- candidate -> its highest similarity; -> its stored members
+  -- candidate -> its highest similarity; -> its stored members; -> its representative's similarity
+  local nearest, members, first, count = {}, {}, {}, 0
   local stored = redis.call('HGETALL', KEYS[11])
   for i = 1, #stored, 2 do
     local field, entry = stored[i], stored[i + 1]
@@ -79,6 +81,7 @@ local function semantic(kind, value, decided)
         for d = 1, dim do similarity = similarity + mine[d] * other[d] end
       end
       if nearest[candidate] == nil or similarity > nearest[candidate] then nearest[candidate] = similarity end
+      if not cut then first[candidate] = similarity end
     end
   end
   local best, best_similarity = nil, nil
@@ -89,7 +92,8 @@ local function semantic(kind, value, decided)
   end
 
   if best ~= nil and best_similarity >= join then
-    if best_similarity < 1 and best ~= value and (members[best] or 0) < keep then
+    -- A member is kept only within `open` of the representative: a candidate's reach cannot drift away from it.
+    if best_similarity < 1 and best ~= value and (members[best] or 0) < keep and (first[best] or 0) >= open then
       redis.call('HSET', KEYS[11], best .. '\0' .. value, group .. '\n' .. packed)
     end
   elseif best ~= nil and best_similarity >= open then
