@@ -280,6 +280,14 @@ def _draw(
     return record("vote", key, "" if payload == key else payload, meaning, residue=residue)
 
 
+def embedded(embedder: Embedder, text: str, policy: SamplePolicy) -> list[float]:
+    """One text's vector under the shared rate limit and the retry policy, as a vote's embedding is drawn."""
+    ask, estimate = partial(embedder.model.embed, text), estimated_tokens([{"content": text}], 0)
+    embedding = _retried(ask, estimate, lambda e: e.tokens, policy, embedder.limiter, lambda *_: None, lambda: True)
+    assert embedding is not None  # `wanted` never turns False
+    return embedding.vector
+
+
 def _meaning(
     semantic: SemanticMatch,
     embedder: Embedder,

@@ -20,7 +20,7 @@ from maker_workers.connections import connect, reach
 from maker_workers.domains import Task, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.members import Member, members_from
-from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, record_failure
+from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample, embedded, record_failure
 from maker_workers.semantic import Embedder, embedder_for
 from maker_workers.settings import settings
 from maker_workers.simllm import inprocess
@@ -125,7 +125,7 @@ def embed_examples(request: dict) -> None:
     res = resources()
     try:
         embedder = embedder_of(request["embeddings"], request.get("base_url"))
-        answer: dict = {"vectors": [embedder.model.embed(text).vector for text in request["texts"]]}
+        answer: dict = {"vectors": [embedded(embedder, text, res.policy) for text in request["texts"]]}
     except Exception as exc:  # every failure goes back to the orchestrator, which says it
         answer = {"error": f"{type(exc).__name__}: {exc}"}
     with store_errors("answering with the examples' embeddings"):
