@@ -96,6 +96,7 @@ class Said(BaseModel):
     digest: str = ""
     detail: str = ""
     cached_tokens: int = 0  # input tokens the provider read from its prompt cache
+    cache_write_tokens: int = 0  # input tokens it wrote to its prompt cache
     call: str = ""  # the provider call that drew it: a second delivery's new call is billed, a retried record is not
 
 
@@ -252,6 +253,7 @@ class VoteBook:
             said.text,
             said.detail,
             said.call,
+            said.cache_write_tokens,
             *extra_args,
         ]
         return script, script_keys, args

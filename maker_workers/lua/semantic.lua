@@ -2,7 +2,7 @@
 --
 -- VoteBook loads this file in front of record_sample.lua as one script, so a vote is assigned to its
 -- candidate, counted and checked for the margin in one atomic call: two workers can never split one
--- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[22] is given.
+-- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[23] is given.
 --
 -- A candidate is named by its first answer's vote key (its representative: the payload the winner
 -- hands on); its unit vector is stored once, as packed little-endian float32.
@@ -12,12 +12,12 @@
 -- KEYS[7] stats    HASH  gains embedding_calls, embedding_tokens, embedding_cost_nusd (embedding_cost_unknown)
 -- KEYS[11] vectors HASH  candidate key -> its exact-fields group, "\n", then its packed unit vector
 --
--- ARGV[22] the answer's unit vector, packed float32 (its length gives the dimension)
--- ARGV[23] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
+-- ARGV[23] the answer's unit vector, packed float32 (its length gives the dimension)
+-- ARGV[24] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
 --          a candidate of another group is never a match, however similar
--- ARGV[24] threshold: the least cosine similarity that joins a candidate
--- ARGV[25] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
--- ARGV[26] tokens the embedding call served   ARGV[27] what it cost in nano-dollars (-1: unknown)
+-- ARGV[25] threshold: the least cosine similarity that joins a candidate
+-- ARGV[26] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
+-- ARGV[27] tokens the embedding call served   ARGV[28] what it cost in nano-dollars (-1: unknown)
 --
 -- The nearest candidate at or above the threshold wins; equal similarity goes to the smaller key. An answer
 -- that is a representative itself joins its own candidate (similarity 1, whatever float32 rounding gives).
@@ -37,7 +37,7 @@ end
 
 -- Returns the (kind, value) the vote is recorded as: its candidate's key, or a red flag.
 local function semantic(kind, value, decided)
-  local tokens, cost = tonumber(ARGV[26]), tonumber(ARGV[27])
+  local tokens, cost = tonumber(ARGV[27]), tonumber(ARGV[28])
   redis.call('HINCRBY', KEYS[7], 'embedding_calls', 1)
   redis.call('HINCRBY', KEYS[7], 'embedding_tokens', tokens)
   if cost >= 0 then
@@ -47,7 +47,7 @@ local function semantic(kind, value, decided)
   end
   if kind ~= 'vote' or decided then return kind, value end
 
-  local packed, group, threshold = ARGV[22], ARGV[23], tonumber(ARGV[24])
+  local packed, group, threshold = ARGV[23], ARGV[24], tonumber(ARGV[25])
   local mine = unpack_vector(packed)
   local dim = #packed / 4
   local best, best_similarity, count = nil, nil, 0
@@ -71,7 +71,7 @@ local function semantic(kind, value, decided)
   end
 
   if best == nil then
-    if count >= tonumber(ARGV[25]) then
+    if count >= tonumber(ARGV[26]) then
       redis.call('HINCRBY', KEYS[3], 'over_cap', 1)
       return 'red_flag', 'too_many_candidates'
     end
