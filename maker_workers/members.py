@@ -13,7 +13,7 @@ import httpx
 import redis
 
 from maker_workers.errors import ConfigError
-from maker_workers.pricing import Price, price_of
+from maker_workers.pricing import Price, for_provider, price_of
 from maker_workers.providers import NAMES, Provider, make_provider
 from maker_workers.ratelimit import RateLimiter
 from maker_workers.settings import WorkerSettings
@@ -26,8 +26,12 @@ class Member:
     limiter: RateLimiter | None
     price: Price | None  # None: unknown, so its samples' cost is unknown
 
-    def cost_nusd(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int | None:
-        return None if self.price is None else self.price.cost_nusd(input_tokens, output_tokens, cached_tokens)
+    def cost_nusd(
+        self, input_tokens: int, output_tokens: int, cached_tokens: int = 0, written_tokens: int = 0
+    ) -> int | None:
+        if self.price is None:
+            return None
+        return self.price.cost_nusd(input_tokens, output_tokens, cached_tokens, written_tokens)
 
 
 def parse_ensemble(text: str) -> list[tuple[str, str]]:
@@ -64,7 +68,8 @@ def chosen(settings: WorkerSettings) -> list[tuple[str, str]]:
 
 def price_for(settings: WorkerSettings, provider: str, model: str) -> Price | None:
     if settings.price_in is not None and settings.price_out is not None:
-        return Price(input=settings.price_in, output=settings.price_out, cached=settings.price_cached)
+        given = Price(input=settings.price_in, output=settings.price_out, cached=settings.price_cached)
+        return for_provider(provider, given)
     return price_of(provider, model)
 
 

@@ -74,7 +74,14 @@ def said_of(
     # A red flag keeps more of its text than a vote: the answers thrown away are the ones to read whole.
     excerpt = completion.text[: policy.vote_text_chars if vote else policy.sample_text_chars]
     call = uuid.uuid4().hex[:16]  # this call, once: a record sent again (a lost reply) bills nothing more
-    return Said(text=excerpt, digest=digest, detail=detail[:500], cached_tokens=completion.cached_tokens, call=call)
+    return Said(
+        text=excerpt,
+        digest=digest,
+        detail=detail[:500],
+        cached_tokens=completion.cached_tokens,
+        cache_write_tokens=completion.cache_write_tokens,
+        call=call,
+    )
 
 
 def _retry_wait(policy: SamplePolicy) -> Callable[[RetryCallState], float]:
@@ -225,7 +232,9 @@ def _draw(
         return None
     if completion.temperature_omitted:
         book.note_temperature_omitted(contest, request.sample_id)
-    cost = member.cost_nusd(completion.input_tokens, completion.output_tokens, completion.cached_tokens)
+    cost = member.cost_nusd(
+        completion.input_tokens, completion.output_tokens, completion.cached_tokens, completion.cache_write_tokens
+    )
     metrics.served(member.label, completion.input_tokens, completion.output_tokens, cost)
     drawn_by = unpaid.model_copy(update={"cost_nusd": cost})
 

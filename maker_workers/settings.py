@@ -45,6 +45,11 @@ class WorkerSettings(BaseSettings):
     price_cached: float | None = Field(
         None, ge=0, description="$ per million input tokens read from the prompt cache (with price_in) [price_in]"
     )
+    prompt_cache: bool = Field(
+        True,
+        description="anthropic: mark a system prompt long enough to be cached (1,024 tokens; Haiku 2,048) for the "
+        "provider's prompt cache, whose reads cost a tenth of the input price; false: never",
+    )
     max_output_tokens: int = Field(750, ge=1, description="red flag: answers longer than this are discarded")
     sample_text_chars: int = Field(
         2000, ge=0, description="the first this many characters of a red-flagged answer are kept on its event (0: none)"

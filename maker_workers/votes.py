@@ -97,6 +97,7 @@ class Said(BaseModel):
     digest: str = ""
     detail: str = ""
     cached_tokens: int = 0  # input tokens the provider read from its prompt cache
+    cache_write_tokens: int = 0  # input tokens it wrote to its prompt cache
     call: str = ""  # the provider call that drew it: a second delivery's new call is billed, a retried record is not
 
 
@@ -255,11 +256,12 @@ class VoteBook:
             said.text,
             said.detail,
             said.call,
+            said.cache_write_tokens,
             *extra_args,
         ]
         if meaning is not None:
             opens = meaning.threshold if meaning.open_below is None else meaning.open_below
-            args += [repr(opens), meaning.members_kept]  # ARGV[28], ARGV[29]
+            args += [repr(opens), meaning.members_kept]  # ARGV[29], ARGV[30]
         return script, script_keys, args
 
     def _entry(self, contest: Contest, sample_id: str, kind: str, **fields: str) -> dict[str, str | int]:

@@ -273,6 +273,7 @@ class VoteResult(BaseModel):
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
     copies: int = 0  # votes whose text repeated one already counted, byte for byte
     cost_usd: float | None = 0.0
     embedding_tokens: int = 0
@@ -333,6 +334,7 @@ def vote(
         input_tokens=out.stats.get("input_tokens", 0),
         output_tokens=out.stats.get("output_tokens", 0),
         cached_input_tokens=out.stats.get("cached_input_tokens", 0),
+        cache_write_input_tokens=out.stats.get("cache_write_input_tokens", 0),
         copies=out.stats.get("copies", 0),
         cost_usd=cost_usd(out.stats),
         embedding_tokens=out.stats.get("embedding_tokens", 0),

@@ -111,6 +111,7 @@ class Calibration(BaseModel):
     red_flags_by_reason: dict[str, int]
     errors: int  # provider calls that failed after retries
     input_tokens_mean: float | None
+    cached_share: float | None = None  # of the input tokens, those read from the provider's prompt cache
     output_tokens: TokenStats | None
     error_by_length: list[LengthBucket]
     cost_usd: float | None  # None when a model's price is unknown
@@ -459,6 +460,7 @@ def _measure(
         red_flags_by_reason=dict(flags),
         errors=sum(1 for fields, _ in ours if fields["kind"] in ("error", "fatal")),
         input_tokens_mean=stats.get("input_tokens", 0) / given if given else None,
+        cached_share=stats.get("cached_input_tokens", 0) / stats["input_tokens"] if stats.get("input_tokens") else None,
         output_tokens=TokenStats(
             mean=sum(lengths) / len(lengths),
             p50=_percentile(lengths, 0.5),

@@ -165,6 +165,14 @@ PriceCached = Annotated[
     float | None,
     typer.Option(help="$ per million input tokens read from the provider's prompt cache (with --price-in) [input's]"),
 ]
+NoPromptCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-prompt-cache",
+        help="anthropic: never mark the system prompt for the provider's prompt cache (marked by default where it "
+        "is long enough to be cached: about 1,024 tokens, 2,048 for Haiku)",
+    ),
+]
 MaxCost = Annotated[
     float | None, typer.Option("--max-cost-usd", help="stop sending samples once the run has spent this much")
 ]
@@ -213,7 +221,8 @@ def cluster_options(
         fail(
             f"{', '.join(models.given())}: with --redis-url the cluster's workers call the model their own "
             "settings name; set MAKER_PROVIDER, MAKER_MODEL, MAKER_BASE_URL, MAKER_ENSEMBLE, "
-            "MAKER_RATE_LIMIT_PER_MINUTE, MAKER_TOKENS_PER_MINUTE, MAKER_PRICE_IN/OUT on the workers"
+            "MAKER_RATE_LIMIT_PER_MINUTE, MAKER_TOKENS_PER_MINUTE, MAKER_PRICE_IN/OUT, MAKER_PROMPT_CACHE on the "
+            "workers"
         )
     if resume and not redis_url:
         fail("--resume needs --redis-url: the embedded Redis lives only as long as its run")
@@ -247,6 +256,7 @@ def model_options(
     price_in: float | None,
     price_out: float | None,
     price_cached: float | None = None,
+    no_prompt_cache: bool = False,
 ) -> ModelOptions:
     try:
         return ModelOptions(
@@ -259,6 +269,7 @@ def model_options(
             price_in=price_in,
             price_out=price_out,
             price_cached=price_cached,
+            prompt_cache=False if no_prompt_cache else None,
         )
     except ValidationError as exc:
         fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
@@ -529,6 +540,7 @@ def hanoi(
     price_in: PriceIn = None,
     price_out: PriceOut = None,
     price_cached: PriceCached = None,
+    no_prompt_cache: NoPromptCache = False,
     max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
@@ -553,7 +565,9 @@ def hanoi(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
+    models = model_options(
+        provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached, no_prompt_cache
+    )
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     if sim_inprocess:
         if redis_url or not models.needs_sim:
@@ -630,6 +644,7 @@ def run(
     price_in: PriceIn = None,
     price_out: PriceOut = None,
     price_cached: PriceCached = None,
+    no_prompt_cache: NoPromptCache = False,
     max_cost_usd: MaxCost = None,
     max_samples: MaxSamples = None,
     max_red_flags: MaxRedFlags = None,
@@ -652,7 +667,9 @@ def run(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
+    models = model_options(
+        provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached, no_prompt_cache
+    )
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, resume, max_cost_usd)
     task = guarded(lambda: api.spec_task(spec))
     k = _target_k(k, target_reliability, p, from_calibration, task.total_steps() or task.max_steps)  # a bound: safe
@@ -756,6 +773,7 @@ def vote(
     price_in: PriceIn = None,
     price_out: PriceOut = None,
     price_cached: PriceCached = None,
+    no_prompt_cache: NoPromptCache = False,
     max_cost_usd: MaxCost = None,
     json_out: JsonOut = False,
     metrics_port: MetricsPort = 0,
@@ -774,7 +792,9 @@ def vote(
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
+    models = model_options(
+        provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached, no_prompt_cache
+    )
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models, None, max_cost_usd)
     semantic = {
         "match": match,
@@ -823,10 +843,12 @@ def vote(
         else:
             for key, votes in result.tally.items():
                 print(f"  {votes:4d}  {key}")
+        tokens = _tokens(
+            result.input_tokens, result.output_tokens, result.cached_input_tokens, result.cache_write_input_tokens
+        )
         print(
             f"k={result.k}, samples {result.sample_count}, votes {result.votes}, red flags {result.red_flags} "
-            f"{result.red_flags_by_reason}, tokens in/out {result.input_tokens}/{result.output_tokens}, "
-            f"cost {_dollars(result.cost_usd)}"
+            f"{result.red_flags_by_reason}, {tokens}, cost {_dollars(result.cost_usd)}"
         )
         _print_embeddings(result.embedding_tokens, result.embedding_cost_usd)
         flagged: dict[str, Sample] = {}
@@ -957,13 +979,22 @@ def _print_examples(examples: dict[str, Sample]) -> None:
         print(f"  red flag {reason}{why}: {sample.quoted()}")
 
 
+def _tokens(input_tokens: int, output_tokens: int, cached: int, written: int) -> str:
+    """Tokens in and out, and what of the input the prompt cache served or took (when it did)."""
+    cache = ", ".join(f"{what} {n}" for what, n in (("cached", cached), ("written to the cache", written)) if n)
+    return f"tokens in/out {input_tokens}/{output_tokens}" + (f" ({cache})" if cache else "")
+
+
 def _print_counts(report: RunCounts) -> None:
     print(
         f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
         f"late votes {report.late_votes}, max rounds {report.max_rounds}"
     )
+    tokens = _tokens(
+        report.input_tokens, report.output_tokens, report.cached_input_tokens, report.cache_write_input_tokens
+    )
     print(
-        f"tokens in/out {report.input_tokens}/{report.output_tokens}, cost {_dollars(report.cost_usd)}, "
+        f"{tokens}, cost {_dollars(report.cost_usd)}, "
         f"{report.wall_s:.1f} s, "
         f"{report.steps / max(report.wall_s, 1e-9):.1f} steps/s, run {report.run_id}"
     )
@@ -1140,6 +1171,7 @@ def calibrate(
     price_in: PriceIn = None,
     price_out: PriceOut = None,
     price_cached: PriceCached = None,
+    no_prompt_cache: NoPromptCache = False,
     json_out: JsonOut = False,
     out: Annotated[Path | None, typer.Option(help="write the calibration here as JSON, for maker plan")] = None,
 ) -> None:
@@ -1174,7 +1206,9 @@ def calibrate(
     if later_temperature is not None:
         voting = voting.model_copy(update={"later_temperature": later_temperature})
     sim_flags = _sim_flags(sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed)
-    models = model_options(provider, model, base_url, rpm, tpm, None, price_in, price_out, price_cached)
+    models = model_options(
+        provider, model, base_url, rpm, tpm, None, price_in, price_out, price_cached, no_prompt_cache
+    )
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, sim_flags, models)
     with contextlib.ExitStack() as stack:
         hooks = Display(stack, None, None, None).hooks(lambda _: {})
@@ -1225,6 +1259,8 @@ def calibrate(
         )
         print(f"error rate by output tokens (votes): {rates}")
         per_sample = "" if result.cost_per_sample_usd is None else f", ${result.cost_per_sample_usd:.8f} a sample"
+        if result.cached_share:
+            per_sample += f", {result.cached_share:.1%} of the input read from the prompt cache (plan: --cached-share)"
         print(f"cost {_dollars(result.cost_usd)}{per_sample}, {result.wall_s:.1f} s, run {result.run_id}")
     raise typer.Exit(0 if result.p is not None else 1)
 
@@ -1239,6 +1275,16 @@ def plan(
     ] = None,
     price_in: Annotated[float | None, typer.Option(min=0, help="$ per million input tokens")] = None,
     price_out: Annotated[float | None, typer.Option(min=0, help="$ per million output tokens")] = None,
+    price_cached: Annotated[
+        float | None, typer.Option(min=0, help="$ per million input tokens read from the prompt cache [--price-in]")
+    ] = None,
+    cached_share: Annotated[
+        float | None,
+        typer.Option(
+            help="the share of input tokens read from the prompt cache, 0 to 1, priced at --price-cached "
+            "[the calibration's, else 0]"
+        ),
+    ] = None,
     tokens_in: Annotated[float | None, typer.Option(min=0, help="input tokens a sample [the calibration's]")] = None,
     tokens_out: Annotated[float | None, typer.Option(min=0, help="output tokens a sample [the calibration's]")] = None,
     latency_s: Annotated[
@@ -1265,6 +1311,12 @@ def plan(
         fail(f"--valid-rate must be in (0, 1], got {valid_rate}")
     if (price_in is None) != (price_out is None):
         fail("give --price-in and --price-out together")
+    if cached_share is not None and not 0.0 <= cached_share <= 1.0:
+        fail(f"--cached-share is the share of input tokens read from the prompt cache, in [0, 1]; got {cached_share}")
+    if price_cached is not None and price_in is None:
+        fail("--price-cached goes with --price-in and --price-out")
+    if cached_share is not None and price_cached is None:
+        fail("--cached-share needs --price-cached (the price of an input token read from the cache) and --price-in")
     p_low = cost = spread = None
     if from_calibration is not None:
         calibration = guarded(lambda: load_calibration(from_calibration))
@@ -1277,6 +1329,14 @@ def plan(
         if tokens_out is None and calibration.output_tokens is not None:
             tokens_out = calibration.output_tokens.mean
         cost = calibration.cost_per_sample_usd
+        if cached_share is None and price_cached is not None:
+            cached_share = calibration.cached_share
+        elif price_in is not None and price_cached is None and calibration.cached_share:
+            err.print(
+                f"note: {calibration.cached_share:.0%} of the calibration's input was read from the prompt cache; "
+                "give --price-cached to price it so (else it is priced at --price-in)",
+                highlight=False,
+            )
         if p_low <= 0.5:
             err.print(
                 f"[yellow]warning:[/] the low end of p's interval is {p_low:.4f}, not above 0.5: no pessimistic "
@@ -1291,7 +1351,9 @@ def plan(
     if price_in is not None and price_out is not None:
         if tokens_in is None or tokens_out is None:
             fail("a cost from prices needs --tokens-in and --tokens-out (or --from-calibration)")
-        cost = sample_cost_usd(price_in, price_out, tokens_in, tokens_out)
+        cost = sample_cost_usd(
+            price_in, price_out, tokens_in, tokens_out, price_cached=price_cached, cached_share=cached_share or 0.0
+        )
     planned = guarded(
         lambda: make_plan(
             p,
@@ -1326,7 +1388,8 @@ def plan(
             f"{at.expected_rounds_per_step:.3f} rounds a step"
         )
         if at.projected_cost_usd is not None:
-            print(f"  projected cost ${at.projected_cost_usd:,.2f} (${at.cost_per_sample_usd:.8f} a sample)")
+            cached = f", {cached_share:.0%} of the input read from the cache" if cached_share and price_in else ""
+            print(f"  projected cost ${at.projected_cost_usd:,.2f} (${at.cost_per_sample_usd:.8f} a sample{cached})")
         if at.projected_wall_s is not None:
             print(f"  projected wall time {at.projected_wall_s:,.0f} s ({at.projected_wall_s / 3600:,.2f} h)")
 
@@ -1493,11 +1556,14 @@ def mcp(
     price_in: PriceIn = None,
     price_out: PriceOut = None,
     price_cached: PriceCached = None,
+    no_prompt_cache: NoPromptCache = False,
 ) -> None:
     """Serve MAKER to an MCP host (Claude Desktop, Claude Code, ...): submit and follow jobs, vote, validate, plan."""
     from orchestrator.mcp_server import serve  # the MCP SDK loads only for this command
 
-    models = model_options(provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached)
+    models = model_options(
+        provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached, no_prompt_cache
+    )
     cluster = cluster_options(redis_url, broker_url, workers, concurrency, {}, models)
     guarded(lambda: serve(cluster, transport=transport, host=host, port=port, token=token))
 

@@ -249,12 +249,16 @@ class PlanQuery(BaseModel):
     price_out: float | None = Field(None, ge=0, description="$ per million output tokens")
     tokens_in: int | None = Field(None, ge=0, description="input tokens of one sample")
     tokens_out: int | None = Field(None, ge=0, description="output tokens of one sample")
+    price_cached: float | None = Field(None, ge=0, description="$ per million input tokens read from the prompt cache")
+    cached_share: float = Field(0.0, ge=0, le=1, description="the share of input tokens read from the prompt cache")
 
     @model_validator(mode="after")
     def _all_or_no_cost(self) -> PlanQuery:
         given = [v is not None for v in (self.price_in, self.price_out, self.tokens_in, self.tokens_out)]
         if any(given) and not all(given):
             raise ValueError("for a cost give price_in, price_out, tokens_in and tokens_out together")
+        if self.cached_share and self.price_cached is None:
+            raise ValueError("cached_share needs price_cached (the price of an input token read from the cache)")
         return self
 
 
@@ -448,7 +452,14 @@ class MakerTools:
         per_sample = None
         if given.price_in is not None and given.price_out is not None:
             assert given.tokens_in is not None and given.tokens_out is not None  # PlanQuery wants all four
-            per_sample = planning.sample_cost_usd(given.price_in, given.price_out, given.tokens_in, given.tokens_out)
+            per_sample = planning.sample_cost_usd(
+                given.price_in,
+                given.price_out,
+                given.tokens_in,
+                given.tokens_out,
+                price_cached=given.price_cached,
+                cached_share=given.cached_share,
+            )
         planned = planning.plan(
             given.p, given.steps, given.target, valid_rate=given.valid_rate, cost_per_sample_usd=per_sample
         )

@@ -1,5 +1,6 @@
-"""Which model(s) the embedded workers call, from `--provider/--model/--base-url/--rpm/--tpm/--ensemble`
-and `--price-in/--price-out`: checked before anything starts, handed to the workers as MAKER_ variables."""
+"""Which model(s) the embedded workers call, from `--provider/--model/--base-url/--rpm/--tpm/--ensemble`,
+`--price-in/--price-out` and `--no-prompt-cache`: checked before anything starts, handed to the workers as MAKER_
+variables."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ _VARIABLES = {
     "price_in": "MAKER_PRICE_IN",
     "price_out": "MAKER_PRICE_OUT",
     "price_cached": "MAKER_PRICE_CACHED",
+    "prompt_cache": "MAKER_PROMPT_CACHE",
 }
 DEFAULT_SIM_MODEL = "sim-hanoi"
-_REQUIRED = ("provider", "model")  # settings that have a default but no None
+_REQUIRED = ("provider", "model", "prompt_cache")  # settings that have a default but no None
 
 
 class ModelOptions(BaseModel):
@@ -38,10 +40,13 @@ class ModelOptions(BaseModel):
     price_in: float | None = Field(None, ge=0)
     price_out: float | None = Field(None, ge=0)
     price_cached: float | None = Field(None, ge=0)
+    prompt_cache: bool | None = None  # False: --no-prompt-cache; None: the workers' default (on)
 
     def given(self) -> list[str]:
         """The options the user set, as flags."""
-        return [f"--{name.replace('_', '-')}" for name, value in self if value is not None]
+        return [
+            f"--{'no-' if value is False else ''}{name.replace('_', '-')}" for name, value in self if value is not None
+        ]
 
     @property
     def needs_sim(self) -> bool:

@@ -60,9 +60,23 @@ class Plan(BaseModel):
     ceiling: float | None = None  # with a spread: the most p_full any k reaches over the steps
 
 
-def sample_cost_usd(price_in: float, price_out: float, tokens_in: float, tokens_out: float) -> float:
-    """One sample's cost from $ per million tokens and its (mean) tokens."""
-    return (tokens_in * price_in + tokens_out * price_out) / 1e6
+def sample_cost_usd(
+    price_in: float,
+    price_out: float,
+    tokens_in: float,
+    tokens_out: float,
+    *,
+    price_cached: float | None = None,
+    cached_share: float = 0.0,
+) -> float:
+    """One sample's cost from $ per million tokens and its (mean) tokens, of which `cached_share` are read from the
+    provider's prompt cache at `price_cached` (None: the input price). A run sends one system prompt to every sample,
+    so the share is large for a long prompt: a calibration measures it (`Calibration.cached_share`). Cache writes
+    are left out: a run writes its prompt once per cache lifetime, and reads it thousands of times."""
+    if not 0.0 <= cached_share <= 1.0:
+        raise ConfigError(f"the cached share is of the input tokens, in [0, 1]; got {cached_share}")
+    read = price_in if price_cached is None else price_cached
+    return (tokens_in * ((1.0 - cached_share) * price_in + cached_share * read) + tokens_out * price_out) / 1e6
 
 
 def expected_rounds(p: float, k: int, valid_rate: float) -> float:

@@ -88,6 +88,7 @@ class ModelCounts(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0  # of its input tokens, those read from the provider's prompt cache
+    cache_write_input_tokens: int = 0  # of its input tokens, those written to the prompt cache (billed at a premium)
     cost_usd: float | None = 0.0  # None when its price is unknown
     winning_votes: int | None = None  # counted for ensembles: votes for the committed winners
     winning_share: float | None = None  # its share of all winning votes
@@ -109,6 +110,7 @@ class ModelCounts(BaseModel):
                 input_tokens=fields.get("input_tokens", 0),
                 output_tokens=fields.get("output_tokens", 0),
                 cached_input_tokens=fields.get("cached_input_tokens", 0),
+                cache_write_input_tokens=fields.get("cache_write_input_tokens", 0),
                 cost_usd=cost_usd(fields),
                 winning_votes=winning,
                 winning_share=round(winning / won, 4) if winning is not None else (1.0 if len(raw) == 1 else None),
@@ -141,6 +143,7 @@ class RunCounts(BaseModel):
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0  # of input_tokens, those the provider read from its prompt cache
+    cache_write_input_tokens: int = 0  # of input_tokens, those it wrote to its prompt cache (billed at a premium)
     copies: int = 0  # votes whose text repeated, byte for byte, one already counted in their step
     copy_share: float | None = None  # copies among the votes after each step's first (recent steps): 0 when independent
     wall_s: float  # from the start until the last step was committed (the drain of samples in flight follows)
@@ -182,6 +185,7 @@ class RunCounts(BaseModel):
             "input_tokens": stats.get("input_tokens", 0),
             "output_tokens": stats.get("output_tokens", 0),
             "cached_input_tokens": stats.get("cached_input_tokens", 0),
+            "cache_write_input_tokens": stats.get("cache_write_input_tokens", 0),
             "copies": stats.get("copies", 0),
             "copy_share": log.copy_share,
             "wall_s": round(wall_s, 3),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.calibrate import wilson
+from orchestrator.calibrate import _measure, wilson
 from tests.conftest import run_cli
 from tests.test_plan import k_min_of
 
@@ -141,3 +141,9 @@ def test_calibration_of_a_spec_task_draws_its_steps_from_a_reference_runs_trace(
     wrong = run_cli("calibrate", "examples/multiply.yaml", "--trace", str(other), "--samples", "5")
     said = "".join(wrong.stderr.split())  # the console wraps long lines
     assert wrong.returncode == 2 and str(other) in said and "anothertask" in said
+
+
+def test_a_calibration_measures_the_share_of_input_read_from_the_prompt_cache() -> None:
+    stats = {"input_tokens": 12_000, "cached_input_tokens": 9_000, "cache_write_input_tokens": 1_000}
+    assert _measure("r", "t", None, 10, 0, {}, {}, stats, 1.0).cached_share == 0.75  # what `maker plan` takes
+    assert _measure("r", "t", None, 10, 0, {}, {}, {}, 1.0).cached_share is None

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.calibrate import Calibration
 from orchestrator.plan import expected_rounds, plan
 from tests.conftest import run_cli
 
@@ -81,6 +82,10 @@ def test_the_human_readout_names_k_cost_and_wall_time() -> None:
     assert "k_min 3" in result.stdout and "projected cost $" in result.stdout and "wall time" in result.stdout
 
 
+PRICED = ["--p", "0.9", "--steps", "10", "--target", "0.9", "--price-in", "1", "--price-out", "2"]
+PRICED += ["--tokens-in", "100", "--tokens-out", "10"]
+
+
 @pytest.mark.parametrize(
     ("args", "mention"),
     [
@@ -97,6 +102,10 @@ def test_the_human_readout_names_k_cost_and_wall_time() -> None:
         (["--p", "0.9", "--steps", "10", "--target", "0.9", "--price-in", "1"], "--price-out"),
         (["--p", "0.9", "--steps", "10", "--target", "0.9", "--price-in", "1", "--price-out", "2"], "--tokens-in"),
         (["--steps", "10", "--target", "0.9", "--from-calibration", "/nonexistent.json"], "--from-calibration"),
+        ([*PRICED, "--price-cached", "0.1", "--cached-share", "1.5"], "--cached-share"),
+        ([*PRICED, "--price-cached", "0.1", "--cached-share", "-0.2"], "--cached-share"),
+        ([*PRICED, "--cached-share", "0.5"], "--price-cached"),
+        (["--p", "0.9", "--steps", "10", "--target", "0.9", "--price-cached", "0.1"], "--price-in"),
     ],
 )
 def test_bad_input_gets_one_message_and_exit_2(args: list[str], mention: str) -> None:
@@ -104,6 +113,43 @@ def test_bad_input_gets_one_message_and_exit_2(args: list[str], mention: str) ->
     assert result.returncode == 2, result.stderr
     assert mention in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_the_cached_share_of_the_input_is_priced_at_the_cached_rate() -> None:
+    args = ["--p", "0.99", "--steps", "1000", "--target", "0.9", "--tokens-in", "1000", "--tokens-out", "100"]
+    prices = ["--price-in", "3", "--price-out", "15", "--price-cached", "0.3"]
+    result = run_cli("plan", *args, *prices, "--cached-share", "0.8", "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    # 200 fresh input tokens at $3/M, 800 cached at $0.30/M, 100 out at $15/M.
+    assert got["cost_per_sample_usd"] == pytest.approx((200 * 3 + 800 * 0.3 + 100 * 15) / 1e6, rel=1e-12)
+    assert got["projected_cost_usd"] == pytest.approx(got["cost_per_sample_usd"] * got["expected_samples"])
+    uncached = json.loads(run_cli("plan", *args, *prices, "--json").stdout.strip().splitlines()[-1])
+    assert uncached["cost_per_sample_usd"] == pytest.approx((1000 * 3 + 100 * 15) / 1e6, rel=1e-12)
+    readout = run_cli("plan", *args, *prices, "--cached-share", "0.8")
+    assert "80% of the input read from the cache" in readout.stdout
+
+
+def test_a_calibrations_measured_cached_share_prices_the_plan(tmp_path: Path) -> None:
+    calibration = Calibration(
+        run_id="r", task="t", disks=None, steps=100, models=["anthropic:m"], samples=10, answered=10, votes=10,
+        correct=10, p=0.99, p_low=0.9, p_high=1.0, valid_rate=1.0, red_flags=0, red_flags_by_reason={}, errors=0,
+        input_tokens_mean=1000.0, cached_share=0.75, output_tokens=None, error_by_length=[], cost_usd=None,
+        cost_per_sample_usd=None, temperature_omitted=False, wall_s=1.0,
+    )  # fmt: skip
+    path = tmp_path / "cal.json"
+    path.write_text(calibration.model_dump_json())
+    args = ["--from-calibration", str(path), "--steps", "100", "--target", "0.9", "--tokens-out", "0", "--json"]
+    prices = ["--price-in", "4", "--price-out", "1", "--price-cached", "0.4"]
+    got = json.loads(run_cli("plan", *args, *prices).stdout.strip().splitlines()[-1])
+    assert got["cost_per_sample_usd"] == pytest.approx((250 * 4 + 750 * 0.4) / 1e6, rel=1e-12)
+    # --cached-share overrides what the calibration measured.
+    got = json.loads(run_cli("plan", *args, *prices, "--cached-share", "0").stdout.strip().splitlines()[-1])
+    assert got["cost_per_sample_usd"] == pytest.approx(1000 * 4 / 1e6, rel=1e-12)
+    # Without a cached price, every input token is priced at the input's, and the plan says what it left out.
+    unpriced = run_cli("plan", *args, *prices[:4])
+    assert "75% of the calibration's input was read from the prompt cache" in unpriced.stderr
+    assert json.loads(unpriced.stdout.strip().splitlines()[-1])["cost_per_sample_usd"] == pytest.approx(4e-3)
 
 
 def test_a_file_that_is_not_a_calibration_is_refused(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ from tests.watching import until
             "price table",
         ),
         (["--redis-url", "redis://127.0.0.1:1/0", "--model", "m"], {}, "MAKER_MODEL"),
+        (["--redis-url", "redis://127.0.0.1:1/0", "--no-prompt-cache"], {}, "MAKER_PROMPT_CACHE"),
     ],
 )
 def test_a_model_that_cannot_be_called_is_named_before_anything_starts(

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from maker_workers.errors import ConfigError, ProviderError, RateLimited, Rejected, Unavailable
-from maker_workers.providers import NAMES, Provider, api_key_for, make_provider, provider_for
+from maker_workers.providers import NAMES, Completion, Provider, api_key_for, make_provider, provider_for
+from maker_workers.providers.anthropic import cache_minimum, cacheable
 from maker_workers.settings import WorkerSettings
 
 KEY = "sk-test-secret"
@@ -121,6 +122,63 @@ def test_anthropic_gets_the_system_prompt_apart() -> None:
     provider_with("anthropic", handle).complete(MESSAGES, temperature=0.0, max_tokens=5)
     assert bodies[0]["system"] == "rules"
     assert bodies[0]["messages"] == [{"role": "user", "content": "state"}]
+
+
+LONG_RULES = "Move the smallest disk clockwise on odd moves. " * 70  # 3,290 characters: over 1,024 tokens by estimate
+
+
+def anthropic_bodies(
+    messages: list[dict[str, str]], model: str = "claude-sonnet-4-5", **settings: Any
+) -> tuple[dict[str, Any], Completion]:
+    """The body the anthropic adapter sends for `messages`, and what it makes of a reply that wrote the cache."""
+    bodies: list[dict[str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        usage = {"input_tokens": 20, "cache_creation_input_tokens": 1_100, "cache_read_input_tokens": 0}
+        return httpx.Response(200, json=anthropic_answer("ok") | {"usage": usage | {"output_tokens": 3}})
+
+    cfg = WorkerSettings(provider="anthropic", api_key=KEY, base_url="http://llm.test/v1", model=model, **settings)
+    completion = make_provider(cfg, httpx.Client(transport=httpx.MockTransport(handle))).complete(
+        messages, temperature=0.0, max_tokens=5
+    )
+    return bodies[0], completion
+
+
+def test_a_long_system_prompt_is_marked_for_anthropics_prompt_cache() -> None:
+    body, completion = anthropic_bodies([{"role": "system", "content": LONG_RULES}, {"role": "user", "content": "s"}])
+    assert body["system"] == [{"type": "text", "text": LONG_RULES, "cache_control": {"type": "ephemeral"}}]
+    assert body["messages"] == [{"role": "user", "content": "s"}]
+    # The write is counted among the input tokens, and apart.
+    assert (completion.input_tokens, completion.cache_write_tokens, completion.cached_tokens) == (1_120, 1_100, 0)
+
+
+def test_a_system_prompt_too_short_to_be_cached_stays_a_plain_string() -> None:
+    body, _ = anthropic_bodies(MESSAGES)
+    assert body["system"] == "rules"
+    # 3,290 characters reach Sonnet's 1,024 tokens by estimate, not a Haiku model's 2,048.
+    body, _ = anthropic_bodies([{"role": "system", "content": LONG_RULES}], model="claude-haiku-4-5")
+    assert body["system"] == LONG_RULES
+    body, _ = anthropic_bodies([{"role": "system", "content": LONG_RULES * 2}], model="claude-haiku-4-5")
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_the_prompt_cache_mark_is_off_with_the_setting() -> None:
+    body, _ = anthropic_bodies([{"role": "system", "content": LONG_RULES}], prompt_cache=False)
+    assert body["system"] == LONG_RULES
+
+
+@pytest.mark.parametrize(
+    ("model", "chars", "marked"),
+    [
+        ("claude-sonnet-4-5", 3_069, False),
+        ("claude-sonnet-4-5", 3_070, True),
+        ("claude-3-5-haiku", 6_141, False),
+        ("claude-3-5-haiku", 6_142, True),
+    ],
+)
+def test_the_cache_rule_is_the_models_minimum_at_three_characters_a_token(model: str, chars: int, marked: bool) -> None:
+    assert cacheable("x" * chars, model) is marked and cache_minimum("claude-3-5-haiku-latest") == 2048
 
 
 def test_ollama_asks_for_one_whole_answer() -> None:

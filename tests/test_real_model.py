@@ -4,8 +4,13 @@ own shape, near-identical samples at low temperatures, tokens read from a prompt
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -195,3 +200,74 @@ def test_a_runs_price_with_cached_tokens_is_the_price_tables_arithmetic(local_ll
     assert report["cost_usd"] < (report["input_tokens"] * 1.0 + out * 2.0) / 1e6  # cheaper than at the full price
     model = next(iter(report["models"].values()))
     assert model["cached_input_tokens"] == cached
+
+
+@contextlib.contextmanager
+def recorded(upstream: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A base URL that forwards every POST to `upstream` and keeps its JSON body: what the workers really sent."""
+    bodies: list[dict[str, Any]] = []
+
+    class Forward(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["content-length"]))
+            bodies.append(json.loads(raw))
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "anthropic-version")}
+            reply = httpx.post(upstream + self.path.removeprefix("/v1"), content=raw, headers=headers, timeout=120)
+            self.send_response(reply.status_code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply.content)))
+            self.end_headers()
+            self.wfile.write(reply.content)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Long enough to be marked for the prompt cache: 3,072 characters reach 1,024 tokens by the adapter's estimate.
+REFERENCE = "".join(f"- The capital of {c} is {city}.\n" for c, city in [("Germany", "Berlin"), ("Italy", "Rome")])
+LONG_SYSTEM = CAPITALS["system"] + "\nReference list of capitals:\n" + (REFERENCE * 50).rstrip()
+CACHED_CAPITALS = CAPITALS | {
+    "system": LONG_SYSTEM,
+    "answer": {"format": "regex", "pattern": r"(?:CITY:|capital of [A-Za-z]+ is) (?P<city>[A-Z][a-z]+)"},
+}
+
+
+def test_a_run_with_anthropic_prompt_caching_on_is_priced_by_the_tables_arithmetic(
+    local_llm: LocalModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "capitals.yaml"
+    path.write_text(yaml.safe_dump(CACHED_CAPITALS))
+    prices = ["--price-in", "3.0", "--price-out", "15.0", "--price-cached", "0.3"]
+    with recorded(local_llm.base_url) as (base_url, bodies):
+        flags = ["--provider", "anthropic", "--model", local_llm.model, "--base-url", base_url]
+        done = run_cli("run", str(path), *flags, *prices, "--json")
+        marked = list(bodies)
+        question = ["--prompt", "What is the capital of Italy?", "--system", LONG_SYSTEM, "--k", "1"]
+        off = run_cli("vote", *question, *flags, "--no-prompt-cache", "--json", timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["done"] and report["final_state"]["capitals"] == ["Berlin", "Rome", "Madrid"]
+    # Every sample's system prompt went as one text block marked for the cache, and llama.cpp took it.
+    assert len(marked) == report["samples"]
+    assert all(
+        b["system"] == [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}] for b in marked
+    )
+    cached, written = report["cached_input_tokens"], report["cache_write_input_tokens"]
+    fresh, out = report["input_tokens"] - cached - written, report["output_tokens"]
+    assert cached > report["input_tokens"] // 2  # the long system prompt, read from the server's own cache
+    # Anthropic's write premium is 1.25 x the input price; llama.cpp reports no writes (it caches every prompt).
+    expected = (fresh * 3.0 + cached * 0.3 + written * 3.0 * 1.25 + out * 15.0) / 1e6
+    assert report["cost_usd"] == pytest.approx(expected, abs=report["samples"] * 1e-9)
+    model = next(iter(report["models"].values()))
+    assert (model["cached_input_tokens"], model["cache_write_input_tokens"]) == (cached, written)
+    # --no-prompt-cache: the same prompt as a plain string.
+    assert json.loads(off.stdout.strip().splitlines()[-1])["sample_count"] >= 1, off.stderr
+    assert len(bodies) > len(marked) and all(b["system"] == LONG_SYSTEM for b in bodies[len(marked) :])

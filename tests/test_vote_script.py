@@ -335,6 +335,26 @@ def test_a_sample_drawn_twice_is_one_vote_but_both_provider_calls_are_billed(
     assert stats["samples"] == 1 and stats["duplicates"] == 2 and stats["duplicate_calls"] == 1
 
 
+def test_cache_reads_and_writes_are_counted_per_model_and_once_per_provider_call(
+    book: VoteBook, client: redis.Redis
+) -> None:
+    c = contest(k=3)
+    paid = Drawer(model="anthropic:claude-x", cost_nusd=1_000)
+    wrote = Said(call="call-1", cache_write_tokens=1_100)
+    book.record(c, "s1", "vote", "A", input_tokens=1_120, output_tokens=5, drawn_by=paid, said=wrote)
+    book.record(c, "s1", "vote", "A", input_tokens=1_120, output_tokens=5, drawn_by=paid, said=wrote)  # resent
+    read = Said(call="call-2", cached_tokens=1_100)
+    book.record(c, "s2", "red_flag", "too_long", input_tokens=1_120, output_tokens=9, drawn_by=paid, said=read)
+    stats = RunStore(client, "r1").stats()
+    assert (stats["input_tokens"], stats["cached_input_tokens"], stats["cache_write_input_tokens"]) == (
+        2_240,
+        1_100,
+        1_100,
+    )
+    assert stats["model:anthropic:claude-x:cache_write_input_tokens"] == 1_100
+    assert stats["model:anthropic:claude-x:cached_input_tokens"] == 1_100
+
+
 def test_a_contests_k_is_fixed_by_its_first_sample_and_no_sample_decides_it_at_another(book: VoteBook) -> None:
     book.record(contest(k=5), "a", "vote", "A")  # opened at k=5 (adaptive k had raised it)
     # An older sample, sent when k was 2, lands: two votes ahead would decide at k=2, never at the contest's k=5.

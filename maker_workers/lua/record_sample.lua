@@ -45,7 +45,8 @@
 -- ARGV[21] the provider call that drew it ("" when none was made): a sample delivered twice (Celery redelivers, the
 --          publisher re-sends) is counted once as a vote, but each call the provider served is billed once, so a
 --          duplicate's tokens and cost count when its call is new (a retried script call of the same one does not)
--- ARGV[22..27], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
+-- ARGV[22] input tokens written to the provider's prompt cache (part of ARGV[8]; billed at a premium)
+-- ARGV[23..28], KEYS[11]: semantic contests only (answer.match: semantic), see lua/semantic.lua
 --
 -- A kind "fatal" (the provider refused in a way no retry fixes) counts as an error and is kept in the
 -- run's stats as `fatal`, so anyone can see why the run ended.
@@ -99,9 +100,11 @@ end
 
 -- What a provider call served: counted once per call, whatever happens to its sample.
 local call_id = ARGV[21] or ''
+local written_tokens = tonumber(ARGV[22] or 0)
 local function bill()
   count('input_tokens', input_tokens)
   if cached_tokens > 0 then count('cached_input_tokens', cached_tokens) end
+  if written_tokens > 0 then count('cache_write_input_tokens', written_tokens) end
   count('output_tokens', output_tokens)
   if cost >= 0 then return count('cost_nusd', cost) end
   count('cost_unknown', 1)
@@ -144,7 +147,7 @@ if kind == 'vote' and ARGV[16] == '1' then
   end
 end
 -- A semantic contest's script starts with lua/semantic.lua: it assigns the vote to its candidate (or red-flags it).
-if ARGV[22] then kind, value = semantic(kind, value, decided) end
+if ARGV[23] then kind, value = semantic(kind, value, decided) end
 
 if kind == 'red_flag' then
   outcome = 'red_flag'

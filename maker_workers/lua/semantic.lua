@@ -2,11 +2,11 @@
 --
 -- VoteBook loads this file in front of record_sample.lua as one script, so a vote is assigned to its
 -- candidate, counted and checked for the margin in one atomic call: two workers can never split one
--- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[22] is given.
+-- meaning into two candidates by racing. record_sample.lua calls `semantic` only when ARGV[23] is given.
 --
 -- A candidate is named by its first answer's vote key (its representative: the payload the winner
 -- hands on). Its vectors are stored as packed little-endian float32: the representative's under the
--- candidate's key, and up to ARGV[29] of its other members' (those at least `open` alike to the representative,
+-- candidate's key, and up to ARGV[30] of its other members' (those at least `open` alike to the representative,
 -- so the candidate's reach cannot drift) under key .. NUL .. their own vote key. A vote is
 -- as near a candidate as it is to the nearest of those (single linkage): a paraphrase far from the first
 -- phrasing still finds one of its kind, where a real embedding model's different meanings lie as near as
@@ -18,16 +18,16 @@
 -- KEYS[7] stats    HASH  gains embedding_calls, embedding_tokens, embedding_cost_nusd (embedding_cost_unknown)
 -- KEYS[11] vectors HASH  candidate key (or key NUL member) -> its exact-fields group, "\n", then its packed vector
 --
--- ARGV[22] the answer's unit vector, packed float32 (its length gives the dimension)
--- ARGV[23] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
+-- ARGV[23] the answer's unit vector, packed float32 (its length gives the dimension)
+-- ARGV[24] the answer's exact-fields group: canonical JSON of the fields that must match exactly, "" if none;
 --          a candidate of another group is never a match, however similar
--- ARGV[24] join: the least similarity to a candidate that joins it
--- ARGV[25] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
--- ARGV[26] tokens the embedding call served   ARGV[27] what it cost in nano-dollars (-1: unknown)
--- ARGV[28] open: a vote less similar than this to every candidate opens a new one. Between open and join the
+-- ARGV[25] join: the least similarity to a candidate that joins it
+-- ARGV[26] the most candidates a contest may open; a vote past it is a red flag `too_many_candidates`
+-- ARGV[27] tokens the embedding call served   ARGV[28] what it cost in nano-dollars (-1: unknown)
+-- ARGV[29] open: a vote less similar than this to every candidate opens a new one. Between open and join the
 --          vote is a red flag `ambiguous_meaning`: the embedding model cannot say, so it is neither merged nor
 --          split off (open = join when one threshold separates the meanings)
--- ARGV[29] the most members' vectors kept per candidate besides its representative's
+-- ARGV[30] the most members' vectors kept per candidate besides its representative's
 --
 -- The nearest candidate at or above join wins; equal similarity goes to the smaller key. An answer that is
 -- one of a candidate's stored answers joins it (similarity 1, whatever float32 rounding gives).
@@ -47,7 +47,7 @@ end
 
 -- Returns the (kind, value) the vote is recorded as: its candidate's key, or a red flag.
 local function semantic(kind, value, decided)
-  local tokens, cost = tonumber(ARGV[26]), tonumber(ARGV[27])
+  local tokens, cost = tonumber(ARGV[27]), tonumber(ARGV[28])
   redis.call('HINCRBY', KEYS[7], 'embedding_calls', 1)
   redis.call('HINCRBY', KEYS[7], 'embedding_tokens', tokens)
   if cost >= 0 then
@@ -57,8 +57,8 @@ local function semantic(kind, value, decided)
   end
   if kind ~= 'vote' or decided then return kind, value end
 
-  local packed, group = ARGV[22], ARGV[23]
-  local join, open, keep = tonumber(ARGV[24]), tonumber(ARGV[28]), tonumber(ARGV[29])
+  local packed, group = ARGV[23], ARGV[24]
+  local join, open, keep = tonumber(ARGV[25]), tonumber(ARGV[29]), tonumber(ARGV[30])
   local mine = unpack_vector(packed)
   local dim = #packed / 4
   -- candidate -> its highest similarity; -> its stored members; -> its representative's similarity
@@ -100,7 +100,7 @@ local function semantic(kind, value, decided)
     redis.call('HINCRBY', KEYS[3], 'ambiguous', 1)
     return 'red_flag', 'ambiguous_meaning'
   else
-    if count >= tonumber(ARGV[25]) then
+    if count >= tonumber(ARGV[26]) then
       redis.call('HINCRBY', KEYS[3], 'over_cap', 1)
       return 'red_flag', 'too_many_candidates'
     end

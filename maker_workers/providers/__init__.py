@@ -34,12 +34,21 @@ def api_key_for(name: str, settings: WorkerSettings) -> str | None:
     return own or settings.api_key
 
 
-def provider_for(name: str, model: str, base_url: str | None, api_key: str | None, client: httpx.Client) -> Provider:
+def provider_for(
+    name: str,
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    client: httpx.Client,
+    *,
+    prompt_cache: bool = True,
+) -> Provider:
     """Provider `name` serving `model` at `base_url` (None: the provider's default).
 
     `sim` is the simulated LLM, spoken to like any OpenAI server; `openai` is any OpenAI-compatible
     server (OpenAI, vLLM, Ollama's /v1, llama.cpp's server); `ollama` is Ollama's native API. openai and
     anthropic need a key at their own APIs; a server at another base URL (a local one) may need none.
+    `prompt_cache` lets anthropic mark a long system prompt for its prompt cache (the others cache on their own).
     """
     if name not in DEFAULT_URLS:
         raise ConfigError(f"unknown provider {name!r}: use one of {', '.join(NAMES)}")
@@ -52,13 +61,16 @@ def provider_for(name: str, model: str, base_url: str | None, api_key: str | Non
         own, *others = key_variables(name)
         raise ConfigError(f"provider {name!r} needs an API key: set {own} (or {' or '.join(others)})")
     if name == "anthropic":
-        return Anthropic(client, base_url=url, model=model, api_key=api_key)
+        return Anthropic(client, base_url=url, model=model, api_key=api_key, prompt_cache=prompt_cache)
     return OpenAICompatible(client, base_url=url, model=model, api_key=api_key, name=name)
 
 
 def make_provider(settings: WorkerSettings, client: httpx.Client) -> Provider:
-    """The provider the worker settings name (MAKER_PROVIDER, MAKER_MODEL, MAKER_BASE_URL and a key)."""
+    """The provider the worker settings name (MAKER_PROVIDER, MAKER_MODEL, MAKER_BASE_URL, MAKER_PROMPT_CACHE and
+    a key)."""
     if settings.provider not in DEFAULT_URLS:
         raise ConfigError(f"unknown provider {settings.provider!r}: set MAKER_PROVIDER to one of {', '.join(NAMES)}")
     key = api_key_for(settings.provider, settings)
-    return provider_for(settings.provider, settings.model, settings.base_url, key, client)
+    return provider_for(
+        settings.provider, settings.model, settings.base_url, key, client, prompt_cache=settings.prompt_cache
+    )

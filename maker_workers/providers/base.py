@@ -12,6 +12,7 @@ class Completion(BaseModel):
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0  # of input_tokens, those the provider read from its prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, those it wrote to its prompt cache (Anthropic bills a premium)
     truncated: bool = False  # the provider stopped at max_tokens
     temperature_omitted: bool = False  # the model refused a temperature, so none was sent
 
