@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
-
 
 class MakerError(Exception):
     """Base of every error maker raises on purpose."""
@@ -98,6 +96,8 @@ REDIS_FULL = (
 @contextmanager
 def store_errors(doing: str) -> Iterator[None]:
     """Where Redis enters our code: its failures become a StoreError saying what we were doing."""
+    import redis  # here, not above: the CLI's help and version load these classes, and redis-py takes 0.1 s
+
     try:
         yield
     except redis.OutOfMemoryError as exc:

@@ -8,33 +8,28 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
 
-import redis
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from maker_workers import keys
-from maker_workers.domains.answers import DEFAULT_THRESHOLD
-from maker_workers.domains.spec import AnswerSpec, SpecError
-from maker_workers.errors import ConfigError, MakerError
-from maker_workers.simllm.model import SimConfig
+from maker_workers.domains.base import DEFAULT_THRESHOLD
 from maker_workers.simllm.profiles import PROFILES
-from maker_workers.simllm.server import SimServer
-from orchestrator import VERSION, api
-from orchestrator.api import Hooks
-from orchestrator.calibrate import Calibration
-from orchestrator.cluster import Cluster, ClusterOptions, redact
-from orchestrator.embedded import SIM_READY, pool_for
-from orchestrator.metrics import RunMetrics
-from orchestrator.model_options import ModelOptions
-from orchestrator.phrasings import Candidate
-from orchestrator.progress import ProgressLog, SampleProgress, StepProgress
-from orchestrator.report import RunCounts
-from orchestrator.runner import CommittedStep, VotingConfig
-from orchestrator.samples import Sample
-from orchestrator.store import RunStore
+
+if TYPE_CHECKING:  # the rest loads in the command that needs it, so `maker --help` and `--version` stay quick
+    import redis
+
+    from maker_workers.domains.spec import AnswerSpec
+    from maker_workers.simllm.model import SimConfig
+    from orchestrator.api import Hooks
+    from orchestrator.calibrate import Calibration
+    from orchestrator.cluster import Cluster, ClusterOptions
+    from orchestrator.model_options import ModelOptions
+    from orchestrator.phrasings import Candidate
+    from orchestrator.progress import ProgressLog, StepProgress
+    from orchestrator.report import RunCounts
+    from orchestrator.runner import CommittedStep, VotingConfig
+    from orchestrator.samples import Sample
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -43,6 +38,8 @@ sim_app = typer.Typer(no_args_is_help=True, help="The simulated LLM (OpenAI-comp
 
 def _print_version(given: bool) -> None:
     if given:
+        from orchestrator import VERSION
+
         print(f"maker {VERSION}")
         raise typer.Exit(0)
 
@@ -92,6 +89,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def sim_config(**given: float | int | str | None) -> SimConfig:
     """The simulated LLM's config from the flags the user gave; unknown values keep their defaults."""
+    from pydantic import ValidationError
+
+    from maker_workers.simllm.model import SimConfig
+
     try:
         return SimConfig(**{name: value for name, value in given.items() if value is not None})
     except ValidationError as exc:
@@ -185,6 +186,9 @@ def _run_id(value: str | None) -> str | None:
     """A run id is part of its Redis keys: one that would break them is refused before anything starts."""
     if value is None:
         return None
+    from maker_workers import keys
+    from maker_workers.errors import ConfigError
+
     try:
         return keys.check_run_id(value)
     except ConfigError as exc:
@@ -211,6 +215,8 @@ def cluster_options(
 ) -> ClusterOptions:
     """The cluster from the flags; flags that cannot apply to the chosen cluster are refused, and the
     embedded workers' models are checked (provider, model, API key, price) before anything starts."""
+    from orchestrator.cluster import ClusterOptions
+
     sim_given = any(v is not None for v in sim_flags.values())
     if redis_url and sim_given:
         fail(
@@ -258,6 +264,10 @@ def model_options(
     price_cached: float | None = None,
     no_prompt_cache: bool = False,
 ) -> ModelOptions:
+    from pydantic import ValidationError
+
+    from orchestrator.model_options import ModelOptions
+
     try:
         return ModelOptions(
             provider=provider,
@@ -276,6 +286,8 @@ def model_options(
 
 
 def voting_config(make: Callable[[], VotingConfig]) -> VotingConfig:
+    from pydantic import ValidationError
+
     try:
         return make()
     except ValidationError as exc:
@@ -311,6 +323,8 @@ class Display:
         log: tuple[float, str] = (10.0, "text"),
     ):
         """`log`: every how many seconds a line goes to stderr when it is no terminal, and in which format."""
+        from orchestrator.metrics import RunMetrics
+
         self.stack = stack
         self.log_every, self.log_format = log
         self.total = total
@@ -322,6 +336,11 @@ class Display:
             stack.callback(self.metrics.close)
 
     def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
+        from maker_workers.connections import redact
+        from orchestrator.api import Hooks
+        from orchestrator.embedded import pool_for
+        from orchestrator.progress import ProgressLog, StepProgress
+
         def on_cluster(cluster: Cluster) -> None:
             _RUNNING["embedded"] = cluster.embedded is not None
             self.broker = cluster.broker_url
@@ -464,6 +483,8 @@ def _after_interrupt() -> str:
 
 def guarded(call: Callable[[], T]) -> T:
     """Run a command's work: Ctrl-C, bad input and failures each get their exit code and one message."""
+    from maker_workers.errors import ConfigError, MakerError
+
     try:
         return call()
     except KeyboardInterrupt as exc:
@@ -561,6 +582,9 @@ def hanoi(
     sim_inprocess: SimInprocess = False,
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
+    from orchestrator import api
+    from orchestrator.runner import VotingConfig
+
     k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
@@ -664,6 +688,8 @@ def run(
     log_format: LogFormat = "text",
 ) -> None:
     """Carry out a task written as a spec, one voted LLM call per step. Exit 0 only if its done condition is met."""
+    from orchestrator import api
+
     sim_flags = _sim_flags(
         sim_error_rate, sim_latency_ms, sim_malformed_rate, sim_too_long_rate, seed, sim_profile, sim_latency_scale
     )
@@ -779,6 +805,9 @@ def vote(
     metrics_port: MetricsPort = 0,
 ) -> None:
     """One error-corrected decision: sample the question until one answer leads by k. Exit 0 only if decided."""
+    from orchestrator import api
+    from orchestrator.runner import VotingConfig
+
     if (prompt is None) == (prompt_file is None):
         fail("give the question with exactly one of --prompt TEXT or --prompt-file FILE")
     if prompt_file is not None:
@@ -879,6 +908,9 @@ def _answer_spec(
     semantic: dict[str, Any],
 ) -> AnswerSpec:
     """The answer format from `maker vote`'s flags; problems are named by their flag."""
+    from maker_workers.domains.spec import SpecError
+    from orchestrator import api
+
     schema_value = None
     if schema is not None:
         text = schema
@@ -1069,6 +1101,8 @@ def sim_serve(
     Every option takes a value, `str(value)` of its SimConfig field included, so a config passes through
     as flags unchanged.
     """
+    from maker_workers.simllm.server import SIM_READY, SimServer
+
     config = sim_config(
         error_rate=sim_error_rate,
         latency_ms=sim_latency_ms,
@@ -1182,8 +1216,12 @@ def calibrate(
     import random
 
     from maker_workers.domains.hanoi import HanoiTask
+    from maker_workers.errors import ConfigError
+    from orchestrator import api
     from orchestrator.calibrate import calibrate as measure
     from orchestrator.calibrate import draw_steps, draw_trace_steps, read_trace
+    from orchestrator.progress import SampleProgress
+    from orchestrator.runner import VotingConfig
 
     if (disks is None) == (spec is None) or (spec is None) != (trace is None):
         fail("give either --disks N (Hanoi) or SPEC --trace FILE (a spec task and a reference run's trace)")
@@ -1461,7 +1499,9 @@ def samples_command(
 ) -> None:
     """What the model said: each sample's text (its first characters), verdict (vote, red_flag, late, error) and
     reason, read from the run's events in its Redis (a long run's stream keeps its latest samples)."""
+    from maker_workers.connections import redact
     from orchestrator import samples as said
+    from orchestrator.store import RunStore
 
     client = _runs_redis("samples", redis_url)
     if guarded(lambda: RunStore(client, run_id).task()) is None:
@@ -1522,6 +1562,7 @@ def bench(
 
     The headline figures have the simulated model inside each worker, so that they measure the engine; the
     same run with the sim over HTTP is printed beside them (--no-http skips it)."""
+    from maker_workers.errors import MakerError
     from orchestrator.bench import run_bench
 
     console = Console(stderr=True) if json_out else None
@@ -1583,6 +1624,8 @@ def flower(
     broker_url: BrokerUrl = None,
 ) -> None:
     """Flower on a cluster: every worker online with its pool and processed count, and each sample task."""
+    from pydantic import ValidationError
+
     from orchestrator.flower import FlowerOptions, serve
 
     broker = broker_url or redis_url

@@ -22,10 +22,9 @@ from types import TracebackType
 from maker_workers.errors import ClusterFailed, ConfigError, MakerError
 from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
+from maker_workers.simllm.server import SIM_READY
 from maker_workers.tasks import READY_LINE
 from orchestrator.model_options import ModelOptions
-
-SIM_READY = "sim-llm listening on"
 
 
 def free_port() -> int:

@@ -18,15 +18,15 @@ import json
 import re
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from jsonschema import exceptions as schema_exceptions
-from jsonschema import validators as schema_validators
-from jsonschema.protocols import Validator
 from pydantic import BaseModel, ConfigDict
 
 from maker_workers.domains import hanoi
-from maker_workers.domains.base import JSON, Parsed, RedFlag, canonical
+from maker_workers.domains.base import DEFAULT_THRESHOLD, JSON, Parsed, RedFlag, canonical
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 FORMATS = ("json", "regex", "text", "hanoi")
 NORMALIZE_STEPS = ("strip", "collapse", "casefold")  # applied in this order whatever order a spec lists them in
@@ -38,9 +38,6 @@ _BRACES = re.compile(r'"(?:[^"\\]|\\.?)*(?:"|$)|[{}]', re.S)  # a brace, or a JS
 
 # --- semantic matching -----------------------------------------------------------------------------
 
-DEFAULT_THRESHOLD = 0.65
-"""Chosen from the simulated model's embeddings (docs/semantic.md): of 40,000 pairs of
-paraphrases none is below 0.74, of 54,000 pairs of different meanings none above 0.57; 0.65 sits between."""
 DEFAULT_MAX_CANDIDATES = 16
 """A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
 MAX_MEANINGS = 32
@@ -148,6 +145,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 def schema_validator(schema: Any) -> Validator:
     """A ready validator for a JSON Schema, built once; a schema that is not a schema is an error now."""
+    from jsonschema import exceptions as schema_exceptions  # here: a tenth of a second that only schemas need
+    from jsonschema import validators as schema_validators
+
     if not isinstance(schema, dict | bool):
         raise ValueError(f"not a JSON Schema: must be an object (or true/false), got {type(schema).__name__}")
     cls = schema_validators.validator_for(schema)
@@ -283,7 +283,9 @@ class JsonAnswer:
     def parse(self, text: str, state: JSON) -> Parsed:
         payload = last_json_object(text)
         if self.validator is not None:
-            error = schema_exceptions.best_match(self.validator.iter_errors(payload))
+            from jsonschema.exceptions import best_match  # loaded by schema_validator already
+
+            error = best_match(self.validator.iter_errors(payload))
             if error is not None:
                 raise RedFlag("schema", f"{error.message} (at {error.json_path})")
         return _parsed(vote_key(payload, self.vote_on), payload)

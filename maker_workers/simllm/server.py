@@ -394,6 +394,8 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+SIM_READY = "sim-llm listening on"  # `maker sim-llm serve` prints this and its URL once it accepts requests
+
 
 class SimServer:
     """The server on its own event loop in a background thread; `url` is its OpenAI base URL."""
