@@ -9,6 +9,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import httpx
 import redis
@@ -25,8 +26,7 @@ from maker_workers.semantic import Embedder, embedder_for
 from maker_workers.settings import settings
 from maker_workers.simllm import inprocess
 from maker_workers.votes import VoteBook
-
-READY_LINE = "maker worker ready"
+from maker_workers.worker import READY_LINE, wake_on_signals
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,8 @@ def _check_configuration(**_: object) -> None:
 
 
 @worker_ready.connect
-def _announce_ready(**_: object) -> None:
-    # The embedded launcher waits for this exact line on stdout.
+def _announce_ready(sender: Any = None, **_: object) -> None:
+    """Say the line the embedded launcher waits for, once a stop signal can wake the worker's loop."""
+    if sender is not None and sender.hub is not None:  # the consumer; its hub is the event loop, when it has one
+        wake_on_signals(sender.hub)
     print(READY_LINE, flush=True)

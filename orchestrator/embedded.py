@@ -23,7 +23,7 @@ from maker_workers.errors import ClusterFailed, ConfigError, MakerError
 from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SIM_READY
-from maker_workers.tasks import READY_LINE
+from maker_workers.worker import READY_LINE
 from orchestrator.model_options import ModelOptions
 
 
@@ -236,15 +236,13 @@ def pool_for(concurrency: int) -> str:
 
 
 def worker_argv(concurrency: int, name: str) -> list[str]:
-    """The documented worker line. Heartbeats stay on (one event every 2 s): without them Flower shows a worker
-    offline; gossip and mingle, which only other workers listen to, are off."""
+    """The documented worker line (`celery -A maker_workers.celery_app worker ...`), started through
+    `maker_workers.worker`, which skips the `celery` command's plugins. Heartbeats stay on (one event every 2 s):
+    without them Flower shows a worker offline; gossip and mingle, which only other workers listen to, are off."""
     return [
         sys.executable,
         "-m",
-        "celery",
-        "-A",
-        "maker_workers.celery_app",
-        "worker",
+        "maker_workers.worker",
         "--pool",
         pool_for(concurrency),
         "-c",
