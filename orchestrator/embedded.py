@@ -1,7 +1,8 @@
 """The embedded default: a private redis-server, the simulated LLM and Celery workers, all on loopback.
 
 Each part runs as its own process, started the way a user would start it, and is awaited on the
-line it prints when ready. Everything is torn down on exit, Ctrl-C included.
+line it prints when ready. The parts start together (the workers once Redis answers, a few milliseconds in) and
+stop together (the workers first, Redis last). Everything is torn down on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Process:
         )
         self._drained = threading.Thread(target=self._drain, name=f"drain-{name}", daemon=True)
         self._drained.start()
+        self._told_to_stop = False
 
     def _drain(self) -> None:
         assert self.popen.stdout is not None
@@ -92,9 +94,15 @@ class Process:
             self.popen.kill()
             self.popen.wait()
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM), once: `stop` then waits for it. Several asked first stop side by side."""
+        if self.popen.poll() is None and not self._told_to_stop:
+            self._told_to_stop = True
+            self.popen.terminate()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
-            self.popen.terminate()
+            self.terminate()
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -103,13 +111,18 @@ class Process:
         self._drained.join(timeout)
 
 
-def start_redis(port: int, directory: str, timeout: float = 30.0, aof: bool = False) -> Process:
-    """A private redis-server on loopback that never evicts a tally, and keeps nothing on disk unless `aof`
-    (an append-only file synced on every write, as a cluster that must survive a restart keeps)."""
+def launch_redis(port: int, directory: str, aof: bool = False) -> Process:
+    """`start_redis` without the wait for it to be ready."""
     persist = ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
     argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persist]
     argv += ["--maxmemory-policy", "noeviction", "--dir", directory]
-    server = Process("redis-server", argv, "Ready to accept connections")
+    return Process("redis-server", argv, "Ready to accept connections")
+
+
+def start_redis(port: int, directory: str, timeout: float = 30.0, aof: bool = False) -> Process:
+    """A private redis-server on loopback that never evicts a tally, and keeps nothing on disk unless `aof`
+    (an append-only file synced on every write, as a cluster that must survive a restart keeps)."""
+    server = launch_redis(port, directory, aof)
     try:
         server.wait_ready(timeout)
     except MakerError:
@@ -167,12 +180,15 @@ class Embedded:
             self.metrics_port = inherited.metrics_port
         redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        self.processes.append(start_redis(redis_port, self._dir.name, self.start_timeout_s))
-        if self.models.needs_sim and not self.sim_inprocess:
-            self._start_sim()
-        self.start_workers(self.workers)
+        server = launch_redis(redis_port, self._dir.name)
+        self.processes.append(server)
+        starting = [self._launch_sim()] if self.models.needs_sim and not self.sim_inprocess else []
+        server.wait_ready(self.start_timeout_s)  # before the workers, whose first contact is a ping
+        starting += self._launch_workers(self.workers)
+        for process in starting:
+            process.wait_ready(self.start_timeout_s)
 
-    def _start_sim(self) -> None:
+    def _launch_sim(self) -> Process:
         sim_port = free_port()
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
         sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
@@ -181,11 +197,17 @@ class Embedded:
             sim_argv += [flag, str(value)]
         sim = Process("sim-llm", sim_argv, SIM_READY)
         self.processes.append(sim)
-        sim.wait_ready(self.start_timeout_s)
+        return sim
 
     def start_workers(self, count: int, redis_url: str | None = None) -> list[Process]:
         """Start `count` more Celery worker processes on this cluster and wait until they are ready; `redis_url`
         reaches the same Redis another way (a fault test's proxy)."""
+        workers = self._launch_workers(count, redis_url)
+        for worker in workers:
+            worker.wait_ready(self.start_timeout_s)
+        return workers
+
+    def _launch_workers(self, count: int, redis_url: str | None = None) -> list[Process]:
         url = redis_url or self.redis_url
         env = {
             "MAKER_REDIS_URL": url,
@@ -199,8 +221,6 @@ class Embedded:
             for i in range(first, first + count)
         ]
         self.processes.extend(workers)
-        for worker in workers:
-            worker.wait_ready(self.start_timeout_s)
         return workers
 
     def _metrics_env(self, index: int) -> dict[str, str | None]:
@@ -218,6 +238,9 @@ class Embedded:
     def close(self) -> None:
         pending, self.processes = list(reversed(self.processes)), []  # workers first, Redis last
         try:
+            for process in pending:
+                if process.name.startswith("worker-"):
+                    process.terminate()
             for process in pending:
                 with contextlib.suppress(Exception):
                     process.stop()
