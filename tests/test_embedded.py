@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import kombu
 import pytest
 import redis
+from kombu.asynchronous import Hub
 
 from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import StepFailed
 from maker_workers.tasks import READY_LINE
+from maker_workers.worker import wake_on_signals
 from orchestrator import embedded
 from orchestrator.embedded import Embedded, Process, free_port, start_redis, worker_argv
 from orchestrator.runner import Runner, VotingConfig
@@ -116,3 +122,44 @@ def test_one_thread_a_worker_runs_its_tasks_in_the_workers_own_thread() -> None:
     assert [argv[argv.index(b"--pool") + 1] for argv in workers if b"--pool" in argv] == [b"solo", b"solo"]
     report = json.loads(out.splitlines()[-1])
     assert report["solved"] and report["errors"] == 0 and report["steps"] == 2**9 - 1
+
+
+def test_a_consumer_closes_without_waiting_out_its_brpop_and_keeps_the_message_it_took(redis_url: str) -> None:
+    """kombu's close reads the reply of the BRPOP it left waiting in Redis; the channel answers it first (CLIENT
+    UNBLOCK), so a worker's stop no longer waits out the BRPOP's timeout (30 s here), and a message the BRPOP had
+    already taken is still delivered."""
+    app = make_app(redis_url)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 30}
+    queue = kombu.Queue("close-at-once", routing_key="close-at-once")
+    got: list[dict] = []
+    with app.connection_for_read() as connection, connection.Consumer(queue, callbacks=[lambda b, _: got.append(b)]):
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.2)  # leaves the 30 s BRPOP waiting
+        channel = connection.default_channel
+        assert channel._in_poll
+        started = time.monotonic()
+        channel.close()
+        assert time.monotonic() - started < 5
+    with app.connection_for_read() as connection, connection.Consumer(queue, callbacks=[lambda b, _: got.append(b)]):
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.2)
+        with app.connection_for_write() as other:
+            other.Producer().publish({"n": 1}, routing_key="close-at-once", declare=[queue])  # the BRPOP takes it
+        connection.default_channel.close()
+    assert got == [{"n": 1}]
+
+
+def test_a_stop_signal_wakes_a_workers_event_loop() -> None:
+    """Celery's handlers only set a flag, read when the loop's poll returns: the wakeup fd makes it return now."""
+    hub = Hub()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        wake_on_signals(hub)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        started = time.monotonic()
+        assert hub.poller.poll(30)
+        assert time.monotonic() - started < 5
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGUSR1, previous)
+        hub.close()
