@@ -1,8 +1,9 @@
 """The embedded default: a private redis-server, the simulated LLM and Celery workers, all on loopback.
 
-Each part runs as its own process, started the way a user would start it, and is awaited on the
-line it prints when ready. The parts start together (the workers once Redis answers, a few milliseconds in) and
-stop together (the workers first, Redis last). Everything is torn down on exit, Ctrl-C included.
+Each part runs as its own process, started the way a user would start it (the workers with the documented
+flags, through `maker_workers.worker`), and is awaited on the line it prints when ready. The parts start together
+(the workers once Redis answers, a few milliseconds in); the workers stop together, then the sim, then Redis.
+Everything is torn down on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
