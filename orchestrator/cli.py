@@ -138,6 +138,15 @@ Speculate = Annotated[
     int | None,
     typer.Option(min=0, help="vote this many steps ahead on the leading answer (0: off) [adaptive, up to 32]"),
 ]
+MaxWaste = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=1,
+        help="speculation and hedging never let the share of samples wasted (dropped guesses, hedges, late "
+        "replacements) pass this; 1: no cap [0.05 on a model with a price, no cap on one without]",
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")]
 Trace = Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")]
 TraceSamples = Annotated[
@@ -534,6 +543,7 @@ def hanoi(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    max_waste: MaxWaste = None,
     later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
@@ -566,6 +576,7 @@ def hanoi(
         "max_cost_usd": max_cost_usd,
         "target_reliability": target_reliability,
         "later_temperature": later_temperature,
+        "max_waste": max_waste,
     }
     _check_trace(trace, trace_samples)
     voting = voting_config(
@@ -635,6 +646,7 @@ def run(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    max_waste: MaxWaste = None,
     later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
@@ -665,6 +677,7 @@ def run(
             max_red_flags=max_red_flags,
             max_errors=max_errors,
             speculate=speculate,
+            max_waste=max_waste,
             max_cost_usd=max_cost_usd,
             target_reliability=target_reliability,
             adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
@@ -931,9 +944,14 @@ def _print_examples(examples: dict[str, Sample]) -> None:
         print(f"  red flag {reason}{why}: {sample.quoted()}")
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "0%"
+
+
 def _print_counts(report: RunCounts) -> None:
     print(
-        f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
+        f"samples {report.samples} (wasted {report.wasted_samples}, {_share(report.wasted_samples, report.samples)}), "
+        f"red flags {report.red_flags} {report.red_flags_by_reason}, "
         f"late votes {report.late_votes}, max rounds {report.max_rounds}"
     )
     print(
