@@ -136,7 +136,10 @@ LaterTemperature = Annotated[
 ]
 Speculate = Annotated[
     int | None,
-    typer.Option(min=0, help="vote this many steps ahead on the leading answer (0: off) [adaptive, up to 32]"),
+    typer.Option(
+        min=0,
+        help="vote this many steps ahead on the leading answer (0: off), within --max-waste [adaptive, up to 32]",
+    ),
 ]
 MaxWaste = Annotated[
     float | None,

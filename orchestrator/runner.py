@@ -7,7 +7,8 @@ Speculation hides model latency: while step i is voted on, steps i+1.. are voted
 input the leading answer of the step before would give. Every contest is keyed by its exact input, so a
 guess that loses costs only its samples; it can never add a vote to another input, and each committed
 step is still decided ahead-by-k among samples of exactly its committed input. It is on by default, its
-depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off.
+depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off. On a model whose
+samples cost money a waste budget holds it (and hedging) to `max_waste` of the samples sent, 5% by default.
 """
 
 from __future__ import annotations

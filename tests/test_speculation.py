@@ -6,9 +6,14 @@ import json
 import math
 import re
 
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from maker_workers.celery_app import make_app
+from maker_workers.domains.hanoi import HanoiTask
+from maker_workers.votes import Contest, Snapshot
+from orchestrator.runner import Runner, VotingConfig, _Open
 from orchestrator.speculation import PRICED_MAX_WASTE, WasteBudget
 from tests.conftest import run_cli
 
@@ -64,6 +69,31 @@ def test_whatever_the_guesses_come_to_the_wasted_share_never_passes_the_cap(even
         else:
             at_risk = 0
         assert budget.wasted + at_risk <= share * budget.sent + 1e-9
+
+
+def _window(runner: Runner, steps: int) -> list[_Open]:
+    """The front and its guesses, each fresh: nothing sent, nothing voted."""
+    return [
+        _Open(
+            step=step,
+            state=[],
+            previous=None,
+            contest=Contest(run_id=runner.run_id, step=step, input_hash=f"x{step}", k=3),
+            known=Snapshot(),
+            sent=0,
+        )
+        for step in range(steps)
+    ]
+
+
+def test_under_the_budget_the_front_is_fed_in_full_and_the_nearest_guesses_get_what_is_left(redis_url: str) -> None:
+    runner = Runner(redis.Redis.from_url(redis_url), make_app(redis_url), VotingConfig(k=3), HanoiTask(3))
+    window = _window(runner, 4)
+    assert [count for _, count, _ in runner._feed(window, window)] == [3, 3, 3, 3]  # free: every contest its k
+    runner.waste.priced, runner.waste.sent = True, 100  # room for 5 at risk: 0.05 * (100 + 5) >= 5
+    assert [count for _, count, _ in runner._feed(window, [])] == [3, 3, 2, 0]
+    runner.waste.wasted = 5  # a guess was dropped: nothing more at risk until more is sent
+    assert [count for _, count, _ in runner._feed(window, [])] == [3, 0, 0, 0]
 
 
 def _ended(stderr: str) -> tuple[int, float]:
