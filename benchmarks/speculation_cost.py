@@ -9,6 +9,17 @@ row: the default on the sim as it comes (free: speculation is not held back), th
 lifted (--max-waste 1: what a paid model cost before the budget), and sequential voting (--speculate 0). Figures are
 means over the runs, with the range: samples a step, the share of samples wasted (`wasted_samples / samples`, from
 the report), `wall_s` (until the last commit) and the command's own time (cluster start-up and drain included).
+
+Measured on a 2-core machine (defaults, 3 runs; then `--disks 8 --runs 1`):
+
+                        6 disks: samples/step  wasted   wall_s     8 disks: samples/step  wasted  wall_s
+    default, free model          3.69 (3.33-3.98)  10.3% (2.4-16.3%)  26.7       3.69   10.1%   128
+    default, priced              3.30 (3.29-3.32)   1.0% (0.0-1.9%)   73.3       3.45    3.2%   263
+    priced, --max-waste 1        3.71 (3.43-4.16)  10.0% (3.2-19.1%)  24.1       3.98   15.0%   149
+    priced, --speculate 0        3.29 (3.24-3.35)   0.0%             131.5       3.34    0.0%   532
+
+The budget is kept at every moment, so a short run spends little of it (6 disks: 1%) and a longer one more (8 disks:
+3.2%); the priced default is 1.8-2.0x faster than sequential voting for about 1-3% more samples.
 """
 
 from __future__ import annotations
