@@ -137,7 +137,19 @@ LaterTemperature = Annotated[
 ]
 Speculate = Annotated[
     int | None,
-    typer.Option(min=0, help="vote this many steps ahead on the leading answer (0: off) [adaptive, up to 32]"),
+    typer.Option(
+        min=0,
+        help="vote this many steps ahead on the leading answer (0: off), within --max-waste [adaptive, up to 32]",
+    ),
+]
+MaxWaste = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=1,
+        help="speculation and hedging never let the share of samples wasted (dropped guesses, hedges, late "
+        "replacements) pass this; 1: no cap [0.05 on a model with a price, no cap on one without]",
+    ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="print the report as one JSON line on stdout")]
 Trace = Annotated[Path | None, typer.Option(help="write one JSON line per committed step here")]
@@ -567,6 +579,7 @@ def hanoi(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    max_waste: MaxWaste = None,
     later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
@@ -604,6 +617,7 @@ def hanoi(
         "max_cost_usd": max_cost_usd,
         "target_reliability": target_reliability,
         "later_temperature": later_temperature,
+        "max_waste": max_waste,
     }
     _check_trace(trace, trace_samples)
     voting = voting_config(
@@ -674,6 +688,7 @@ def run(
     max_red_flags: MaxRedFlags = None,
     max_errors: MaxErrors = None,
     speculate: Speculate = None,
+    max_waste: MaxWaste = None,
     later_temperature: LaterTemperature = None,
     json_out: JsonOut = False,
     trace: Trace = None,
@@ -708,6 +723,7 @@ def run(
             max_red_flags=max_red_flags,
             max_errors=max_errors,
             speculate=speculate,
+            max_waste=max_waste,
             max_cost_usd=max_cost_usd,
             target_reliability=target_reliability,
             adaptive_k=_adaptive(adaptive_k, target_reliability) or None,
@@ -1017,9 +1033,14 @@ def _tokens(input_tokens: int, output_tokens: int, cached: int, written: int) ->
     return f"tokens in/out {input_tokens}/{output_tokens}" + (f" ({cache})" if cache else "")
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "0%"
+
+
 def _print_counts(report: RunCounts) -> None:
     print(
-        f"samples {report.samples}, red flags {report.red_flags} {report.red_flags_by_reason}, "
+        f"samples {report.samples} (wasted {report.wasted_samples}, {_share(report.wasted_samples, report.samples)}), "
+        f"red flags {report.red_flags} {report.red_flags_by_reason}, "
         f"late votes {report.late_votes}, max rounds {report.max_rounds}"
     )
     tokens = _tokens(

@@ -1,5 +1,6 @@
-"""Progress on stderr: in a terminal, bars, a run's (steps/s, samples, red flags, rounds, cost, the reliability the
-votes imply) and a calibration's (samples heard of, votes, red flags, errors); elsewhere (a log), whole lines."""
+"""Progress on stderr: in a terminal, bars, a run's (steps/s, samples, the samples speculation wasted, red flags,
+rounds, cost, the reliability the votes imply) and a calibration's (samples heard of, votes, red flags, errors);
+elsewhere (a log), whole lines."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class StepProgress(_Bar):
             BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TextColumn(
-                "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  "
+                "{task.fields[rate]:.1f} steps/s  samples {task.fields[samples]}  {task.fields[wasted]}  "
                 "red flags {task.fields[red_flags]}  max rounds {task.fields[rounds]}  {task.fields[cost]}  "
                 "{task.fields[reliability]}"
             ),
@@ -48,7 +49,16 @@ class StepProgress(_Bar):
             refresh_per_second=4,
         )
         self._task = self._progress.add_task(
-            "run", total=total, completed=completed, rate=0.0, samples=0, red_flags=0, rounds=0, cost="", reliability=""
+            "run",
+            total=total,
+            completed=completed,
+            rate=0.0,
+            samples=0,
+            wasted="",
+            red_flags=0,
+            rounds=0,
+            cost="",
+            reliability="",
         )
         self._samples = self._red_flags = self._rounds = self._done = self._shown = 0
         self._started = self._shown_at = time.perf_counter()
@@ -76,6 +86,7 @@ class StepProgress(_Bar):
             advance=advance,
             rate=rate,
             samples=self._samples,
+            wasted=f"wasted {step.wasted_samples} ({wasted_share(step):.1%})",
             red_flags=self._red_flags,
             rounds=self._rounds,
             cost="cost unknown" if step.spent_usd is None else f"${step.spent_usd:.4f}",
@@ -83,6 +94,11 @@ class StepProgress(_Bar):
             if step.p_estimate is None or step.reliability is None
             else f"k={step.k} p≈{step.p_estimate:.4f} P(no error)≈{step.reliability:.4f}",
         )
+
+
+def wasted_share(step: CommittedStep) -> float:
+    """The share of the samples sent so far that no committed step counted or can count."""
+    return step.wasted_samples / step.sent_samples if step.sent_samples else 0.0
 
 
 class SampleProgress(_Bar):
@@ -162,6 +178,8 @@ class ProgressLog:
             "eta_s": None if left is None else round(left),
             "elapsed_s": round(elapsed, 1),
             "samples": self._samples,
+            "wasted_samples": 0 if last is None else last.wasted_samples,
+            "wasted_share": 0.0 if last is None else round(wasted_share(last), 4),
             "red_flags": self._red_flags,
             "cost_usd": None if last is None else last.spent_usd,
             "k": None if last is None else last.k,
@@ -183,7 +201,7 @@ class ProgressLog:
             reading = f", k={at['k']} p≈{at['p_estimate']:.4f} P(no error)≈{at['reliability']:.4f}"
         self._line(
             f"{event}: step {at['step']:,}{of}, {at['steps_per_s']:.1f} steps/s{eta}, samples {at['samples']:,}, "
-            f"red flags {at['red_flags']:,}{cost}{reading}"
+            f"wasted {at['wasted_samples']:,} ({at['wasted_share']:.1%}), red flags {at['red_flags']:,}{cost}{reading}"
         )
 
     def _line(self, line: str | dict[str, Any]) -> None:

@@ -7,12 +7,14 @@ Speculation hides model latency: while step i is voted on, steps i+1.. are voted
 input the leading answer of the step before would give. Every contest is keyed by its exact input, so a
 guess that loses costs only its samples; it can never add a vote to another input, and each committed
 step is still decided ahead-by-k among samples of exactly its committed input. It is on by default, its
-depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off.
+depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off. On a model whose
+samples cost money a waste budget holds it (and hedging) to `max_waste` of the samples sent, 5% by default.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import time
@@ -47,7 +49,7 @@ from orchestrator.method import to_enqueue
 from orchestrator.publisher import LATER, URGENT, Publisher
 from orchestrator.reliability import LiveReliability
 from orchestrator.samples import Sample, Tail, thrown
-from orchestrator.speculation import Depth
+from orchestrator.speculation import Depth, WasteBudget
 from orchestrator.store import Checkpoint, RunStore
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
@@ -85,6 +87,13 @@ class VotingConfig(BaseModel):
     speculate_max: int = Field(32, ge=1, description="the deepest adaptive speculation goes")
     speculate_waste: float = Field(
         0.05, gt=0, lt=1, description="adaptive speculation keeps the share of samples it wastes near this"
+    )
+    max_waste: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="speculation and hedging never let the share of samples wasted or at risk pass this (1: no "
+        "cap); None: 0.05 once the run's samples cost money, no cap while they cost nothing",
     )
     max_cost_usd: float | None = Field(None, gt=0, description="no new samples once the run has spent this much")
     drain_s: float = Field(
@@ -131,6 +140,8 @@ class CommittedStep(BaseModel):
     red_flags: int
     rounds: int
     spent_usd: float | None = None  # the run's spend when the step was committed; None when unknown
+    sent_samples: int = 0  # the samples this runner had sent when the step was committed (guesses' included)
+    wasted_samples: int = 0  # of those, the ones no committed step counted and none can (dropped, landed late)
     k: int = 0  # the margin this step was decided with
     copies: int = 0  # votes whose text repeated one already counted in the step, byte for byte
     winner_distinct: int | None = None  # the different texts among the winner's votes
@@ -252,6 +263,7 @@ class Runner:
         self.spent_nusd = 0
         self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
         self.depth = Depth(config.speculate, config.speculate_max, config.speculate_waste)
+        self.waste = WasteBudget(config.max_waste)
         # When the contests are next looked over for samples presumed lost; until then only the contest a notice
         # touched is (the loop's cost does not grow with the window's depth).
         self._sweep_at = 0.0
@@ -306,6 +318,7 @@ class Runner:
         # No sample of this run was ever recorded: a contest past the last one this runner opened is empty in Redis.
         self._fresh_after = -1 if not stats.get("samples") else None
         self.spent_nusd = stats.get("cost_nusd", 0)
+        self.waste.priced = self.spent_nusd > 0
         self.k = max(self.k, self.store.raised_k() or 0)  # a resumed run keeps what adaptive k raised
         if saved is None:
             step, state, previous = 0, self.task.initial_state(), None
@@ -325,6 +338,8 @@ class Runner:
             if front.decided:
                 committed = self._commit(front)
                 self.depth.committed(front.sent)
+                self.waste.wasted += max(0, front.sent - committed.samples)  # landing late, or lost
+                committed.sent_samples, committed.wasted_samples = self.waste.sent, self.waste.wasted
                 self._read_reliability(committed)
                 on_commit(committed)
                 state, previous, step = committed.next_state, committed.answer, step + 1
@@ -340,14 +355,13 @@ class Runner:
             now = time.monotonic()
             if now >= self._sweep_at:
                 touched = self._sweep(window, now)
-            fed = {id(contest): contest for contest in touched if not contest.closed}.values()  # each once
-            self._send([(contest, self._top_up(contest), contest is front) for contest in fed])
+            self._send(self._feed(window, touched))
             touched = []
             wake_at = self._sweep_at
             if not opened and window[-1].guess is not None:  # the window cannot grow: the run waits on the front
                 ending = len(window) <= self.depth.depth  # not for want of depth: the task ends after the last
                 for contest in window if ending else [front]:
-                    wake_at = min(wake_at, self._hedge(contest, now, 0.25 if ending else 1.0))
+                    wake_at = min(wake_at, self._hedge(window, contest, now, 0.25 if ending else 1.0))
             notices = self._next_notices(min(self.config.wait_s, max(0.05, wake_at - now)))
             now = time.monotonic()
             if now - checked_at >= self.config.wait_s:  # also while outcomes flow: one dead worker is enough
@@ -485,6 +499,7 @@ class Runner:
     def _hear_cost(self, notice: Notice) -> None:
         if notice.spent_nusd is not None:
             self.spent_nusd = max(self.spent_nusd, notice.spent_nusd)
+            self.waste.priced = self.spent_nusd > 0
         if notice.cost_unknown is not None and self.cost_unknown is None:
             self.cost_unknown = notice.cost_unknown or "the workers' model"
 
@@ -528,6 +543,7 @@ class Runner:
         # A dropped guess opened again finds its votes in Redis: what it drew was not wasted after all.
         drew = self._dropped.pop((step, digest), 0)
         self.depth.dropped(-drew)
+        self.waste.wasted -= min(drew, known.samples)
         # Its first sample (drawn at T=0) may still be on its way, its votes gone with the keys: no second one.
         return _Open(
             step=step,
@@ -543,7 +559,7 @@ class Runner:
     def _speculate(self, window: list[_Open]) -> list[_Open]:
         """Open guesses up to the speculation depth; returns those opened."""
         opened: list[_Open] = []
-        while len(window) <= self.depth.depth:
+        while len(window) <= self.depth.depth and self._room(window) >= 1:
             last = window[-1]
             if last.guess is None:
                 break
@@ -574,6 +590,7 @@ class Runner:
         for contest in dropped:
             contest.closed = True
             self.depth.dropped(contest.sent)
+            self.waste.wasted += contest.sent
             self._dropped[(contest.step, contest.contest.input_hash)] = contest.sent
         self.store.forget([contest.contest.keys for contest in dropped], self.config.linger_s)
 
@@ -611,8 +628,31 @@ class Runner:
             i += 1
         return list(window)
 
-    def _top_up(self, contest: _Open) -> int:
-        """How many more samples `contest` needs now (counted as a round when any)."""
+    def _feed(self, window: list[_Open], touched: list[_Open]) -> list[tuple[_Open, int, bool]]:
+        """(contest, samples it needs now, urgent) for each contest touched; under a waste budget the guesses get
+        only what it has room for, nearest first, and every contest is looked at (one held back is fed once
+        there is room, touched or not)."""
+        front = window[0]
+        spare = self._room(window)
+        if spare == math.inf:
+            fed = {id(contest): contest for contest in touched if not contest.closed}.values()  # each once
+            return [(contest, self._top_up(contest), contest is front) for contest in fed]
+        batch = [(front, self._top_up(front), True)]
+        for contest in window[1:]:
+            count = self._top_up(contest, int(spare))
+            spare -= count
+            batch.append((contest, count, False))
+        return batch
+
+    def _room(self, window: list[_Open]) -> float:
+        """How many more samples the waste budget lets go out at risk now (inf: no cap). At risk: what is wasted
+        if a leader loses, the guesses' samples and the front's hedge."""
+        if self.waste.share is None:
+            return math.inf
+        return self.waste.spare(sum(contest.sent for contest in window[1:]) + int(window[0].hedged))
+
+    def _top_up(self, contest: _Open, most: int | None = None) -> int:
+        """How many more samples `contest` needs now, `most` at most (counted as a round when any)."""
         cfg, known = self.config, contest.known
         if contest.decided or known.errors >= cfg.max_errors or known.red_flags >= cfg.max_red_flags:
             return 0  # for the front, _check_caps fails the step; a guess that hit a cap is just not fed
@@ -621,6 +661,8 @@ class Runner:
         # count too, skipped or lost ones included: no contest is ever sent more than the cap.
         drawn = max(known.samples + len(contest.in_flight), contest.sent)
         needed = min(needed, max(0, cfg.max_samples - drawn))
+        if most is not None:
+            needed = min(needed, most)
         if needed:
             self._check_budget()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
@@ -695,6 +737,7 @@ class Runner:
         if not requests:
             return
         self.publisher.send_many([(request, argsrepr, priority) for _, request, argsrepr, priority in requests])
+        self.waste.sent += len(requests)
         sent_at = time.monotonic()
         for contest, request, _, _ in requests:
             self._outstanding[request.sample_id] = contest.in_flight[request.sample_id] = sent_at
@@ -778,7 +821,7 @@ class Runner:
             return None
         return 2 * sorted(self._latencies)[len(self._latencies) // 2]
 
-    def _hedge(self, contest: _Open, now: float, sooner: float = 1.0) -> float:
+    def _hedge(self, window: list[_Open], contest: _Open, now: float, sooner: float = 1.0) -> float:
         """While the run waits on `contest` (the front when the window cannot grow; every contest once the task
         ends after the window), one extra sample once its oldest has been out `_hedge_after_s`: whichever lands
         first counts, so one slow straggler no longer holds every step behind it. Returns when to look again."""
@@ -787,6 +830,8 @@ class Runner:
         due = min(contest.in_flight.values()) + self._hedge_after_s * sooner
         if due > now:
             return due
+        if self._room(window) < 1:
+            return now + self.config.wait_s  # the waste budget has no room for it (yet)
         contest.hedged = True
         self._check_budget()  # a hedge is a sample like any other: it is paid for
         self._send([(contest, 1, True)])

@@ -410,7 +410,7 @@ def test_a_hedge_is_a_sample_like_any_other_and_passes_the_budget_check(redis_ur
     contest = Contest(run_id=runner.run_id, step=0, input_hash="x", k=3)
     slow = _Open(step=0, state=[], previous=None, contest=contest, known=Snapshot(), sent=1, in_flight={"s": 0.0})
     with pytest.raises(BudgetSpent):
-        runner._hedge(slow, time.monotonic())
+        runner._hedge([slow], slow, time.monotonic())
     assert not slow.in_flight.keys() - {"s"}  # nothing was sent
 
 
