@@ -5,7 +5,8 @@
 
 A run of 1,048,575 steps at k=4 planned from p = 0.99 for a target of 0.95 sits at the plan's edge: the p the target
 needs at k=4 is 0.9852. Each step is voted ahead-by-4 among independent samples (one rival, as the formulas
-assume); the rule of orchestrator/reliability.py (`LiveReliability.k_for`: the one-sided upper Wilson bound over
+assume); the rule of orchestrator/planning/reliability.py (`LiveReliability.k_for`: the one-sided upper Wilson
+bound over
 the act window, at 95% over the run's looks) is applied after every step, vectorised here with its own constants.
 It reports how many stationary runs (p = 0.99 throughout) would have had k raised, which should be at most 5%, and
 how soon a drift from 0.99 to 0.97 halfway is caught.
@@ -21,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from orchestrator.reliability import FALSE_ALARMS, MIN_STEPS, MIN_VOTES, act_window, p_needed
+from orchestrator.planning.reliability import FALSE_ALARMS, MIN_STEPS, MIN_VOTES, act_window, p_needed
 
 STEPS, K, TARGET, PLANNED = 1_048_575, 4, 0.95, 0.99
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 
 from maker_workers.pricing import price_of
-from orchestrator.plan import plan, sample_cost_usd
+from orchestrator.planning.plan import plan, sample_cost_usd
 
 # The paper's calibration (per-step error 1-p and mean output tokens at T=0.1, ../shared/MAKER.md), for models the
 # price table lists.
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("maker_args", nargs="*", help="more `maker hanoi` options, after --")
     args = parser.parse_args()
 
-    command = [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", str(args.disks), "--json"]
+    command = [sys.executable, "-m", "orchestrator.interfaces.cli", "hanoi", "--disks", str(args.disks), "--json"]
     command += ["--target-reliability", str(args.target_reliability), "--p", str(args.p)]
     command += ["--trace", str(args.trace)] if args.trace else []
     command += args.maker_args

@@ -33,9 +33,9 @@ import httpx
 
 from maker_workers.providers.anthropic import API_VERSION, EPHEMERAL
 from orchestrator import api
-from orchestrator.cluster import ClusterOptions
-from orchestrator.local_models import LocalModel
-from orchestrator.model_options import ModelOptions
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.local_models import LocalModel
+from orchestrator.cluster.model_options import ModelOptions
 
 COUNTRIES = [
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Portugal", "Lisbon"),

@@ -31,13 +31,13 @@ from typing import Any
 from maker_workers.domains.spec import SpecTask, load_spec
 from maker_workers.errors import ConfigError
 from orchestrator import api
-from orchestrator.calibrate import Calibration, calibrate, draw_trace_steps, read_trace
-from orchestrator.cluster import ClusterOptions
-from orchestrator.local_models import LocalModel
-from orchestrator.model_options import ModelOptions
-from orchestrator.plan import plan, spread_of
-from orchestrator.report import TaskReport
-from orchestrator.runner import CommittedStep, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.local_models import LocalModel
+from orchestrator.cluster.model_options import ModelOptions
+from orchestrator.engine.runner import CommittedStep, VotingConfig
+from orchestrator.planning.calibrate import Calibration, calibrate, draw_trace_steps, read_trace
+from orchestrator.planning.plan import plan, spread_of
+from orchestrator.reports.report import TaskReport
 
 SPEC = Path(__file__).resolve().parent.parent / "examples" / "copy_letters.yaml"
 FALLBACK_K = 3

@@ -46,10 +46,10 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.sampling import SampleRequest
 from maker_workers.simllm.model import SimConfig
 from maker_workers.votes import Contest, VoteBook
-from orchestrator.embedded import Embedded, free_port, start_redis
-from orchestrator.publisher import Publisher
-from orchestrator.report import Scorer
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded, free_port, start_redis
+from orchestrator.engine.publisher import Publisher
+from orchestrator.engine.runner import Runner, VotingConfig
+from orchestrator.reports.report import Scorer
 
 _TICK = os.sysconf("SC_CLK_TCK")
 

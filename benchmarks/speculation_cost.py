@@ -45,7 +45,7 @@ def one_run(args: argparse.Namespace, seed: int, flags: tuple[str, ...]) -> dict
     command = [
         sys.executable,
         "-m",
-        "orchestrator.cli",
+        "orchestrator.interfaces.cli",
         "hanoi",
         "--disks",
         str(args.disks),

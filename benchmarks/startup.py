@@ -10,7 +10,8 @@ the command). For the last two also: when the embedded cluster was ready (its "e
 the run's own time (`wall_s` of its --json report), so that what start-up and shut-down cost is the rest. CPU
 seconds count the command's children too (the workers): on a busy machine they move less than wall times.
 
-Each command runs as `python -m orchestrator.cli` with PYTHONPATH set to the checkout and its working folder a
+Each command runs as `python -m orchestrator.interfaces.cli` (`orchestrator.cli` in a checkout from before the
+layout by role) with PYTHONPATH set to the checkout and its working folder a
 new empty one, so that the code timed is that checkout's whatever is installed; the Python environment (the
 packages) is this one's. With --baseline the two checkouts take turns, command by command. One round, not
 counted, warms the caches first. Prints a table of medians, and one JSON line of them.
@@ -47,10 +48,19 @@ def _cpu_of_children() -> float:
     return used.ru_utime + used.ru_stime
 
 
+def cli_module(root: Path) -> str:
+    """The CLI's module in checkout `root`: in its room since the layout by role, flat before."""
+    return (
+        "orchestrator.interfaces.cli"
+        if (root / "orchestrator" / "interfaces" / "cli.py").exists()
+        else "orchestrator.cli"
+    )
+
+
 def measure(root: Path, name: str, workdir: str) -> dict[str, float]:
     """One run of command `name` from checkout `root`: whole (wall s), cpu (s); for a run also ready and own."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    argv = [sys.executable, "-m", "orchestrator.cli", *COMMANDS[name]]
+    argv = [sys.executable, "-m", cli_module(root), *COMMANDS[name]]
     cpu, started = _cpu_of_children(), time.perf_counter()
     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready: list[float] = []
@@ -87,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     roots = {"this": HERE}
     if args.baseline is not None:
-        if not (args.baseline / "orchestrator" / "cli.py").exists():
-            raise SystemExit(f"--baseline {args.baseline}: not a checkout of maker (no orchestrator/cli.py)")
+        if not (args.baseline / "orchestrator").is_dir():
+            raise SystemExit(f"--baseline {args.baseline}: not a checkout of maker (no orchestrator/ folder)")
         roots["baseline"] = args.baseline.resolve()
     runs: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="maker-startup-") as workdir:

@@ -21,9 +21,9 @@ from maker_workers.ratelimit import RateLimiter
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import VoteBook
-from orchestrator.embedded import Embedded, free_port, start_redis
-from orchestrator.local_models import LocalEmbeddings, LocalModel
-from orchestrator.runner import CommittedStep
+from orchestrator.cluster.embedded import Embedded, free_port, start_redis
+from orchestrator.cluster.local_models import LocalEmbeddings, LocalModel
+from orchestrator.engine.runner import CommittedStep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def user_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """Run `maker ...` the way a user does, in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.interfaces.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -108,7 +108,7 @@ def run_cli(*args: str, timeout: float = 240, **extra_env: str) -> subprocess.Co
 def cli_process(*args: str) -> subprocess.Popen[str]:
     """`maker ...` started in its own process, as a user starts it, its output piped."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "orchestrator.interfaces.cli", *args],
         cwd=ROOT,
         env=user_env(),
         stdout=subprocess.PIPE,

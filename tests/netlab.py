@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from orchestrator.embedded import Process
+from orchestrator.cluster.embedded import Process
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

@@ -16,9 +16,9 @@ from maker_workers import keys
 from maker_workers.domains.base import canonical
 from maker_workers.simllm.model import SimConfig
 from orchestrator import api
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded
-from orchestrator.runner import VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import VotingConfig
 from tests.conftest import run_cli
 
 Fields = dict[bytes, bytes]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.calibrate import _measure, wilson
+from orchestrator.planning.calibrate import _measure, wilson
 from tests.conftest import run_cli
 from tests.test_plan import k_min_of
 

@@ -14,8 +14,8 @@ import redis
 from maker_workers import keys
 from maker_workers.celery_app import make_app
 from maker_workers.domains import hanoi
-from orchestrator.embedded import Embedded, free_port
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded, free_port
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import OrchestratorDied, children_of, dies_after, run_cli, started_cli
 
 REPORT_FIELDS = {

@@ -18,9 +18,9 @@ from maker_workers.errors import StepFailed
 from maker_workers.sampling import SampleRequest
 from maker_workers.simllm.model import SimConfig
 from maker_workers.votes import Contest
-from orchestrator.embedded import Embedded
-from orchestrator.report import Scorer
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.reports.report import Scorer
 from tests.conftest import OrchestratorDied, dies_after
 
 

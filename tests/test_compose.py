@@ -17,7 +17,7 @@ import pytest
 import typer.main
 import yaml
 
-from orchestrator.cli import app
+from orchestrator.interfaces.cli import app
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -21,9 +21,9 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import StepFailed
 from maker_workers.tasks import READY_LINE
 from maker_workers.worker import wake_on_signals
-from orchestrator import embedded
-from orchestrator.embedded import Embedded, Process, free_port, start_redis, worker_argv
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster import embedded
+from orchestrator.cluster.embedded import Embedded, Process, free_port, start_redis, worker_argv
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import ROOT, children_of, started_cli, user_env
 
 

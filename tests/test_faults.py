@@ -26,9 +26,9 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import ConfigError, StoreError
 from maker_workers.simllm.model import SimConfig
 from maker_workers.votes import Notice, Outcome, Snapshot
-from orchestrator.embedded import Embedded, free_port, start_redis
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from orchestrator.store import RunStore
+from orchestrator.cluster.embedded import Embedded, free_port, start_redis
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.engine.store import RunStore
 from tests.conftest import run_cli
 from tests.faultproxy import FaultProxy
 
@@ -402,7 +402,7 @@ def test_a_rediss_broker_still_speaks_tls_and_keeps_its_scheme() -> None:
 def test_a_hedge_is_a_sample_like_any_other_and_passes_the_budget_check(redis_url: str) -> None:
     from maker_workers.errors import BudgetSpent
     from maker_workers.votes import Contest
-    from orchestrator.runner import _Open
+    from orchestrator.engine.runner import _Open
 
     runner = Runner(redis.Redis.from_url(redis_url), make_app(redis_url), VotingConfig(max_cost_usd=0.01), HanoiTask(3))
     runner.spent_nusd = 10**8  # $0.10 spent of $0.01

@@ -15,8 +15,8 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import StepFailed
 from maker_workers.sampling import SampleRequest
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import OrchestratorDied, dies_after
 
 

@@ -13,8 +13,8 @@ import redis
 
 from maker_workers.simllm.model import SimConfig
 from maker_workers.tasks import READY_LINE
-from orchestrator.embedded import Process, free_port, start_redis, worker_argv
-from orchestrator.flower import READY
+from orchestrator.cluster.embedded import Process, free_port, start_redis, worker_argv
+from orchestrator.cluster.flower import READY
 from tests.conftest import run_cli, running_sim
 from tests.watching import Flower, until
 
@@ -34,7 +34,7 @@ def guarded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def maker(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", *args]
+    return [sys.executable, "-m", "orchestrator.interfaces.cli", *args]
 
 
 def test_flower_lists_every_worker_and_each_sample_of_a_run(guarded_redis: str) -> None:

@@ -22,7 +22,7 @@ from maker_workers.domains.answers import HanoiAnswer, JsonAnswer, RegexAnswer, 
 from maker_workers.domains.base import Parsed, RedFlag, canonical
 from maker_workers.domains.spec import SpecTask, load_spec
 from maker_workers.errors import ConfigError
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import ROOT, run_cli
 
 # Decimal digits a tokenizer can produce that are not 0-9; Python's \d and int() take every one of them.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import html_report
-from orchestrator.embedded import Embedded
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.reports import html_report
 from tests.conftest import run_cli
 
 FIGURES = ("steps", "samples", "votes", "red_flags", "cost_usd")

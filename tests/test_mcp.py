@@ -22,10 +22,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from maker_workers.domains import hanoi
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded, free_port
-from orchestrator.mcp_server import MakerTools, mcp_server
-from orchestrator.method import k_min
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded, free_port
+from orchestrator.interfaces.mcp_server import MakerTools, mcp_server
+from orchestrator.planning.method import k_min
 from tests.conftest import ROOT, run_cli, user_env
 
 TOOLS = {
@@ -143,7 +143,7 @@ def test_a_host_in_memory_runs_jobs_votes_and_cancels(tools: MakerTools) -> None
 def test_a_host_over_stdio_does_the_same_on_the_embedded_default_and_never_sees_a_key() -> None:
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "orchestrator.cli", "mcp"],
+        args=["-m", "orchestrator.interfaces.cli", "mcp"],
         cwd=ROOT,
         env=user_env(MAKER_API_KEY=SECRET),
     )
@@ -268,7 +268,16 @@ def test_validate_flags_each_problem_and_plan_follows_the_formulas(tools: MakerT
 
 def test_streamable_http_refuses_a_request_without_the_token(cluster: Embedded) -> None:
     port, token = free_port(), "token-of-this-test"
-    argv = [sys.executable, "-m", "orchestrator.cli", "mcp", "--transport", "streamable-http", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.interfaces.cli",
+        "mcp",
+        "--transport",
+        "streamable-http",
+        "--port",
+        str(port),
+    ]
     env = user_env(MAKER_MCP_TOKEN=token, MAKER_REDIS_URL=cluster.redis_url)
     with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as server:
         try:

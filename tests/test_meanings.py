@@ -1,4 +1,4 @@
-"""The join rule read off answer.meanings (orchestrator/meanings.py), and the spec checks around it: plain
+"""The join rule read off answer.meanings (orchestrator/engine/meanings.py), and the spec checks around it: plain
 vectors in, so each case is exact."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from maker_workers.domains.answers import DEFAULT_THRESHOLD
 from maker_workers.domains.spec import SpecError, SpecTask, spec_from_data
 from maker_workers.errors import ConfigError
-from orchestrator.meanings import MARGIN, rule_from
+from orchestrator.engine.meanings import MARGIN, rule_from
 
 MEANINGS = (("refund please", "money back"), ("parcel late", "where is my box"))
 

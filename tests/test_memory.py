@@ -11,9 +11,9 @@ from maker_workers import keys
 from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
-from orchestrator.report import Scorer
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.reports.report import Scorer
 
 DISKS = 14
 FIRST = 2_000  # the step the "start" figures are read at, once every pool and cache has filled

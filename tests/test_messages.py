@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.embedded import Embedded
+from orchestrator.cluster.embedded import Embedded
 from tests.conftest import ROOT, cli_process, run_cli, user_env
 
 
@@ -31,7 +31,7 @@ def test_maker_flower_without_flower_installed_says_how_to_install_it(tmp_path: 
     (tmp_path / "flower.py").write_text("")  # a module, not the package: `flower.app` cannot be imported
     env = user_env(PYTHONPATH=str(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "flower", "--broker-url", "memory://"],
+        [sys.executable, "-m", "orchestrator.interfaces.cli", "flower", "--broker-url", "memory://"],
         capture_output=True,
         text=True,
         cwd=ROOT,

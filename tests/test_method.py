@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maker_workers.errors import ConfigError
-from orchestrator.method import expected_samples, expected_votes, k_min, p_full, p_sub, to_enqueue
+from orchestrator.planning.method import expected_samples, expected_votes, k_min, p_full, p_sub, to_enqueue
 
 
 def test_p_sub_known_values() -> None:

@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from maker_workers import keys
 from maker_workers.simllm.model import SimConfig
 from orchestrator import api
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded, Process, free_port, worker_argv
-from orchestrator.metrics import RunMetrics
-from orchestrator.model_options import ModelOptions
-from orchestrator.runner import CommittedStep, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded, Process, free_port, worker_argv
+from orchestrator.cluster.metrics import RunMetrics
+from orchestrator.cluster.model_options import ModelOptions
+from orchestrator.engine.runner import CommittedStep, VotingConfig
 from tests.conftest import ROOT, run_cli, user_env
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -168,7 +168,7 @@ def await_scrape(port: int, proc: subprocess.Popen[str], until: str, deadline_s:
 
 def test_maker_hanoi_serves_metrics_and_status_and_watch_follow_it_from_redis(monitored: Embedded) -> None:
     port = free_port()
-    argv = [sys.executable, "-m", "orchestrator.cli", "hanoi", "--disks", "6", "--json"]
+    argv = [sys.executable, "-m", "orchestrator.interfaces.cli", "hanoi", "--disks", "6", "--json"]
     argv += ["--redis-url", monitored.redis_url, "--metrics-port", str(port)]
     with subprocess.Popen(
         argv, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -22,8 +22,8 @@ from maker_workers.providers.openai_compat import OpenAICompatible
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.model import SimConfig, SimModel
 from maker_workers.votes import Contest, Outcome, Snapshot, VoteBook
-from orchestrator.method import expected_votes, p_full, p_sub
-from orchestrator.plan import plan
+from orchestrator.planning.method import expected_votes, p_full, p_sub
+from orchestrator.planning.plan import plan
 from tests.conftest import ROOT, member, running_sim
 
 RIGHT, WRONG = "right", "wrong"

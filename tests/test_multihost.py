@@ -17,8 +17,8 @@ import redis
 
 from maker_workers import keys
 from maker_workers.tasks import READY_LINE
-from orchestrator.embedded import SIM_READY, redis_server_binary
-from orchestrator.flower import READY
+from orchestrator.cluster.embedded import SIM_READY, redis_server_binary
+from orchestrator.cluster.flower import READY
 from tests.conftest import user_env
 from tests.netlab import Host, Lab, unavailable
 from tests.watching import Flower, until
@@ -58,13 +58,13 @@ def test_workers_on_two_hosts_share_a_run_and_one_host_may_drop_out(lab: Lab, tm
     )
     db.start(
         "sim",
-        python("orchestrator.cli", "sim-llm", "serve", "--host", db.address, "--port", "8765", *SIM_FLAGS),
+        python("orchestrator.interfaces.cli", "sim-llm", "serve", "--host", db.address, "--port", "8765", *SIM_FLAGS),
         SIM_READY,
         {},
     )
     db.start(
         "flower",
-        python("orchestrator.cli", "flower", "--host", db.address, "--inspect-every", "1"),
+        python("orchestrator.interfaces.cli", "flower", "--host", db.address, "--inspect-every", "1"),
         READY,
         {"MAKER_REDIS_URL": redis_url, "MAKER_FLOWER_BASIC_AUTH": ":".join(LOGIN)},
     )
@@ -84,7 +84,7 @@ def test_workers_on_two_hosts_share_a_run_and_one_host_may_drop_out(lab: Lab, tm
         assert on == {f"celery@{w1.name}", f"celery@{w2.name}"}
 
         second = subprocess.Popen(
-            orch.command(python("orchestrator.cli", "hanoi", "--disks", "6", "--json")),
+            orch.command(python("orchestrator.interfaces.cli", "hanoi", "--disks", "6", "--json")),
             env=user_env(MAKER_REDIS_URL=redis_url),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -113,7 +113,7 @@ def test_workers_on_two_hosts_share_a_run_and_one_host_may_drop_out(lab: Lab, tm
 
 def hanoi(host: Host, redis_url: str, disks: int) -> dict:
     done = subprocess.run(
-        host.command(python("orchestrator.cli", "hanoi", "--disks", str(disks), "--json")),
+        host.command(python("orchestrator.interfaces.cli", "hanoi", "--disks", str(disks), "--json")),
         env=user_env(MAKER_REDIS_URL=redis_url),
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""`maker plan` against MAKER.md's formulas, computed here afresh (not through orchestrator/method.py)."""
+"""`maker plan` against MAKER.md's formulas, computed here afresh (not through orchestrator/planning/method.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.calibrate import Calibration
-from orchestrator.plan import expected_rounds, plan
+from orchestrator.planning.calibrate import Calibration
+from orchestrator.planning.plan import expected_rounds, plan
 from tests.conftest import run_cli
 
 

@@ -7,7 +7,7 @@ import pytest
 from maker_workers.members import price_for
 from maker_workers.pricing import Price, price_of, usd
 from maker_workers.settings import WorkerSettings
-from orchestrator.report import ModelCounts, cost_usd
+from orchestrator.reports.report import ModelCounts, cost_usd
 
 
 def test_listed_models_and_their_dated_snapshots_have_a_price() -> None:

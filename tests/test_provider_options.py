@@ -27,10 +27,10 @@ from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Notice, Outcome, Snapshot, VoteBook
 from orchestrator import api
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded
-from orchestrator.model_options import ModelOptions
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.cluster.model_options import ModelOptions
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import OrchestratorDied, dies_after, run_cli, running_sim
 from tests.watching import until
 

@@ -9,7 +9,7 @@ import redis
 
 from maker_workers.celery_app import SAMPLE_TASK, make_app
 from maker_workers.sampling import SampleRequest
-from orchestrator.publisher import LATER, Publisher
+from orchestrator.engine.publisher import LATER, Publisher
 
 
 def _queued(client: redis.Redis) -> list[dict]:

@@ -18,8 +18,8 @@ from maker_workers.sampling import SampleRequest
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.tasks import READY_LINE
-from orchestrator.embedded import Process, worker_argv
-from orchestrator.store import RunStore
+from orchestrator.cluster.embedded import Process, worker_argv
+from orchestrator.engine.store import RunStore
 
 RPM = 240  # four requests a second
 TPM = 45_000  # 750 tokens a second: about three Hanoi requests, so the tokens bind once the burst is spent

@@ -20,7 +20,7 @@ from maker_workers.ratelimit import ProviderLimits, RateLimiter, estimated_token
 from maker_workers.sampling import SamplePolicy, SampleRequest, draw_sample
 from maker_workers.simllm.server import SimServer
 from maker_workers.votes import Outcome, VoteBook
-from orchestrator.store import RunStore
+from orchestrator.engine.store import RunStore
 from tests.conftest import member
 
 TASK = hanoi.HanoiTask(3)

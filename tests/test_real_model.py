@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from maker_workers.providers import provider_for
-from orchestrator.local_models import LocalEmbeddings, LocalModel
+from orchestrator.cluster.local_models import LocalEmbeddings, LocalModel
 from tests.conftest import run_cli
 
 GEOGRAPHY = [

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
-from orchestrator import api, method
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded
-from orchestrator.model_options import ModelOptions
-from orchestrator.reliability import LiveReliability, p_needed
-from orchestrator.runner import CommittedStep, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.cluster.model_options import ModelOptions
+from orchestrator.engine.runner import CommittedStep, VotingConfig
+from orchestrator.interfaces import api
+from orchestrator.planning import method
+from orchestrator.planning.reliability import LiveReliability, p_needed
 
 
 def test_the_estimate_recovers_p_from_ahead_by_k_votes() -> None:

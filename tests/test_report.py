@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from maker_workers.domains import hanoi
-from orchestrator.report import RunReport, Scorer
-from orchestrator.runner import CommittedStep
+from orchestrator.engine.runner import CommittedStep
+from orchestrator.reports.report import RunReport, Scorer
 
 
 def committed(step: int, move: hanoi.Move, next_state: hanoi.State, votes: int = 3) -> CommittedStep:

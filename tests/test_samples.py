@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.embedded import Embedded
+from orchestrator.cluster.embedded import Embedded
 from tests.conftest import run_cli
 
 

@@ -27,9 +27,9 @@ from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SimServer
 from maker_workers.tasks import READY_LINE
-from orchestrator.embedded import Embedded, Process, free_port, redis_server_binary, worker_argv
-from orchestrator.model_options import ModelOptions
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded, Process, free_port, redis_server_binary, worker_argv
+from orchestrator.cluster.model_options import ModelOptions
+from orchestrator.engine.runner import Runner, VotingConfig
 from tests.conftest import run_cli
 
 CANARY = "sk-test-SECRET-canary-123"

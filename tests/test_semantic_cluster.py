@@ -20,9 +20,9 @@ from maker_workers.celery_app import make_app
 from maker_workers.domains.answers import DEFAULT_THRESHOLD
 from maker_workers.domains.spec import SpecTask, spec_from_data
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
-from orchestrator.phrasings import phrasings
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.reports.phrasings import phrasings
 from tests.conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "triage.yaml"

@@ -24,12 +24,12 @@ from maker_workers.semantic import unit_vector
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.oracles.triage import ISSUES, MEANINGS, phrase
 from maker_workers.votes import Contest, Meaning, Outcome, VoteBook
-from orchestrator.embedded import Embedded
-from orchestrator.local_models import LocalEmbeddings
-from orchestrator.meanings import rule_from
-from orchestrator.phrasings import phrasings
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from orchestrator.store import RunStore
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.cluster.local_models import LocalEmbeddings
+from orchestrator.engine.meanings import rule_from
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.engine.store import RunStore
+from orchestrator.reports.phrasings import phrasings
 from tests.conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "triage.yaml"

@@ -18,8 +18,8 @@ from maker_workers.domains.answers import SemanticMatch
 from maker_workers.domains.base import RedFlag
 from maker_workers.semantic import unit_vector
 from maker_workers.votes import Contest, Meaning, Outcome, VoteBook
-from orchestrator.phrasings import phrasings
-from orchestrator.store import RunStore
+from orchestrator.engine.store import RunStore
+from orchestrator.reports.phrasings import phrasings
 
 
 def meaning(vector: list[float], threshold: float = 0.8, group: str = "", cap: int = 16, **more: int) -> Meaning:

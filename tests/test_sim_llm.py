@@ -194,8 +194,8 @@ def test_stats_say_what_was_served(sim_server: SimServer, http: httpx.Client) ->
     "config", [SimConfig(), SimConfig(seed=4, rate_429=0.1, timeout_hold_s=2, api_key="k", quota_exhausted=True)]
 )
 def test_the_cli_takes_every_config_field_as_the_embedded_cluster_passes_it(config: SimConfig) -> None:
-    argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", "0"]
-    for name, value in config.model_dump().items():  # as orchestrator.embedded builds them: None, False too
+    argv = [sys.executable, "-m", "orchestrator.interfaces.cli", "sim-llm", "serve", "--port", "0"]
+    for name, value in config.model_dump().items():  # as orchestrator.cluster.embedded builds them: None, False too
         argv += ["--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}", str(value)]
     with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.votes import Contest, Snapshot
-from orchestrator.runner import Runner, VotingConfig, _Open
-from orchestrator.speculation import PRICED_MAX_WASTE, WasteBudget
+from orchestrator.engine.runner import Runner, VotingConfig, _Open
+from orchestrator.engine.speculation import PRICED_MAX_WASTE, WasteBudget
 from tests.conftest import run_cli
 
 PRICED = ("--price-in", "0.4", "--price-out", "1.6")

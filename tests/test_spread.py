@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maker_workers.errors import ConfigError
-from orchestrator.calibrate import _beta_fit, spread
-from orchestrator.method import p_sub
-from orchestrator.plan import Spread, plan
-from orchestrator.reliability import LiveReliability
+from orchestrator.planning.calibrate import _beta_fit, spread
+from orchestrator.planning.method import p_sub
+from orchestrator.planning.plan import Spread, plan
+from orchestrator.planning.reliability import LiveReliability
 
 
 def counts(rng: random.Random, per_step: list[float], n: int) -> list[tuple[int, int]]:

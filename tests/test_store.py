@@ -16,10 +16,10 @@ from maker_workers import keys
 from maker_workers.celery_app import make_app
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.errors import Cancelled, ConfigError, StoreError
-from orchestrator.api import progress
-from orchestrator.embedded import Embedded
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from orchestrator.store import Checkpoint, RunStore
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.engine.store import Checkpoint, RunStore
+from orchestrator.interfaces.api import progress
 
 HANOI_3 = HanoiTask(3).definition()
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
+from orchestrator.cluster.embedded import Embedded
 from tests.conftest import cli_process, run_cli
 
 

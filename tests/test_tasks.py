@@ -14,11 +14,11 @@ import yaml
 from maker_workers.celery_app import make_app
 from maker_workers.errors import StepFailed
 from orchestrator import api
-from orchestrator.cluster import ClusterOptions
-from orchestrator.embedded import Embedded
-from orchestrator.method import k_min
-from orchestrator.report import TaskReport
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import Runner, VotingConfig
+from orchestrator.planning.method import k_min
+from orchestrator.reports.report import TaskReport
 from tests.conftest import ROOT, OrchestratorDied, dies_after, run_cli
 
 EXAMPLES = ROOT / "examples"

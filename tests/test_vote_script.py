@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from maker_workers import keys
 from maker_workers.votes import Contest, Drawer, Outcome, Said, Snapshot, VoteBook
-from orchestrator.store import RunStore
+from orchestrator.engine.store import RunStore
 
 
 def contest(k: int = 3, step: int = 0, run_id: str = "r1") -> Contest:

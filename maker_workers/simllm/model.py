@@ -211,7 +211,8 @@ MUSINGS = (
 
 def musing(rng: random.Random) -> str:
     """A line of prose worded at random, as a real model's wording varies from draw to draw above T=0 (4,096 ways):
-    two right answers are then seldom the same text, while at T=0 they are (copies; orchestrator/reliability.py)."""
+    two right answers are then seldom the same text, while at T=0 they are (copies;
+    orchestrator/planning/reliability.py)."""
     return " ".join(rng.choice(words) for words in MUSINGS)
 
 

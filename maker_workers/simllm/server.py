@@ -394,6 +394,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+
 SIM_READY = "sim-llm listening on"  # `maker sim-llm serve` prints this and its URL once it accepts requests
 
 

@@ -31,8 +31,8 @@ from statistics import NormalDist
 
 from pydantic import BaseModel
 
-from orchestrator import method
-from orchestrator.method import Spread
+from orchestrator.planning import method
+from orchestrator.planning.method import Spread
 
 # Below this much evidence the estimate is too loose to act on (raising k costs every later step).
 MIN_STEPS = 30

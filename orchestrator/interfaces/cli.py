@@ -21,15 +21,15 @@ if TYPE_CHECKING:  # the rest loads in the command that needs it, so `maker --he
 
     from maker_workers.domains.spec import AnswerSpec
     from maker_workers.simllm.model import SimConfig
-    from orchestrator.api import Hooks
-    from orchestrator.calibrate import Calibration
-    from orchestrator.cluster import Cluster, ClusterOptions
-    from orchestrator.model_options import ModelOptions
-    from orchestrator.phrasings import Candidate
-    from orchestrator.progress import ProgressLog, StepProgress
-    from orchestrator.report import RunCounts
-    from orchestrator.runner import CommittedStep, VotingConfig
-    from orchestrator.samples import Sample
+    from orchestrator.cluster.connect import Cluster, ClusterOptions
+    from orchestrator.cluster.model_options import ModelOptions
+    from orchestrator.engine.runner import CommittedStep, VotingConfig
+    from orchestrator.interfaces.api import Hooks
+    from orchestrator.planning.calibrate import Calibration
+    from orchestrator.reports.phrasings import Candidate
+    from orchestrator.reports.progress import ProgressLog, StepProgress
+    from orchestrator.reports.report import RunCounts
+    from orchestrator.reports.samples import Sample
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -227,7 +227,7 @@ def cluster_options(
 ) -> ClusterOptions:
     """The cluster from the flags; flags that cannot apply to the chosen cluster are refused, and the
     embedded workers' models are checked (provider, model, API key, price) before anything starts."""
-    from orchestrator.cluster import ClusterOptions
+    from orchestrator.cluster.connect import ClusterOptions
 
     sim_given = any(v is not None for v in sim_flags.values())
     if redis_url and sim_given:
@@ -278,7 +278,7 @@ def model_options(
 ) -> ModelOptions:
     from pydantic import ValidationError
 
-    from orchestrator.model_options import ModelOptions
+    from orchestrator.cluster.model_options import ModelOptions
 
     try:
         return ModelOptions(
@@ -335,7 +335,7 @@ class Display:
         log: tuple[float, str] = (10.0, "text"),
     ):
         """`log`: every how many seconds a line goes to stderr when it is no terminal, and in which format."""
-        from orchestrator.metrics import RunMetrics
+        from orchestrator.cluster.metrics import RunMetrics
 
         self.stack = stack
         self.log_every, self.log_format = log
@@ -349,9 +349,9 @@ class Display:
 
     def hooks(self, trace_line: Callable[[CommittedStep], dict]) -> Hooks:
         from maker_workers.connections import redact
-        from orchestrator.api import Hooks
-        from orchestrator.embedded import pool_for
-        from orchestrator.progress import ProgressLog, StepProgress
+        from orchestrator.cluster.embedded import pool_for
+        from orchestrator.interfaces.api import Hooks
+        from orchestrator.reports.progress import ProgressLog, StepProgress
 
         def on_cluster(cluster: Cluster) -> None:
             _RUNNING["embedded"] = cluster.embedded is not None
@@ -531,7 +531,7 @@ def _adaptive(adaptive_k: bool, target: float | None) -> bool:
 
 def _calibrated_spread(calibration: Path | None) -> tuple[float, float] | None:
     """The Beta of per-step p --from-calibration measured, if any: the run's live reading is capped by it."""
-    from orchestrator.plan import load_calibration, spread_of
+    from orchestrator.planning.plan import load_calibration, spread_of
 
     return None if calibration is None else spread_of(guarded(lambda: load_calibration(calibration)))
 
@@ -540,7 +540,7 @@ def _target_k(
     k: int | None, target: float | None, p: float | None, calibration: Path | None, steps: int | None
 ) -> int | None:
     """--k, or the k --target-reliability picks from --p or --from-calibration (said on stderr)."""
-    from orchestrator.plan import target_k
+    from orchestrator.planning.plan import target_k
 
     chosen = guarded(lambda: target_k(target, steps, p=p, calibration=calibration, k=k))
     if chosen is None:
@@ -596,7 +596,7 @@ def hanoi(
 ) -> None:
     """Solve Towers of Hanoi with MAKER, one voted LLM call per move. Exit 0 only if solved with no error."""
     from orchestrator import api
-    from orchestrator.runner import VotingConfig
+    from orchestrator.engine.runner import VotingConfig
 
     k = _target_k(k, target_reliability, p, from_calibration, 2**disks - 1) or VotingConfig().k
     sim_flags = _sim_flags(
@@ -822,7 +822,7 @@ def vote(
 ) -> None:
     """One error-corrected decision: sample the question until one answer leads by k. Exit 0 only if decided."""
     from orchestrator import api
-    from orchestrator.runner import VotingConfig
+    from orchestrator.engine.runner import VotingConfig
 
     if (prompt is None) == (prompt_file is None):
         fail("give the question with exactly one of --prompt TEXT or --prompt-file FILE")
@@ -1180,7 +1180,7 @@ def report(
 
     Give runs of several sizes to see the samples they took against the c·s·ln s curve.
     """
-    from orchestrator.html_report import write_report  # matplotlib loads only for this command
+    from orchestrator.reports.html_report import write_report  # matplotlib loads only for this command
 
     runs = guarded(lambda: write_report(out, run_ids or [], trace or [], redis_url))
     print(f"wrote {out} ({', '.join(run.label for run in runs)})")
@@ -1239,10 +1239,10 @@ def calibrate(
     from maker_workers.domains.hanoi import HanoiTask
     from maker_workers.errors import ConfigError
     from orchestrator import api
-    from orchestrator.calibrate import calibrate as measure
-    from orchestrator.calibrate import draw_steps, draw_trace_steps, read_trace
-    from orchestrator.progress import SampleProgress
-    from orchestrator.runner import VotingConfig
+    from orchestrator.engine.runner import VotingConfig
+    from orchestrator.planning.calibrate import calibrate as measure
+    from orchestrator.planning.calibrate import draw_steps, draw_trace_steps, read_trace
+    from orchestrator.reports.progress import SampleProgress
 
     if (disks is None) == (spec is None) or (spec is None) != (trace is None):
         fail("give either --disks N (Hanoi) or SPEC --trace FILE (a spec task and a reference run's trace)")
@@ -1359,8 +1359,8 @@ def plan(
 
     With --from-calibration, also the plan at the low end of p's 95% interval: the k to pick if p is that bad.
     """
-    from orchestrator.plan import calibrated_p, load_calibration, sample_cost_usd, spread_of
-    from orchestrator.plan import plan as make_plan
+    from orchestrator.planning.plan import calibrated_p, load_calibration, sample_cost_usd, spread_of
+    from orchestrator.planning.plan import plan as make_plan
 
     if (p is None) == (from_calibration is None):
         fail("give exactly one of --p P or --from-calibration FILE")
@@ -1461,7 +1461,7 @@ def audit(
 ) -> None:
     """Check a run from its Redis alone: one answer per committed step, each sample counted once, each winner
     ahead by k among the votes of exactly its input. Exit 0 when clean, 1 on any violation."""
-    from orchestrator.audit import audit_url
+    from orchestrator.reports.audit import audit_url
 
     if redis_url is None:
         fail("maker audit reads the run from its Redis: give --redis-url URL (or MAKER_REDIS_URL)")
@@ -1476,7 +1476,7 @@ def audit(
 
 def _runs_redis(command: str, redis_url: str | None) -> redis.Redis:
     """The Redis `maker status` or `maker watch` reads the runs from."""
-    from orchestrator.cluster import connect
+    from orchestrator.cluster.connect import connect
 
     if redis_url is None:
         fail(f"maker {command} reads runs from their Redis: give --redis-url URL (or MAKER_REDIS_URL)")
@@ -1522,7 +1522,7 @@ def samples_command(
     reason, read from the run's events in its Redis (a long run's stream keeps its latest samples)."""
     from maker_workers.connections import redact
     from orchestrator import samples as said
-    from orchestrator.store import RunStore
+    from orchestrator.engine.store import RunStore
 
     client = _runs_redis("samples", redis_url)
     if guarded(lambda: RunStore(client, run_id).task()) is None:
@@ -1584,7 +1584,7 @@ def bench(
     The headline figures have the simulated model inside each worker, so that they measure the engine; the
     same run with the sim over HTTP is printed beside them (--no-http skips it)."""
     from maker_workers.errors import MakerError
-    from orchestrator.bench import run_bench
+    from orchestrator.cluster.bench import run_bench
 
     console = Console(stderr=True) if json_out else None
     try:
@@ -1621,7 +1621,7 @@ def mcp(
     no_prompt_cache: NoPromptCache = False,
 ) -> None:
     """Serve MAKER to an MCP host (Claude Desktop, Claude Code, ...): submit and follow jobs, vote, validate, plan."""
-    from orchestrator.mcp_server import serve  # the MCP SDK loads only for this command
+    from orchestrator.interfaces.mcp_server import serve  # the MCP SDK loads only for this command
 
     models = model_options(
         provider, model, base_url, rpm, tpm, ensemble, price_in, price_out, price_cached, no_prompt_cache
@@ -1647,7 +1647,7 @@ def flower(
     """Flower on a cluster: every worker online with its pool and processed count, and each sample task."""
     from pydantic import ValidationError
 
-    from orchestrator.flower import FlowerOptions, serve
+    from orchestrator.cluster.flower import FlowerOptions, serve
 
     broker = broker_url or redis_url
     if broker is None:

@@ -1,6 +1,6 @@
 """Plan a run before paying for it: k, reliability, samples, cost and wall time from p (and a calibration).
 
-The MAKER formulas are orchestrator/method.py's; this adds what a plan needs around them: a cost per
+The MAKER formulas are orchestrator/planning/method.py's; this adds what a plan needs around them: a cost per
 sample, a wall-time model, the pessimistic end of a calibrated p, and p's spread across steps.
 
 Spread. The formulas assume one p for every step. A calibration with several samples a step measures how p varies
@@ -31,8 +31,8 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from maker_workers.errors import ConfigError
-from orchestrator.calibrate import Calibration
-from orchestrator.method import MAX_K, Spread, expected_samples, expected_votes, k_min, p_sub
+from orchestrator.planning.calibrate import Calibration
+from orchestrator.planning.method import MAX_K, Spread, expected_samples, expected_votes, k_min, p_sub
 
 MAX_GENERATIONS = 1_000_000  # of the wall-time model's sum; only p within about 1e-5 of 1/2 gets this far
 

@@ -14,8 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.pricing import usd
-from orchestrator.report import RunCounts
-from orchestrator.runner import CommittedStep, Runner
+from orchestrator.engine.runner import CommittedStep, Runner
+from orchestrator.reports.report import RunCounts
 
 # Samples by outcome, from the vote script's counters: every sample it counted is exactly one of these.
 OUTCOMES = {"vote": "votes", "red_flag": "red_flags", "error": "errors", "late": "late_votes"}

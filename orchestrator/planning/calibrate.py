@@ -40,13 +40,13 @@ from maker_workers.domains.spec import SpecTask
 from maker_workers.errors import ConfigError, MakerError, Rejected, store_errors
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Notice, Outcome
-from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
-from orchestrator.meanings import rule_to_measure
-from orchestrator.method import wilson
-from orchestrator.publisher import Publisher
-from orchestrator.report import cost_usd
-from orchestrator.runner import VotingConfig
-from orchestrator.store import RunStore
+from orchestrator.cluster.connect import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.engine.meanings import rule_to_measure
+from orchestrator.engine.publisher import Publisher
+from orchestrator.engine.runner import VotingConfig
+from orchestrator.engine.store import RunStore
+from orchestrator.planning.method import wilson
+from orchestrator.reports.report import cost_usd
 
 UNREACHABLE_K = 10**6  # the calibration run's margin: one sample per contest never decides it
 OVERDISPERSED_Z = 2.326  # the one-sided 1% point of the normal

@@ -11,10 +11,10 @@ from maker_workers.domains import hanoi
 from maker_workers.domains.base import JSON
 from maker_workers.pricing import usd
 from orchestrator import VERSION
-from orchestrator.meanings import MeaningsRule
-from orchestrator.phrasings import Candidate
-from orchestrator.runner import CommittedStep
-from orchestrator.samples import Sample
+from orchestrator.engine.meanings import MeaningsRule
+from orchestrator.engine.runner import CommittedStep
+from orchestrator.reports.phrasings import Candidate
+from orchestrator.reports.samples import Sample
 
 
 class StepLog:

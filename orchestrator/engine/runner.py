@@ -7,7 +7,7 @@ Speculation hides model latency: while step i is voted on, steps i+1.. are voted
 input the leading answer of the step before would give. Every contest is keyed by its exact input, so a
 guess that loses costs only its samples; it can never add a vote to another input, and each committed
 step is still decided ahead-by-k among samples of exactly its committed input. It is on by default, its
-depth adapted to what it wastes (orchestrator/speculation.py); `speculate=0` turns it off. On a model whose
+depth adapted to what it wastes (orchestrator/engine/speculation.py); `speculate=0` turns it off. On a model whose
 samples cost money a waste budget holds it (and hedging) to `max_waste` of the samples sent, 5% by default.
 """
 
@@ -44,13 +44,13 @@ from maker_workers.errors import (
 from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
-from orchestrator.meanings import rule_to_measure
-from orchestrator.method import to_enqueue
-from orchestrator.publisher import LATER, URGENT, Publisher
-from orchestrator.reliability import LiveReliability
-from orchestrator.samples import Sample, Tail, thrown
-from orchestrator.speculation import Depth, WasteBudget
-from orchestrator.store import Checkpoint, RunStore
+from orchestrator.engine.meanings import rule_to_measure
+from orchestrator.engine.publisher import LATER, URGENT, Publisher
+from orchestrator.engine.speculation import Depth, WasteBudget
+from orchestrator.engine.store import Checkpoint, RunStore
+from orchestrator.planning.method import to_enqueue
+from orchestrator.planning.reliability import LiveReliability
+from orchestrator.reports.samples import Sample, Tail, thrown
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
 ALIKE_STEPS = 5  # steps committed before copies are worth a warning

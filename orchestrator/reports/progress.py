@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from maker_workers.votes import Notice, Outcome
-from orchestrator.runner import CommittedStep
+from orchestrator.engine.runner import CommittedStep
 
 
 class _Bar:

@@ -30,11 +30,11 @@ from maker_workers import keys
 from maker_workers.domains.base import Task
 from maker_workers.errors import ClusterFailed, ConfigError, MakerError, store_errors
 from orchestrator import api
-from orchestrator.api import Hooks
-from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run
-from orchestrator.report import RunCounts, cost_usd
-from orchestrator.runner import VotingConfig
-from orchestrator.store import RunStore
+from orchestrator.cluster.connect import Cluster, ClusterOptions, cluster_for_run
+from orchestrator.engine.runner import VotingConfig
+from orchestrator.engine.store import RunStore
+from orchestrator.interfaces.api import Hooks
+from orchestrator.reports.report import RunCounts, cost_usd
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from maker_workers import keys
 from maker_workers.domains import load_task
 from maker_workers.domains.base import JSON, Task, canonical
 from maker_workers.errors import ConfigError, StoreError, store_errors
-from orchestrator.cluster import connect, redact
-from orchestrator.store import RunStore
+from orchestrator.cluster.connect import connect, redact
+from orchestrator.engine.store import RunStore
 
 _PAGE = 5_000  # stream entries read per XRANGE
 _SHOWN = 20  # violations printed per check; the JSON report has them all

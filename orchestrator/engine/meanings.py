@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
 
-    from orchestrator.store import RunStore
+    from orchestrator.engine.store import RunStore
 
 MEASURE_S = 120.0  # the first embedding call may load the model
 MARGIN = 0.002  # beyond the examples' extremes: a new phrasing may lie a little past them

@@ -22,9 +22,9 @@ from rich.table import Table
 
 from maker_workers import keys
 from maker_workers.errors import ConfigError, store_errors
-from orchestrator.api import RunProgress, progress
-from orchestrator.report import RunCounts, cost_usd
-from orchestrator.store import RunStore
+from orchestrator.engine.store import RunStore
+from orchestrator.interfaces.api import RunProgress, progress
+from orchestrator.reports.report import RunCounts, cost_usd
 
 EVENTS_READ = 1000  # the latest events a reading looks through for the workers heard from
 EVENTS_SHOWN = 8

@@ -22,10 +22,10 @@ from maker_workers import keys
 from maker_workers.celery_app import NOOP_TASK
 from maker_workers.domains.hanoi import HanoiTask
 from maker_workers.simllm.model import SimConfig
-from orchestrator.cluster import ClusterOptions, cluster_for_run
-from orchestrator.embedded import Embedded
-from orchestrator.report import Scorer, wasted_samples
-from orchestrator.runner import Runner, VotingConfig
+from orchestrator.cluster.connect import ClusterOptions, cluster_for_run
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.engine.runner import Runner, VotingConfig
+from orchestrator.reports.report import Scorer, wasted_samples
 
 _TICK = os.sysconf("SC_CLK_TCK")
 

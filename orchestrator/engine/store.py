@@ -161,7 +161,7 @@ class RunStore:
         return None if ended is None else (failure or b"").decode()
 
     def semantic_rule(self) -> dict[str, Any] | None:
-        """The join rule measured on answer.meanings as the run began (orchestrator/meanings.py), if any."""
+        """The join rule measured on answer.meanings as the run began (orchestrator/engine/meanings.py), if any."""
         with store_errors(f"reading run {self.run_id}"):
             raw = self.client.hget(keys.meta(self.run_id), "semantic_rule")
         return None if raw is None else json.loads(raw)

@@ -1,7 +1,7 @@
 """`maker mcp`: MAKER as tools of any MCP host (Claude Desktop, Claude Code, ...), on the official `mcp` SDK.
 
 The tool names are a contract: `submit_hanoi` and `submit_task` start a job and return its id at once;
-`job_status`, `job_result`, `cancel_job` and `list_jobs` follow jobs (`orchestrator.jobs`); `vote` takes one
+`job_status`, `job_result`, `cancel_job` and `list_jobs` follow jobs (`orchestrator.interfaces.jobs`); `vote` takes one
 error-corrected decision; `validate` red-flags one response; `plan` gives k and the expected cost from the
 MAKER formulas. Each input is a pydantic model whose JSON Schema is what the host sees, each output one
 too. A bad input (out of range, too large, a spec that does not load) is a tool error with a message.
@@ -49,13 +49,13 @@ from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
 from orchestrator import VERSION, api
 from orchestrator import plan as planning
-from orchestrator.calibrate import Calibration, calibrate, draw_steps
-from orchestrator.cluster import ClusterOptions
-from orchestrator.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
-from orchestrator.listen import is_loopback
-from orchestrator.method import k_min
-from orchestrator.report import RunReport, TaskReport
-from orchestrator.runner import VotingConfig
+from orchestrator.cluster.connect import ClusterOptions
+from orchestrator.cluster.listen import is_loopback
+from orchestrator.engine.runner import VotingConfig
+from orchestrator.interfaces.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
+from orchestrator.planning.calibrate import Calibration, calibrate, draw_steps
+from orchestrator.planning.method import k_min
+from orchestrator.reports.report import RunReport, TaskReport
 
 # Limits of what one host may ask: the server spends the cluster's samples on its behalf.
 MAX_TEXT_CHARS = 64 * 1024  # a prompt, a system message, a response to validate
@@ -308,7 +308,8 @@ class Validation(BaseModel):
 
 
 class Plan(planning.Plan):
-    """What a run needs: `maker plan`'s plan (orchestrator/plan.py), its total also under the name hosts read."""
+    """What a run needs: `maker plan`'s plan (orchestrator/planning/plan.py), its total also under the name hosts
+    read."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

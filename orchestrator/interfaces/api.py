@@ -38,10 +38,12 @@ from maker_workers.errors import (
 )
 from maker_workers.votes import Contest, VoteBook
 from orchestrator import VERSION
-from orchestrator.cluster import Cluster, ClusterOptions, cluster_for_run, connect, redact
-from orchestrator.meanings import MeaningsRule
-from orchestrator.phrasings import Candidate, phrasings
-from orchestrator.report import (
+from orchestrator.cluster.connect import Cluster, ClusterOptions, cluster_for_run, connect, redact
+from orchestrator.engine.meanings import MeaningsRule
+from orchestrator.engine.runner import CommittedStep, Runner, VotingConfig
+from orchestrator.engine.store import Checkpoint, RunStore
+from orchestrator.reports.phrasings import Candidate, phrasings
+from orchestrator.reports.report import (
     ModelCounts,
     RunCounts,
     RunReport,
@@ -51,9 +53,7 @@ from orchestrator.report import (
     cost_usd,
     embedding_cost_usd,
 )
-from orchestrator.runner import CommittedStep, Runner, VotingConfig
-from orchestrator.samples import Sample, examples, samples
-from orchestrator.store import Checkpoint, RunStore
+from orchestrator.reports.samples import Sample, examples, samples
 
 __all__ = [
     "AnswerSpec",

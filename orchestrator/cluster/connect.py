@@ -18,8 +18,8 @@ from maker_workers.celery_app import make_app
 from maker_workers.connections import redact
 from maker_workers.errors import ConfigError
 from maker_workers.simllm.model import SimConfig
-from orchestrator.embedded import Embedded
-from orchestrator.model_options import ModelOptions
+from orchestrator.cluster.embedded import Embedded
+from orchestrator.cluster.model_options import ModelOptions
 
 
 class ClusterOptions(BaseModel):

@@ -32,10 +32,10 @@ from maker_workers import keys
 from maker_workers.domains import hanoi, load_task
 from maker_workers.errors import ConfigError, MakerError, store_errors
 from maker_workers.pricing import usd
-from orchestrator import plots
-from orchestrator.cluster import connect, redact
-from orchestrator.report import RunCounts, cost_usd
-from orchestrator.store import RunStore
+from orchestrator.cluster.connect import connect, redact
+from orchestrator.engine.store import RunStore
+from orchestrator.reports import plots
+from orchestrator.reports.report import RunCounts, cost_usd
 
 SAMPLE_KINDS = {b"vote", b"red_flag", b"error", b"fatal", b"late"}  # one event per sample drawn, with its cost
 EVENTS_PAGE = 10_000

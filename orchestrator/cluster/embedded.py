@@ -26,7 +26,7 @@ from maker_workers.settings import settings
 from maker_workers.simllm.model import SimConfig
 from maker_workers.simllm.server import SIM_READY
 from maker_workers.worker import READY_LINE
-from orchestrator.model_options import ModelOptions
+from orchestrator.cluster.model_options import ModelOptions
 
 
 def free_port() -> int:
@@ -192,7 +192,7 @@ class Embedded:
     def _launch_sim(self) -> Process:
         sim_port = free_port()
         self.sim_url = f"http://127.0.0.1:{sim_port}/v1"
-        sim_argv = [sys.executable, "-m", "orchestrator.cli", "sim-llm", "serve", "--port", str(sim_port)]
+        sim_argv = [sys.executable, "-m", "orchestrator.interfaces.cli", "sim-llm", "serve", "--port", str(sim_port)]
         for name, value in self.sim.model_dump().items():
             flag = "--seed" if name == "seed" else f"--sim-{name.replace('_', '-')}"
             sim_argv += [flag, str(value)]

@@ -1,0 +1,1 @@
+"""The cluster: the embedded default, connections to a real one, Flower, local models, Prometheus, the bench."""
