@@ -1493,7 +1493,7 @@ def status(
 ) -> None:
     """Where runs stand, read from their Redis: one line per run, or one run's state (steps, samples, red flags,
     rounds, k, cost, workers heard from). Works from any machine that reaches the Redis, during a run and after."""
-    from orchestrator import watch as runs
+    from orchestrator.reports import watch as runs
 
     client = _runs_redis("status", redis_url)
     if run_id is not None:
@@ -1521,8 +1521,8 @@ def samples_command(
     """What the model said: each sample's text (its first characters), verdict (vote, red_flag, late, error) and
     reason, read from the run's events in its Redis (a long run's stream keeps its latest samples)."""
     from maker_workers.connections import redact
-    from orchestrator import samples as said
     from orchestrator.engine.store import RunStore
+    from orchestrator.reports import samples as said
 
     client = _runs_redis("samples", redis_url)
     if guarded(lambda: RunStore(client, run_id).task()) is None:
@@ -1551,7 +1551,7 @@ def watch(
 ) -> None:
     """A live view of a run from its Redis (steps/s, ETA, samples, red flags, rounds, k, cost, workers heard from,
     the last events), until the run ends; from any machine that reaches the Redis. Exit 1 if it ended failed."""
-    from orchestrator import watch as runs
+    from orchestrator.reports import watch as runs
 
     client = _runs_redis("watch", redis_url)
 

@@ -48,11 +48,11 @@ from maker_workers.domains.spec import AnswerSpec, parser_for
 from maker_workers.errors import ConfigError, MakerError
 from maker_workers.simllm.model import count_tokens
 from orchestrator import VERSION, api
-from orchestrator import plan as planning
 from orchestrator.cluster.connect import ClusterOptions
 from orchestrator.cluster.listen import is_loopback
 from orchestrator.engine.runner import VotingConfig
 from orchestrator.interfaces.jobs import MAX_ACTIVE_JOBS, Jobs, JobState, JobStatus, Kind, SharedCluster
+from orchestrator.planning import plan as planning
 from orchestrator.planning.calibrate import Calibration, calibrate, draw_steps
 from orchestrator.planning.method import k_min
 from orchestrator.reports.report import RunReport, TaskReport
