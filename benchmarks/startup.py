@@ -51,9 +51,7 @@ def _cpu_of_children() -> float:
 def cli_module(root: Path) -> str:
     """The CLI's module in checkout `root`: in its room since the layout by role, flat before."""
     return (
-        "orchestrator.interfaces.cli"
-        if (root / "orchestrator" / "interfaces" / "cli.py").exists()
-        else "orchestrator.cli"
+        "orchestrator.interfaces.cli" if (root / "orchestrator" / "interfaces" / "cli").exists() else "orchestrator.cli"
     )
 
 

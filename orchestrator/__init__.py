@@ -9,7 +9,7 @@
 
 Where a vote is decided: maker_workers/lua/record_sample.lua (the workers' side). Where a step is committed:
 engine/runner.py, `Runner._commit`, through engine/store.py and maker_workers/lua/commit_step.lua. Where a
-command is defined: interfaces/cli.py.
+command is defined: interfaces/cli/ (a module per group of commands; the option types in common.py).
 """
 
 from __future__ import annotations
