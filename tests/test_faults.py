@@ -405,7 +405,7 @@ def test_a_hedge_is_a_sample_like_any_other_and_passes_the_budget_check(redis_ur
     from orchestrator.engine.runner import _Open
 
     runner = Runner(redis.Redis.from_url(redis_url), make_app(redis_url), VotingConfig(max_cost_usd=0.01), HanoiTask(3))
-    runner.spent_nusd = 10**8  # $0.10 spent of $0.01
+    runner.spend.nusd = 10**8  # $0.10 spent of $0.01
     runner._hedge_after_s = 0.0  # the front's samples are slow: it would send one more
     contest = Contest(run_id=runner.run_id, step=0, input_hash="x", k=3)
     slow = _Open(step=0, state=[], previous=None, contest=contest, known=Snapshot(), sent=1, in_flight={"s": 0.0})

@@ -41,9 +41,9 @@ from maker_workers.errors import (
     StoreError,
     store_errors,
 )
-from maker_workers.pricing import usd
 from maker_workers.sampling import SampleRequest
 from maker_workers.votes import Contest, Notice, Outcome, Snapshot, VoteBook
+from orchestrator.engine.budget import Spend
 from orchestrator.engine.meanings import rule_to_measure
 from orchestrator.engine.publisher import LATER, URGENT, Publisher
 from orchestrator.engine.speculation import Depth, WasteBudget
@@ -260,8 +260,7 @@ class Runner:
         self._fresh_after: int | None = None  # see _run
         # Every sample sent and not yet heard of (guesses' and replaced ones included) -> when it was sent.
         self._outstanding: dict[str, float] = {}
-        self.spent_nusd = 0
-        self.cost_unknown: str | None = None  # the model whose price is unknown, once a sample says so
+        self.spend = Spend(config.max_cost_usd)
         self.depth = Depth(config.speculate, config.speculate_max, config.speculate_waste)
         self.waste = WasteBudget(config.max_waste)
         # When the contests are next looked over for samples presumed lost; until then only the contest a notice
@@ -317,8 +316,8 @@ class Runner:
         stats = self.store.stats()
         # No sample of this run was ever recorded: a contest past the last one this runner opened is empty in Redis.
         self._fresh_after = -1 if not stats.get("samples") else None
-        self.spent_nusd = stats.get("cost_nusd", 0)
-        self.waste.priced = self.spent_nusd > 0
+        self.spend.nusd = stats.get("cost_nusd", 0)
+        self.waste.priced = self.spend.priced
         self.k = max(self.k, self.store.raised_k() or 0)  # a resumed run keeps what adaptive k raised
         if saved is None:
             step, state, previous = 0, self.task.initial_state(), None
@@ -447,7 +446,7 @@ class Runner:
             samples=committed.samples,
             linger_s=self.config.linger_s,
         )
-        committed.spent_usd = None if self.cost_unknown is not None else usd(self.spent_nusd)
+        committed.spent_usd = self.spend.spent_usd
         if self.config.trace_samples:
             self._tail = self._tail or Tail(self.client, self.run_id)
             with contextlib.suppress(StoreError):  # the step is committed: its trace line is written all the same
@@ -495,25 +494,6 @@ class Runner:
         elif not self._warned_drift:
             self._warned_drift = True
             self._on_warning(f"{drift}; k={needed} would meet it (--adaptive-k raises k as the run goes)")
-
-    def _hear_cost(self, notice: Notice) -> None:
-        if notice.spent_nusd is not None:
-            self.spent_nusd = max(self.spent_nusd, notice.spent_nusd)
-            self.waste.priced = self.spent_nusd > 0
-        if notice.cost_unknown is not None and self.cost_unknown is None:
-            self.cost_unknown = notice.cost_unknown or "the workers' model"
-
-    def _check_budget(self) -> None:
-        budget = self.config.max_cost_usd
-        if budget is None:
-            return
-        if self.cost_unknown is not None:
-            raise ConfigError(
-                f"the price of {self.cost_unknown} is unknown, so --max-cost-usd cannot be kept: give the "
-                "workers its price (--price-in/--price-out, or MAKER_PRICE_IN/MAKER_PRICE_OUT)"
-            )
-        if self.spent_nusd >= round(budget * 1e9):
-            raise BudgetSpent(usd(self.spent_nusd), budget)
 
     def _drain(self) -> None:
         """Wait (a bounded time) for every sample sent to land, so the counters include what it cost; one
@@ -608,7 +588,8 @@ class Runner:
         if notice.outcome is Outcome.FATAL:
             raise Rejected(notice.reason or "the provider refused the run")
         self._outcomes[notice.outcome] += 1
-        self._hear_cost(notice)
+        self.spend.hear(notice)
+        self.waste.priced = self.spend.priced
         for i, contest in enumerate(window):
             if contest.step == notice.step and contest.contest.input_hash == notice.input_hash:
                 contest.hear(notice)
@@ -664,7 +645,7 @@ class Runner:
         if most is not None:
             needed = min(needed, most)
         if needed:
-            self._check_budget()  # only where samples would be sent: a step decided within budget commits
+            self.spend.check()  # only where samples would be sent: a step decided within budget commits
             contest.rounds += 1
         return needed
 
@@ -833,7 +814,7 @@ class Runner:
         if self._room(window) < 1:
             return now + self.config.wait_s  # the waste budget has no room for it (yet)
         contest.hedged = True
-        self._check_budget()  # a hedge is a sample like any other: it is paid for
+        self.spend.check()  # a hedge is a sample like any other: it is paid for
         self._send([(contest, 1, True)])
         return now + self.config.wait_s
 
