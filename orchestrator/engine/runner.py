@@ -48,12 +48,12 @@ from orchestrator.engine.meanings import rule_to_measure
 from orchestrator.engine.publisher import LATER, URGENT, Publisher
 from orchestrator.engine.speculation import Depth, WasteBudget
 from orchestrator.engine.store import Checkpoint, RunStore
+from orchestrator.engine.watch_reliability import ReliabilityWatch
 from orchestrator.planning.method import to_enqueue
 from orchestrator.planning.reliability import LiveReliability
 from orchestrator.reports.samples import Sample, Tail, thrown
 
 NOTICE_BATCH = 64  # notices heard of in one wake-up, at most
-ALIKE_STEPS = 5  # steps committed before copies are worth a warning
 EARLY_SAMPLES = 30  # a run whose first this many answers are all red flags is stopped: the model cannot do the task
 EARLY_VOTES = 30  # a step with this many votes where no answer came up more than SCATTERED times is stopped
 SCATTERED = 2  # (ahead-by-k needs an answer that repeats; with wrong answers spread out it needs no p above 0.5)
@@ -236,9 +236,10 @@ class Runner:
         self._on_stall = on_stall
         self._on_warning = on_warning
         self.k = config.k  # raised by --adaptive-k, for contests opened from then on
-        self.live = LiveReliability(spread=config.calibrated_spread, total_steps=task.total_steps())
-        self._warned_drift = False
-        self._warned_alike = False
+        live = LiveReliability(spread=config.calibrated_spread, total_steps=task.total_steps())
+        self.reliability = ReliabilityWatch(
+            live, config.target_reliability, config.adaptive_k, task.total_steps(), on_warning
+        )
         self._outcomes: Counter[Outcome] = Counter()  # what this runner's samples came to, for the early stop
         self._tail: Tail | None = None  # with trace_samples
         self._stop_read_at = 0.0  # when a skip last made the run's stop flag be read
@@ -454,46 +455,16 @@ class Runner:
         return committed
 
     def _read_reliability(self, committed: CommittedStep) -> None:
-        """What the votes imply so far; with a target, a warning (or, with adaptive_k, a larger k) when the
-        run would no longer meet it. k is never lowered."""
-        self.live.observe(
-            committed.votes,
-            committed.winner_votes,
-            k=committed.k,
-            runner_up_votes=committed.runner_up_votes,
-            copies=committed.copies,
-            winner_distinct=committed.winner_distinct,
-        )
-        total = self.task.total_steps()
-        reading = self.live.reading(committed.k, total)
-        if reading is None:  # one vote a step: the votes say nothing of p
+        """The reliability policy's reading of the step; a larger k for the contests opened from now on when
+        --adaptive-k asks for one (recorded, so a resumed run keeps it)."""
+        needed = self.reliability.observe(committed, self.k)
+        if needed is None:
             return
-        committed.p_estimate, committed.reliability = reading.p, reading.reliability
-        committed.copy_share = reading.copy_share
-        if self.live.alike and self.live.steps >= ALIKE_STEPS and not self._warned_alike:
-            self._warned_alike = True
-            self._on_warning(
-                f"the votes are copies: {reading.copy_share:.0%} of the votes after each step's first repeat an "
-                "answer's text byte for byte (a model sampled near T=0 repeats itself, right or wrong). Each text "
-                f"counts once in the reading (p≈{reading.p:.3f}, margin {reading.margin:.1f} of k={committed.k}), "
-                "and no reading from votes can see a mistake every sample makes: raise the later temperature, give "
-                "the spec prompt variants, use an ensemble, and check the model with `maker calibrate`"
-            )
-        target = self.config.target_reliability
-        asked = None if target is None or total is None else self.live.k_for(target, total, self.k)
-        if asked is None:
-            return
-        needed, why = asked
-        drift = f"{why}: the run would fall below the target {target}"
-        if self.config.adaptive_k:
-            self._on_warning(f"{drift}; k raised to {needed} for the remaining steps")
-            contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)
-            self.book.event(contest, "", "k_changed", k=str(needed), previous_k=str(self.k), p=f"{reading.p:.6f}")
-            self.store.raise_k(needed)
-            self.k = needed
-        elif not self._warned_drift:
-            self._warned_drift = True
-            self._on_warning(f"{drift}; k={needed} would meet it (--adaptive-k raises k as the run goes)")
+        contest = Contest(run_id=self.run_id, step=committed.step + 1, input_hash="", k=needed)
+        p = f"{committed.p_estimate:.6f}"
+        self.book.event(contest, "", "k_changed", k=str(needed), previous_k=str(self.k), p=p)
+        self.store.raise_k(needed)
+        self.k = needed
 
     def _drain(self) -> None:
         """Wait (a bounded time) for every sample sent to land, so the counters include what it cost; one
