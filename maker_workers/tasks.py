@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -83,9 +83,7 @@ def task_of(run_id: str) -> Task:
         )
     if rule is not None and task.semantic is not None:  # measured on the spec's answer.meanings as the run began
         measured = json.loads(rule)
-        task.semantic = task.semantic.model_copy(
-            update={"threshold": measured["join"], "open_below": measured["open_below"]}
-        )
+        task.semantic = replace(task.semantic, threshold=measured["join"], open_below=measured["open_below"])
     return task
 
 

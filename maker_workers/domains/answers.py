@@ -20,10 +20,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
 from maker_workers.domains import hanoi
-from maker_workers.domains.base import DEFAULT_THRESHOLD, JSON, Parsed, RedFlag, canonical
+from maker_workers.domains.base import (  # noqa: F401  (SemanticMatch and the defaults: re-exported)
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_THRESHOLD,
+    JSON,
+    Parsed,
+    RedFlag,
+    SemanticMatch,
+    canonical,
+)
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -38,8 +44,6 @@ _BRACES = re.compile(r'"(?:[^"\\]|\\.?)*(?:"|$)|[{}]', re.S)  # a brace, or a JS
 
 # --- semantic matching -----------------------------------------------------------------------------
 
-DEFAULT_MAX_CANDIDATES = 16
-"""A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
 MAX_MEANINGS = 32
 MAX_MEANING_TEXTS = 256  # examples in all: each is embedded once, before the run starts
 MEANINGS_NEEDED = (
@@ -86,35 +90,6 @@ def parse_embeddings(text: str) -> tuple[str, str]:
             "ollama:MODEL (e.g. ollama:nomic-embed-text) or sim"
         )
     return provider, model.strip()
-
-
-class SemanticMatch(BaseModel):
-    """How a task's answers are matched by meaning (built from the spec's `answer`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    threshold: float = DEFAULT_THRESHOLD  # join: the least similarity to a candidate that joins it
-    open_below: float | None = None  # a vote less similar to every candidate opens one; None: the threshold
-    embeddings: str
-    embeddings_base_url: str | None = None  # where the embedding model is served, apart from the completion model
-    max_candidates: int = DEFAULT_MAX_CANDIDATES
-    exact_fields: tuple[str, ...] = ()  # json/regex answers: fields never merged by similarity
-    vote_on: tuple[str, ...] | None = None  # json/regex answers: the fields the vote is about (None: all)
-    meanings: tuple[tuple[str, ...], ...] = ()  # example answers grouped by meaning: the run measures its rule
-    threshold_set: bool = True  # False: the threshold is the default, and the measured rule replaces it
-
-    def split(self, answer: JSON) -> tuple[str, str]:
-        """(group, text): the canonical JSON of the fields that must match exactly ("" without any), and the
-        text whose meaning is compared: a text answer itself, or the other voted fields, one per line."""
-        if not isinstance(answer, dict):
-            return "", answer if isinstance(answer, str) else canonical(answer)
-        missing = [f for f in self.exact_fields if f not in answer]
-        if missing:
-            raise RedFlag("schema", f"the answer lacks the field {missing[0]!r}")
-        group = canonical({f: answer[f] for f in self.exact_fields}) if self.exact_fields else ""
-        fields = self.vote_on if self.vote_on is not None else tuple(sorted(answer))
-        rest = [answer[f] for f in fields if f not in self.exact_fields and f in answer]
-        return group, "\n".join(value if isinstance(value, str) else canonical(value) for value in rest)
 
 
 class AnswerParser(Protocol):

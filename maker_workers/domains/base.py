@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    from maker_workers.domains.answers import SemanticMatch
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 JSON = Any  # a JSON value: what states and answers are
 
 DEFAULT_THRESHOLD = 0.65
-"""Semantic matching's default (answers.py, `SemanticMatch`); here, where nothing heavy loads, because `maker vote
---help` shows it. Chosen from the simulated model's embeddings (docs/semantic.md): of 40,000 pairs of
+"""Semantic matching's default for the simulated model's embeddings (`SemanticMatch`); here, where nothing heavy
+loads, because `maker vote --help` shows it. Chosen from those embeddings (docs/semantic.md): of 40,000 pairs of
 paraphrases none is below 0.74, of 54,000 pairs of different meanings none above 0.57; 0.65 sits between."""
 
 
@@ -96,3 +94,36 @@ class Task(Protocol):
     def input_hash(self, state: JSON, step: int, previous: JSON) -> str:
         """Names one step's exact input: a vote counts only toward the input its prompt was built from."""
         ...
+
+
+DEFAULT_MAX_CANDIDATES = 16
+"""A contest whose answers spread over more meanings than this fails its step: no margin is coming."""
+
+
+@dataclass(frozen=True)
+class SemanticMatch:
+    """How a task's answers are matched by meaning (built from the spec's `answer`); here, beside the Task protocol
+    that carries it, so every task module can name it without importing the parsers."""
+
+    embeddings: str
+    threshold: float = DEFAULT_THRESHOLD  # join: the least similarity to a candidate that joins it
+    open_below: float | None = None  # a vote less similar to every candidate opens one; None: the threshold
+    embeddings_base_url: str | None = None  # where the embedding model is served, apart from the completion model
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    exact_fields: tuple[str, ...] = ()  # json/regex answers: fields never merged by similarity
+    vote_on: tuple[str, ...] | None = None  # json/regex answers: the fields the vote is about (None: all)
+    meanings: tuple[tuple[str, ...], ...] = ()  # example answers grouped by meaning: the run measures its rule
+    threshold_set: bool = True  # False: the threshold is the default, and the measured rule replaces it
+
+    def split(self, answer: JSON) -> tuple[str, str]:
+        """(group, text): the canonical JSON of the fields that must match exactly ("" without any), and the
+        text whose meaning is compared: a text answer itself, or the other voted fields, one per line."""
+        if not isinstance(answer, dict):
+            return "", answer if isinstance(answer, str) else canonical(answer)
+        missing = [f for f in self.exact_fields if f not in answer]
+        if missing:
+            raise RedFlag("schema", f"the answer lacks the field {missing[0]!r}")
+        group = canonical({f: answer[f] for f in self.exact_fields}) if self.exact_fields else ""
+        fields = self.vote_on if self.vote_on is not None else tuple(sorted(answer))
+        rest = [answer[f] for f in fields if f not in self.exact_fields and f in answer]
+        return group, "\n".join(value if isinstance(value, str) else canonical(value) for value in rest)

@@ -12,13 +12,9 @@ import json
 import re
 from collections.abc import Iterator
 from functools import cache
-from typing import TYPE_CHECKING
 
-from maker_workers.domains.base import Parsed, RedFlag
+from maker_workers.domains.base import Parsed, RedFlag, SemanticMatch
 from maker_workers.errors import ConfigError
-
-if TYPE_CHECKING:
-    from maker_workers.domains.answers import SemanticMatch
 
 State = list[list[int]]
 Move = tuple[int, int, int]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -560,7 +561,7 @@ class SpecTask:
         if self.semantic is not None and isinstance(self._parser, TextAnswer):
             # The examples are measured as votes are compared: a text answer normalised as its parser does.
             groups = tuple(tuple(self._parser.normalize(t) for t in group) for group in self.semantic.meanings)
-            self.semantic = self.semantic.model_copy(update={"meanings": groups})
+            self.semantic = replace(self.semantic, meanings=groups)
         self._system: _Renders | None
         if literal:
             self._system = None if spec.system is None else _Plain(spec.system)
