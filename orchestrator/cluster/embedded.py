@@ -56,6 +56,7 @@ class Process:
         self.name = name
         self._ready_text = ready_text
         self._ready = threading.Event()
+        self._said_ready = False  # the ready line was seen (the event is also set at the end of its output)
         self._tail: deque[str] = deque(maxlen=40)
         self.popen = subprocess.Popen(
             argv,
@@ -76,11 +77,14 @@ class Process:
             for line in self.popen.stdout:
                 self._tail.append(line.rstrip())
                 if self._ready_text in line:
+                    self._said_ready = True
                     self._ready.set()
         self._ready.set()  # end of output: wake any waiter so it can see the exit
 
     def wait_ready(self, timeout: float) -> None:
-        if not self._ready.wait(timeout) or self.popen.poll() is not None:
+        # Its output may end a moment before it exits: never having said it is ready is enough to fail.
+        if not self._ready.wait(timeout) or not self._said_ready or self.popen.poll() is not None:
+            self._drained.join(5)  # the last lines (the reason) are in the tail before it is shown
             raise MakerError(f"{self.name} did not start:\n{self.tail()}")
 
     def check(self) -> None:
