@@ -20,6 +20,7 @@ from maker_workers.domains.base import JSON, RedFlag, Task, canonical
 from maker_workers.errors import ConfigError, ProviderError, RateLimited, Rejected, Retryable
 from maker_workers.members import Member
 from maker_workers.providers import Completion, Provider
+from maker_workers.providers.embeddings import Embedding
 from maker_workers.ratelimit import RateLimiter, estimated_tokens
 from maker_workers.semantic import Embedder
 from maker_workers.votes import Contest, Drawer, Meaning, Recorded, Said, VoteBook
@@ -289,12 +290,17 @@ def _draw(
     return record("vote", key, "" if payload == key else payload, meaning, residue=residue)
 
 
-def embedded(embedder: Embedder, text: str, policy: SamplePolicy) -> list[float]:
-    """One text's vector under the shared rate limit and the retry policy, as a vote's embedding is drawn."""
+def embedded(
+    embedder: Embedder,
+    text: str,
+    policy: SamplePolicy,
+    on_wait: Callable[[str, float, str], None] = lambda *_: None,
+    wanted: Callable[[], bool] = lambda: True,
+) -> Embedding | None:
+    """One text's embedding under the shared rate limit and the retry policy, as a completion is drawn; None when
+    `wanted` turned False while it waited."""
     ask, estimate = partial(embedder.model.embed, text), estimated_tokens([{"content": text}], 0)
-    embedding = _retried(ask, estimate, lambda e: e.tokens, policy, embedder.limiter, lambda *_: None, lambda: True)
-    assert embedding is not None  # `wanted` never turns False
-    return embedding.vector
+    return _retried(ask, estimate, lambda e: e.tokens, policy, embedder.limiter, on_wait, wanted)
 
 
 def _meaning(
@@ -308,6 +314,5 @@ def _meaning(
     """What the vote script needs to vote on the answer's meaning: its embedding, under the same rate limits and
     retries as a completion; None when `wanted` turned False while it waited."""
     group, text = semantic.split(answer)
-    ask, estimate = partial(embedder.model.embed, text), estimated_tokens([{"content": text}], 0)
-    embedding = _retried(ask, estimate, lambda e: e.tokens, policy, embedder.limiter, on_wait, wanted)
+    embedding = embedded(embedder, text, policy, on_wait, wanted)
     return None if embedding is None else embedder.meaning(semantic, group, embedding)

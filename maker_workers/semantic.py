@@ -26,13 +26,18 @@ from maker_workers.settings import WorkerSettings
 from maker_workers.votes import Meaning
 
 
-def unit_vector(values: list[float]) -> bytes:
-    """The vector scaled to length 1, packed as little-endian float32: normalised once, here, so the vote
-    script's cosine is a plain dot product."""
+def unit(values: list[float]) -> list[float]:
+    """The vector scaled to length 1; ValueError when it has no direction."""
     norm = math.sqrt(math.fsum(x * x for x in values))
     if not norm or not math.isfinite(norm):
         raise ValueError("the embedding is all zeros or not finite")
-    return struct.pack(f"<{len(values)}f", *(x / norm for x in values))
+    return [x / norm for x in values]
+
+
+def unit_vector(values: list[float]) -> bytes:
+    """The vector scaled to length 1, packed as little-endian float32: normalised once, here, so the vote
+    script's cosine is a plain dot product."""
+    return struct.pack(f"<{len(values)}f", *unit(values))
 
 
 @dataclass(frozen=True)

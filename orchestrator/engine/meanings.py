@@ -28,6 +28,7 @@ from maker_workers.celery_app import EMBED_EXAMPLES_TASK
 from maker_workers.connections import never_twice
 from maker_workers.domains.answers import SemanticMatch
 from maker_workers.errors import ConfigError, store_errors
+from maker_workers.semantic import unit
 
 if TYPE_CHECKING:
     import redis
@@ -62,10 +63,10 @@ class MeaningsRule(BaseModel):
 
 
 def _unit(vector: list[float]) -> list[float]:
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    if not norm or not math.isfinite(norm):
-        raise ConfigError("answer.meanings: the embedding model gave an all-zero or non-finite vector")
-    return [x / norm for x in vector]
+    try:
+        return unit(vector)
+    except ValueError as exc:
+        raise ConfigError(f"answer.meanings: an example's embedding has no direction: {exc}") from None
 
 
 def rule_from(
